@@ -1,0 +1,426 @@
+"""The pure conversation state machine: (flow, state, inbound) -> (state, messages, effects).
+
+No I/O, no clock, no globals: the same inputs always give the same turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bot.flows.expressions import evaluate, holds, render
+from bot.flows.loader import Flow
+from bot.flows.schema import ChoiceSpec, CommandSpec, FlowSpec, QuestionSpec, StateSpec
+from bot.models import (
+    CardField,
+    CardOut,
+    Choice,
+    ChoiceIn,
+    ChoicesOut,
+    Classified,
+    ConversationEnded,
+    ConversationState,
+    HandoffRequested,
+    ResumeIn,
+    StartIn,
+    Status,
+    TextIn,
+    TextOut,
+    Turn,
+)
+from bot.nlu.understanding import NO, YES, Understander, keyword_understander, yes_or_no
+
+DONE = "__done__"
+MAX_BUBBLES = 5  # LINE answers at most 5 messages per reply; more reads as spam on a phone
+_MAX_HOPS = 100  # a flow whose `next` loops without asking would otherwise never return
+
+Message = TextOut | ChoicesOut | CardOut
+Effect = HandoffRequested | ConversationEnded | Classified
+
+
+class Engine:
+    """Runs one flow. Holds only immutable data derived from the flow."""
+
+    def __init__(self, flow: Flow, *, understand: Understander = keyword_understander) -> None:
+        self.flow = flow
+        self.spec: FlowSpec = flow.spec
+        self.understand = understand
+        self._labels = _labels_by_slot(self.spec)
+        self._fallback = next(
+            (name for name, s in self.spec.states.items() if s.fallback), self.spec.start
+        )
+        self._agent_command = next(
+            (c for c in self.spec.commands if c.goto and self.spec.states[c.goto].handoff), None
+        )
+
+    def new(self) -> ConversationState:
+        return ConversationState(flow=self.spec.flow, flow_version=self.flow.version, state="")
+
+    def advance(
+        self, conversation: ConversationState | None, event: TextIn | ChoiceIn | StartIn | ResumeIn
+    ) -> Turn:
+        """The next turn of `conversation` (None: a new one) given what the user did."""
+        turn = _TurnBuilder(self, conversation or self.new())
+        if conversation is None or turn.conv.state == "":
+            # A first message that is not a start (e.g. text typed at once) still gets the greeting.
+            turn.enter(self.spec.start)
+            if not isinstance(event, (TextIn, ChoiceIn)):
+                return turn.result()
+        if turn.conv.state not in self.spec.states:
+            turn.say(self.spec.texts.flow_changed)
+            turn.enter(self._fallback)
+            return turn.result()
+        turn.update(flow_version=self.flow.version)
+        match event:
+            case StartIn(returning=True) if self.spec.returning:
+                turn.enter(self.spec.returning)
+            case StartIn():
+                turn.enter(self.spec.start, reset=True)
+            case ResumeIn():
+                turn.resume()
+            case ChoiceIn():
+                turn.on_choice(event)
+            case TextIn():
+                turn.on_text(event.text)
+        return turn.result()
+
+    def question(self, conversation: ConversationState) -> ChoicesOut | None:
+        """The question the conversation is waiting on, rendered (e.g. to show it again)."""
+        state = self.spec.states.get(conversation.state)
+        if state is None or state.ask is None:
+            return None
+        return _TurnBuilder(self, conversation).render_question(conversation.state, state.ask)
+
+
+class _TurnBuilder:
+    """Accumulates one turn: the evolving state, messages and effects."""
+
+    def __init__(self, engine: Engine, conversation: ConversationState) -> None:
+        self.engine = engine
+        self.spec = engine.spec
+        self.conv = conversation
+        self.messages: list[Message] = []
+        self.effects: list[Effect] = []
+
+    # ------------------------------------------------------------ events
+
+    def on_choice(self, event: ChoiceIn) -> None:
+        if self.spec.command(event.choice):
+            self.run_command(self.spec.command(event.choice))  # type: ignore[arg-type]
+            return
+        state = self.current()
+        if event.state is not None and event.state != self.conv.state:
+            self.say(self.spec.texts.stale_button)
+            self.reask()
+            return
+        if self.conv.pending_confirm and event.choice in (YES, NO):
+            self.on_confirm(event.choice == YES)
+            return
+        if state.ask is None:
+            self.on_idle()
+            return
+        if state.ask.multi and event.choice == DONE:
+            self.finish_multi(state.ask)
+            return
+        choice = next((c for c in state.ask.choices if c.id == event.choice), None)
+        if choice is None:
+            self.say(self.spec.texts.stale_button)
+            self.reask()
+            return
+        self.answer(state.ask, (choice.id,))
+
+    def on_text(self, text: str) -> None:
+        state = self.current()
+        ask = state.ask
+        if self.conv.pending_confirm:
+            verdict = yes_or_no(text)
+            if verdict is not None:
+                self.on_confirm(verdict == YES)
+                return
+        commands = self._commands_for(ask)
+        understood = self.engine.understand(
+            text,
+            choices=ask.choices if ask else (),
+            commands=commands,
+            multi=bool(ask and ask.multi),
+        )
+        if understood.command:
+            self.effects.append(
+                Classified(
+                    state=self.conv.state,
+                    intents=(understood.command,),
+                    score=understood.score,
+                    stage=understood.stage,
+                )
+            )
+            self.run_command(self.spec.command(understood.command))  # type: ignore[arg-type]
+            return
+        if ask is None:
+            self.on_idle()
+            return
+        self.effects.append(
+            Classified(
+                state=self.conv.state,
+                intents=understood.intents,
+                score=understood.score,
+                stage=understood.stage,
+            )
+        )
+        if ask.multi and understood.intents == () and _is_done_text(text, ask):
+            self.finish_multi(ask)
+            return
+        if not understood.intents:
+            self.miss(ask)
+            return
+        if understood.confirm:
+            self.ask_confirm(ask, understood.intents)
+            return
+        self.answer(ask, understood.intents)
+
+    def on_confirm(self, agreed: bool) -> None:
+        ask = self.current().ask
+        guessed = self.conv.pending_confirm
+        self.update(pending_confirm=())
+        if ask is None:
+            self.on_idle()
+        elif agreed:
+            self.answer(ask, guessed)
+        else:
+            self.miss(ask)
+
+    def on_idle(self) -> None:
+        """Input where no question waits: after the end, start again; otherwise move on."""
+        state = self.current()
+        if state.end or self.conv.status is Status.ENDED:
+            self.enter(self.spec.returning or self.spec.start, reset=self.spec.returning is None)
+        else:
+            self.resume()
+
+    def resume(self) -> None:
+        state = self.current()
+        target = self.spec.resume or (self._next(state) if state.next else None)
+        self.enter(target or self.spec.start)
+
+    # ------------------------------------------------------------ answers
+
+    def answer(self, ask: QuestionSpec, intents: Sequence[str]) -> None:
+        if ask.multi:
+            picked = [c.id for c in ask.choices if c.id in set(self.conv.selection) | set(intents)]
+            self.update(selection=tuple(picked), misses=0)
+            self.messages.append(self.render_question(self.conv.state, ask, prompt=False))
+            return
+        choice = next(c for c in ask.choices if c.id == intents[0])
+        self.fill(ask.slot, choice.id)
+        self.leave(choice)
+
+    def finish_multi(self, ask: QuestionSpec) -> None:
+        if len(self.conv.selection) < ask.min_selected:
+            self.say(self.spec.texts.need_selection, done=ask.done_label)
+            self.reask()
+            return
+        self.fill(ask.slot, list(self.conv.selection))
+        self.update(selection=())
+        self.leave(None)
+
+    def ask_confirm(self, ask: QuestionSpec, intents: Sequence[str]) -> None:
+        by_id = {c.id: c for c in ask.choices}
+        guess = "」「".join(by_id[i].confirm or by_id[i].label for i in intents)
+        self.update(pending_confirm=tuple(intents))
+        texts = self.spec.texts
+        self.messages.append(
+            ChoicesOut(
+                text=self.render(texts.confirm, guess=guess),
+                state=self.conv.state,
+                choices=(
+                    Choice(id=YES, label=texts.confirm_yes),
+                    Choice(id=NO, label=texts.confirm_no),
+                ),
+            )
+        )
+
+    def miss(self, ask: QuestionSpec) -> None:
+        misses = self.conv.misses + 1
+        self.update(misses=misses)
+        texts = self.spec.texts
+        if misses >= self.spec.max_misses:
+            self.say(texts.still_not_understood)
+            self.messages.append(self.render_question(self.conv.state, ask, offer_agent=True))
+        else:
+            self.say(texts.not_understood)
+            self.messages.append(self.render_question(self.conv.state, ask))
+
+    def reask(self) -> None:
+        ask = self.current().ask
+        if ask is not None:
+            self.messages.append(self.render_question(self.conv.state, ask))
+
+    def run_command(self, command: CommandSpec) -> None:
+        for text in command.say:
+            self.say(text)
+        self.update(pending_confirm=())
+        if command.goto:
+            self.enter(command.goto, reset=command.reset)
+        else:
+            self.reask()
+
+    # ------------------------------------------------------------ moving
+
+    def leave(self, choice: ChoiceSpec | None) -> None:
+        state = self.current()
+        target = choice.goto if choice and choice.goto else self._next(state)
+        self.enter(target)
+
+    def enter(self, name: str, *, reset: bool = False) -> None:
+        if reset:
+            self.update(slots={}, status=Status.ACTIVE)
+        self.update(selection=(), misses=0, pending_confirm=())
+        for _ in range(_MAX_HOPS):
+            state = self.spec.states[name]
+            self.update(state=name, status=Status.ACTIVE)
+            for slot, expression in state.set.items():
+                self.fill(slot, evaluate(expression, self.context()))
+            for message in state.messages():
+                if not holds(message.if_, self.context()):
+                    continue
+                if message.text is not None:
+                    self.say(message.text)
+                elif message.card is not None:
+                    self.messages.append(self.render_card(message.card))
+            if state.ask:
+                self.messages.append(self.render_question(name, state.ask))
+                return
+            if state.handoff:
+                self.effects.append(HandoffRequested(reason=self.render(state.handoff.reason)))
+                return
+            if state.end:
+                self.update(status=Status.ENDED)
+                self.effects.append(ConversationEnded())
+                return
+            name = self._next(state)
+        raise RuntimeError(f"flow '{self.spec.flow}' loops at state '{name}' without asking")
+
+    def _next(self, state: StateSpec) -> str:
+        if isinstance(state.next, str):
+            return state.next
+        context = self.context()
+        for branch in state.next or ():
+            if holds(branch.if_, context):
+                return branch.goto
+        return self.spec.start  # the linter rejects flows that reach this
+
+    # ------------------------------------------------------------ rendering
+
+    def render_question(
+        self, name: str, ask: QuestionSpec, *, prompt: bool = True, offer_agent: bool = False
+    ) -> ChoicesOut:
+        picked = set(self.conv.selection) if ask.multi else set()
+        choices = [Choice(id=c.id, label=c.label, selected=c.id in picked) for c in ask.choices]
+        if ask.multi:
+            choices.append(Choice(id=DONE, label=ask.done_label))
+        agent = self.engine._agent_command
+        if offer_agent and agent and self._accepts(ask, agent.id):
+            choices.append(Choice(id=agent.id, label=agent.label))
+        if prompt:
+            text = self.render(ask.text)
+        else:  # a multi-select after a pick: say what is chosen so far instead of asking again
+            chosen = "」「".join(c.label for c in ask.choices if c.id in picked)
+            text = self.render(self.spec.texts.selected_so_far, picked=chosen, done=ask.done_label)
+        return ChoicesOut(text=text, state=name, choices=tuple(choices), multi=ask.multi)
+
+    def render_card(self, card: Any) -> CardOut:
+        context = self.context()
+        fields = []
+        for f in card.fields:
+            value = render(f.value, context)
+            if value:
+                fields.append(CardField(label=render(f.label, context), value=value))
+        return CardOut(
+            title=render(card.title, context),
+            fields=tuple(fields),
+            footer=render(card.footer, context),
+        )
+
+    def render(self, source: str, **extra: Any) -> str:
+        return render(source, {**self.context(), **extra})
+
+    def say(self, source: str, **extra: Any) -> None:
+        text = self.render(source, **extra)
+        if text:
+            self.messages.append(TextOut(text=text))
+
+    def context(self) -> dict[str, Any]:
+        slots = self.conv.slots
+        labels: dict[str, Any] = {}
+        for slot, value in slots.items():
+            names = self.engine._labels.get(slot)
+            if names is None:
+                continue
+            labels[slot] = (
+                [names.get(v, v) for v in value]
+                if isinstance(value, list)
+                else names.get(value, value)
+            )
+        return {**slots, "vars": self.spec.vars, "label": labels}
+
+    # ------------------------------------------------------------ state
+
+    def current(self) -> StateSpec:
+        return self.spec.states[self.conv.state]
+
+    def fill(self, slot: str, value: Any) -> None:
+        self.update(slots={**self.conv.slots, slot: value})
+
+    def update(self, **changes: Any) -> None:
+        self.conv = self.conv.model_copy(update=changes)
+
+    def _commands_for(self, ask: QuestionSpec | None) -> tuple[CommandSpec, ...]:
+        if ask is None or not ask.accepts:
+            return self.spec.commands
+        return tuple(c for c in self.spec.commands if c.id in ask.accepts)
+
+    def _accepts(self, ask: QuestionSpec, command_id: str) -> bool:
+        return not ask.accepts or command_id in ask.accepts
+
+    def result(self) -> Turn:
+        return Turn(
+            conversation=self.conv,
+            messages=_fit_bubbles(self.messages),
+            effects=tuple(self.effects),
+        )
+
+
+def _labels_by_slot(spec: FlowSpec) -> dict[str, dict[str, str]]:
+    labels: dict[str, dict[str, str]] = {}
+    for state in spec.states.values():
+        if state.ask:
+            labels.setdefault(state.ask.slot, {}).update({c.id: c.label for c in state.ask.choices})
+    return labels
+
+
+def _is_done_text(text: str, ask: QuestionSpec) -> bool:
+    from bot.nlu.normalize import normalize
+
+    norm = normalize(text)
+    return bool(norm) and norm in {
+        normalize(ask.done_label),
+        "以上",
+        "いじょう",
+        "おわり",
+        "終わり",
+        "これだけ",
+        "ok",
+    }
+
+
+def _fit_bubbles(messages: list[Message]) -> tuple[Message, ...]:
+    """Merge neighbouring texts until the turn fits in MAX_BUBBLES."""
+    merged = list(messages)
+    while len(merged) > MAX_BUBBLES:
+        for i in range(len(merged) - 1):
+            a, b = merged[i], merged[i + 1]
+            if isinstance(a, TextOut) and isinstance(b, TextOut):
+                merged[i : i + 2] = [TextOut(text=f"{a.text}\n\n{b.text}")]
+                break
+        else:
+            break
+    return tuple(merged)

@@ -1,0 +1,106 @@
+"""Templates and conditions for flows: Jinja2 in its sandbox, never `eval`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import TemplateError
+from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate, native_concat
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_ENV = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+
+# Names every template may read without a state having filled them.
+BUILTIN_NAMES = frozenset(
+    {"vars", "label", "true", "false", "none", "range", "guess", "picked", "done"}
+)
+
+
+class ExpressionError(ValueError):
+    """A template or expression does not parse."""
+
+
+def check_syntax(source: str, *, expression: bool = False) -> None:
+    try:
+        _ENV.parse(_as_template(source, expression))
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(f"{exc.message} in {source!r}") from exc
+
+
+def render(source: str, context: Mapping[str, Any]) -> str:
+    """Render a `{{ templated }}` text; an undefined name renders as nothing."""
+    if "{" not in source:
+        return source
+    try:
+        return _compiled(source, False).render(context).strip()
+    except TemplateError:
+        return source
+
+
+def evaluate(source: str, context: Mapping[str, Any]) -> Any:
+    """Evaluate an expression; errors (e.g. comparing an unset slot) give None."""
+    try:
+        value = _compiled(source, True).render(context)
+    except (TemplateError, TypeError):
+        return None
+    return value
+
+
+def holds(source: str | None, context: Mapping[str, Any]) -> bool:
+    return True if source is None else bool(_truthy(evaluate(source, context)))
+
+
+def names_read(source: str, *, expression: bool = False) -> set[str]:
+    """Slot names a template reads; `label.x` counts as reading `x`.
+
+    Names guarded by `is defined` or `| default` are not counted: the author handled absence.
+    """
+    ast = _ENV.parse(_as_template(source, expression))
+    guarded = {
+        n.node.name
+        for n in ast.find_all((nodes.Test, nodes.Filter))
+        if n.name in {"defined", "undefined", "default", "d"} and isinstance(n.node, nodes.Name)
+    }
+    guarded |= {
+        n.node.attr
+        for n in ast.find_all((nodes.Test, nodes.Filter))
+        if n.name in {"defined", "undefined", "default", "d"} and isinstance(n.node, nodes.Getattr)
+    }
+    labels = {
+        g.attr
+        for g in ast.find_all(nodes.Getattr)
+        if isinstance(g.node, nodes.Name) and g.node.name == "label"
+    }
+    return (meta.find_undeclared_variables(ast) | labels) - BUILTIN_NAMES - guarded
+
+
+def _as_template(source: str, expression: bool) -> str:
+    return "{{ (" + source + ") }}" if expression else source
+
+
+@lru_cache(maxsize=4096)
+def _compiled(source: str, expression: bool) -> Template:
+    if expression:
+        # Render to a native value through a one-element list so booleans and numbers survive.
+        return _NATIVE.from_string("{{ (" + source + ") }}")
+    return _ENV.from_string(source)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value not in {"", "False", "None", "0", "[]"}
+    return bool(value)
+
+
+class _NativeSandbox(ImmutableSandboxedEnvironment):
+    """Sandboxed environment whose renders return Python values, not strings."""
+
+    code_generator_class = NativeCodeGenerator
+    concat = staticmethod(native_concat)
+    template_class = NativeTemplate
+
+
+_NATIVE = _NativeSandbox(undefined=ChainableUndefined, autoescape=False)

@@ -1,0 +1,289 @@
+"""Checks a loaded flow for mistakes the schema alone cannot see. Each rule names where."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from bot.errors import FlowError
+from bot.flows.expressions import ExpressionError, check_syntax, names_read
+from bot.flows.loader import Flow, Loc
+from bot.flows.schema import BranchSpec, FlowSpec, StateSpec
+
+LINE_QUICK_REPLY_ITEMS = 13
+LINE_LABEL_CHARS = 20
+SLACK_BUTTON_CHARS = 75
+
+
+def lint(flow: Flow) -> list[FlowError]:
+    """Every problem in the flow, in file order."""
+    problems = [
+        *_bare_booleans(flow),
+        *_unknown_targets(flow),
+        *_expressions(flow),
+        *_duplicates(flow),
+        *_missing_texts(flow),
+        *_channel_limits(flow),
+        *_unreachable(flow),
+        *_dead_ends(flow),
+        *_unfilled_reads(flow),
+    ]
+    return sorted(problems, key=lambda e: (e.line, e.column))
+
+
+def targets(state: StateSpec) -> Iterator[tuple[Loc, str]]:
+    """(location suffix, target) of every edge leaving a state."""
+    if isinstance(state.next, str):
+        yield ("next",), state.next
+    elif state.next:
+        for i, branch in enumerate(state.next):
+            yield ("next", i, "goto"), branch.goto
+    if state.ask:
+        for i, choice in enumerate(state.ask.choices):
+            if choice.goto:
+                yield ("ask", "choices", i, "goto"), choice.goto
+
+
+def entry_points(spec: FlowSpec) -> set[str]:
+    """States a conversation can enter from outside the flow's own edges."""
+    entries = {spec.start}
+    entries |= {s for s in (spec.returning, spec.resume) if s}
+    entries |= {c.goto for c in spec.commands if c.goto}
+    entries |= {name for name, state in spec.states.items() if state.fallback}
+    return entries
+
+
+# ---------------------------------------------------------------- rules
+
+
+def _bare_booleans(flow: Flow) -> Iterator[FlowError]:
+    for loc in sorted(flow.bare_booleans, key=flow.where):
+        yield flow.error(
+            loc, 'a bare yes/no/on/off is read by YAML as a boolean: quote it, e.g. "yes"'
+        )
+
+
+def _unknown_targets(flow: Flow) -> Iterator[FlowError]:
+    spec = flow.spec
+    for field in ("start", "returning", "resume"):
+        target = getattr(spec, field)
+        if target and target not in spec.states:
+            yield flow.error((field,), f"{field} is the unknown state '{target}'")
+    for name, state in spec.states.items():
+        for suffix, target in targets(state):
+            if target not in spec.states:
+                yield flow.error(
+                    ("states", name, *suffix), f"state '{name}' goes to unknown state '{target}'"
+                )
+    for i, command in enumerate(spec.commands):
+        if command.goto and command.goto not in spec.states:
+            yield flow.error(
+                ("commands", i, "goto"),
+                f"command '{command.id}' goes to unknown state '{command.goto}'",
+            )
+
+
+def _expressions(flow: Flow) -> Iterator[FlowError]:
+    for loc, source, is_expression in _sources(flow.spec):
+        try:
+            check_syntax(source, expression=is_expression)
+        except ExpressionError as exc:
+            yield flow.error(loc, f"bad {'expression' if is_expression else 'template'}: {exc}")
+
+
+def _duplicates(flow: Flow) -> Iterator[FlowError]:
+    seen: dict[str, int] = {}
+    for i, command in enumerate(flow.spec.commands):
+        if command.id in seen:
+            yield flow.error(("commands", i, "id"), f"duplicate command id '{command.id}'")
+        seen[command.id] = i
+    for name, state in flow.spec.states.items():
+        if not state.ask:
+            continue
+        ids: set[str] = set()
+        for i, choice in enumerate(state.ask.choices):
+            loc: Loc = ("states", name, "ask", "choices", i, "id")
+            if choice.id in ids:
+                yield flow.error(loc, f"state '{name}' has the choice id '{choice.id}' twice")
+            if choice.id in seen:
+                yield flow.error(loc, f"choice id '{choice.id}' in '{name}' is also a command id")
+            ids.add(choice.id)
+    fallbacks = [n for n, s in flow.spec.states.items() if s.fallback]
+    for extra in fallbacks[1:]:
+        yield flow.error(("states", extra, "fallback"), "only one state can be the fallback")
+
+
+def _missing_texts(flow: Flow) -> Iterator[FlowError]:
+    spec = flow.spec
+    for i, command in enumerate(spec.commands):
+        if not command.label.strip():
+            yield flow.error(("commands", i, "label"), f"command '{command.id}' has no label")
+    for name, state in spec.states.items():
+        base: Loc = ("states", name)
+        for i, message in enumerate(state.messages()):
+            if message.text is not None and not message.text.strip():
+                yield flow.error((*base, "say", i), f"state '{name}' says an empty text")
+            if message.card and not message.card.title.strip():
+                yield flow.error(
+                    (*base, "say", i, "card"), f"state '{name}' has a card with no title"
+                )
+        if state.ask:
+            if not state.ask.text.strip():
+                yield flow.error((*base, "ask", "text"), f"state '{name}' asks an empty question")
+            for i, choice in enumerate(state.ask.choices):
+                if not choice.label.strip():
+                    yield flow.error(
+                        (*base, "ask", "choices", i, "label"),
+                        f"choice '{choice.id}' in '{name}' has no label",
+                    )
+        if not (state.say or state.ask or state.handoff or state.end or state.set):
+            yield flow.error(base, f"state '{name}' does nothing: give it a message or a question")
+
+
+def _channel_limits(flow: Flow) -> Iterator[FlowError]:
+    for i, command in enumerate(flow.spec.commands):
+        yield from _label_limits(
+            flow, ("commands", i, "label"), command.label, f"command '{command.id}'"
+        )
+    for name, state in flow.spec.states.items():
+        if not state.ask:
+            continue
+        ask = state.ask
+        # One extra button: the multi-select "done", or the agent offer after repeated misses.
+        buttons = len(ask.choices) + 1
+        if buttons > LINE_QUICK_REPLY_ITEMS:
+            yield flow.error(
+                ("states", name, "ask", "choices"),
+                f"state '{name}' offers {buttons} buttons with its extra button; "
+                f"LINE quick reply allows {LINE_QUICK_REPLY_ITEMS}",
+            )
+        for i, choice in enumerate(ask.choices):
+            yield from _label_limits(
+                flow,
+                ("states", name, "ask", "choices", i, "label"),
+                choice.label,
+                f"choice '{choice.id}' in '{name}'",
+            )
+        if ask.multi:
+            yield from _label_limits(
+                flow,
+                ("states", name, "ask", "done_label"),
+                ask.done_label,
+                f"done button of '{name}'",
+            )
+
+
+def _label_limits(flow: Flow, loc: Loc, label: str, what: str) -> Iterator[FlowError]:
+    if len(label) > LINE_LABEL_CHARS:
+        yield flow.error(
+            loc,
+            f"{what}: label '{label}' has {len(label)} characters; LINE allows {LINE_LABEL_CHARS}",
+        )
+    if len(label) > SLACK_BUTTON_CHARS:
+        yield flow.error(loc, f"{what}: label is over Slack's {SLACK_BUTTON_CHARS} characters")
+
+
+def _unreachable(flow: Flow) -> Iterator[FlowError]:
+    spec = flow.spec
+    seen: set[str] = set()
+    todo = [s for s in entry_points(spec) if s in spec.states]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [t for _, t in targets(spec.states[name]) if t in spec.states]
+    for name in spec.states:
+        if name not in seen:
+            yield flow.error(("states", name), f"state '{name}' is unreachable from '{spec.start}'")
+
+
+def _dead_ends(flow: Flow) -> Iterator[FlowError]:
+    for name, state in flow.spec.states.items():
+        if state.end or state.next is not None:
+            if isinstance(state.next, tuple) and state.next and state.next[-1].if_ is not None:
+                yield flow.error(
+                    ("states", name, "next"),
+                    f"state '{name}': the last branch needs no 'if', so some branch always holds",
+                )
+            continue
+        if state.ask and all(c.goto for c in state.ask.choices):
+            continue
+        if state.handoff and flow.spec.resume:
+            continue
+        yield flow.error(
+            ("states", name), f"state '{name}' has no way out: add 'next' or make it 'end: true'"
+        )
+
+
+def _unfilled_reads(flow: Flow) -> Iterator[FlowError]:
+    """A slot read where some path reaches without having filled it."""
+    spec = flow.spec
+    every = {slot for state in spec.states.values() for slot in _fills(state)}
+    filled_on_entry: dict[str, set[str]] = {name: set(every) for name in spec.states}
+    for entry in entry_points(spec):
+        if entry in filled_on_entry:
+            filled_on_entry[entry] = set()
+    changed = True
+    while changed:  # must-analysis: a slot counts only when filled on every path in
+        changed = False
+        for name, state in spec.states.items():
+            out = filled_on_entry[name] | _fills(state)
+            for _, target in targets(state):
+                if target in filled_on_entry and not filled_on_entry[target] <= out:
+                    filled_on_entry[target] &= out
+                    changed = True
+    for name, state in spec.states.items():
+        known = set(filled_on_entry[name])
+        known |= set(state.set)  # set runs first
+        for loc, source, is_expression in _state_sources(name, state):
+            readable = known | ({state.ask.slot} if state.ask and loc[2] == "next" else set())
+            try:
+                missing = names_read(source, expression=is_expression) - readable
+            except Exception:  # syntax errors are reported by their own rule
+                continue
+            for slot in sorted(missing):
+                if slot in spec.vars:
+                    yield flow.error(loc, f"'{slot}' is a flow var: read it as vars.{slot}")
+                else:
+                    yield flow.error(
+                        loc,
+                        f"state '{name}' reads slot '{slot}', which is not filled on every path "
+                        "to it (guard it with 'is defined' or fill it first)",
+                    )
+
+
+def _fills(state: StateSpec) -> set[str]:
+    return set(state.set) | ({state.ask.slot} if state.ask else set())
+
+
+def _sources(spec: FlowSpec) -> Iterator[tuple[Loc, str, bool]]:
+    for i, command in enumerate(spec.commands):
+        for j, text in enumerate(command.say):
+            yield ("commands", i, "say", j), text, False
+    for name, state in spec.states.items():
+        yield from _state_sources(name, state)
+
+
+def _state_sources(name: str, state: StateSpec) -> Iterator[tuple[Loc, str, bool]]:
+    base: Loc = ("states", name)
+    for slot, expression in state.set.items():
+        yield (*base, "set", slot), expression, True
+    for i, message in enumerate(state.messages()):
+        loc: Loc = (*base, "say", i)
+        if message.if_:
+            yield loc, message.if_, True
+        if message.text is not None:
+            yield loc, message.text, False
+        if message.card:
+            yield loc, message.card.title, False
+            for j, card_field in enumerate(message.card.fields):
+                yield (*loc, "card", "fields", j), card_field.value, False
+    if state.ask:
+        yield (*base, "ask", "text"), state.ask.text, False
+    if isinstance(state.next, tuple):
+        for i, branch in enumerate(state.next):
+            if branch.if_:
+                yield (*base, "next", i, "if"), branch.if_, True
+
+
+__all__ = ["BranchSpec", "entry_points", "lint", "targets"]

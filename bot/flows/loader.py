@@ -1,0 +1,182 @@
+"""Load YAML flow files into typed models, keeping each value's line and column for errors."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bot.errors import FlowError
+from bot.flows.schema import FlowSpec
+
+Loc = tuple[str | int, ...]
+
+_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
+class FlowErrors(FlowError):
+    """Every problem found in one or more flow files."""
+
+    def __init__(self, issues: Iterable[FlowError]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+    def __str__(self) -> str:
+        return "\n".join(str(i) for i in self.issues)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A validated flow with where each of its values came from."""
+
+    spec: FlowSpec
+    path: str
+    version: str
+    locations: Mapping[Loc, tuple[int, int]] = field(default_factory=dict)
+    bare_booleans: frozenset[Loc] = frozenset()
+
+    @property
+    def id(self) -> str:
+        return self.spec.flow
+
+    def error(self, loc: Loc, message: str) -> FlowError:
+        line, column = self.where(loc)
+        return FlowError(message, file=self.path, line=line, column=column)
+
+    def where(self, loc: Loc) -> tuple[int, int]:
+        """Line and column of the value at `loc`, or of its nearest ancestor."""
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.locations:
+                return self.locations[loc[:end]]
+        return (0, 0)
+
+
+def load_flow(path: str | Path, *, check: bool = True) -> Flow:
+    """Parse and validate one flow file; raises FlowErrors naming file, line and column."""
+    path = Path(path)
+    shown = _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowErrors([FlowError(f"cannot read: {exc.strerror}", file=shown)]) from exc
+    flow = parse_flow(text, path=shown)
+    if check:
+        from bot.flows.lint import lint
+
+        problems = lint(flow)
+        if problems:
+            raise FlowErrors(problems)
+    return flow
+
+
+def parse_flow(text: str, *, path: str = "<flow>") -> Flow:
+    locations: dict[Loc, tuple[int, int]] = {}
+    bare: set[Loc] = set()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise FlowErrors(
+            [FlowError(f"not valid YAML: {exc.problem or exc}", file=path, line=line, column=col)]
+        ) from exc
+    if node is None:
+        raise FlowErrors([FlowError("the file is empty", file=path, line=1, column=1)])
+    data = _Builder(path, locations, bare).build(node, ())
+    version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    try:
+        spec = FlowSpec.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            probe = Flow(spec=None, path=path, version=version, locations=locations)  # type: ignore[arg-type]
+            line, col = probe.where(loc)
+            message = f"{_dotted(loc)}: {err['msg']}"
+            if any(loc[: len(b)] == b for b in bare) or loc in bare:
+                message += ' (YAML reads a bare yes/no/on/off as a boolean: quote it, e.g. "yes")'
+            issues.append(FlowError(message, file=path, line=line, column=col))
+        raise FlowErrors(issues) from exc
+    return Flow(
+        spec=spec, path=path, version=version, locations=locations, bare_booleans=frozenset(bare)
+    )
+
+
+def load_flows(directory: str | Path) -> dict[str, Flow]:
+    """Load every `*.yaml` flow in a directory, keyed by flow id; all problems at once."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.glob("*.y*ml") if p.suffix in {".yaml", ".yml"})
+    if not files:
+        raise FlowErrors([FlowError("no flow files (*.yaml) found", file=_display(directory))])
+    flows: dict[str, Flow] = {}
+    issues: list[FlowError] = []
+    for file in files:
+        try:
+            flow = load_flow(file)
+        except FlowErrors as exc:
+            issues += exc.issues
+            continue
+        if flow.id in flows:
+            issues.append(
+                flow.error(("flow",), f"flow id '{flow.id}' is also used by {flows[flow.id].path}")
+            )
+        flows[flow.id] = flow
+    if issues:
+        raise FlowErrors(issues)
+    return flows
+
+
+class _Builder:
+    """Turns a composed YAML node tree into plain data, recording every value's position."""
+
+    def __init__(self, path: str, locations: dict[Loc, tuple[int, int]], bare: set[Loc]) -> None:
+        self.path = path
+        self.locations = locations
+        self.bare = bare
+        self.constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.locations[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.constructor.construct_object(key_node, deep=True)
+                if isinstance(key, bool):
+                    key = key_node.value  # a bare `yes:` key is meant as the text "yes"
+                if key in result:
+                    mark = key_node.start_mark
+                    raise FlowErrors(
+                        [
+                            FlowError(
+                                f"duplicate key '{key}'",
+                                file=self.path,
+                                line=mark.line + 1,
+                                column=mark.column + 1,
+                            )
+                        ]
+                    )
+                result[key] = self.build(value_node, (*loc, key))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
+        value = self.constructor.construct_object(node, deep=True)
+        # `true`/`false` are meant as booleans; a bare yes/no/on/off almost never is.
+        if isinstance(value, bool) and node.style is None and node.value.lower() in _BOOL_WORDS:
+            self.bare.add(loc)
+        return value
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc if p not in {"function-after"}) or "(top)"
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

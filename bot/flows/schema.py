@@ -1,0 +1,184 @@
+"""The flow vocabulary: typed models that YAML flow files load into.
+
+A flow is a set of named states. Entering a state runs, in order: `set` (computed slots),
+`say` (messages, each optionally conditional), then one of
+  - `ask`: a question; the conversation waits for an answer that fills `ask.slot`;
+  - `handoff`: a human agent is asked for; the conversation waits until handed back;
+  - `end: true`: the conversation is over;
+  - nothing: it moves straight on to `next`.
+`next` is a state name or a list of branches `{if: <expression>, goto: <state>}`; the first
+branch whose condition holds wins, a branch without `if` always holds. A choice can carry its own
+`goto`, which wins over `next`.
+
+Expressions and `{{ templates }}` are Jinja2, evaluated in a sandbox over the slots, the flow's
+`vars` and `label` (slot -> label(s) of the chosen choice(s)).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChoiceSpec(Model):
+    id: str = Field(description="Stable id stored in the slot and carried by buttons.")
+    label: str = Field(description="Button text (LINE: at most 20 characters).")
+    goto: str | None = Field(default=None, description="State to go to when chosen.")
+    keywords: tuple[str, ...] = Field(
+        default=(), description="Precise words that, found in free text, select this choice."
+    )
+    examples: tuple[str, ...] = Field(
+        default=(), description="Example phrases users type for this choice (for the classifier)."
+    )
+    confirm: str | None = Field(
+        default=None,
+        description="How to restate this choice when a guess is confirmed (「〜ということですね？」).",
+    )
+
+
+class QuestionSpec(Model):
+    text: str = Field(description="The question. Templated.")
+    slot: str = Field(description="Slot the answer fills: a choice id, or a list for multi.")
+    choices: tuple[ChoiceSpec, ...] = Field(min_length=1)
+    multi: bool = Field(default=False, description="Several choices may be picked.")
+    done_label: str = Field(default="これで全部", description="Multi-select: the finish button.")
+    min_selected: int = Field(default=1, ge=0, description="Multi-select: picks needed to finish.")
+    accepts: tuple[str, ...] = Field(
+        default=(),
+        description="Global command ids understood here besides the choices (default: all).",
+    )
+
+
+class CardFieldSpec(Model):
+    label: str
+    value: str = Field(description="Templated; an empty result hides the field.")
+
+
+class CardSpec(Model):
+    title: str
+    fields: tuple[CardFieldSpec, ...] = ()
+    footer: str = ""
+
+
+class MessageSpec(Model):
+    text: str | None = Field(default=None, description="Templated text.")
+    card: CardSpec | None = None
+    if_: str | None = Field(default=None, alias="if", description="Shown only when this holds.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> MessageSpec:
+        if (self.text is None) == (self.card is None):
+            raise ValueError("a message needs exactly one of 'text' or 'card'")
+        return self
+
+
+class BranchSpec(Model):
+    if_: str | None = Field(default=None, alias="if", description="Expression; absent = always.")
+    goto: str
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class HandoffSpec(Model):
+    reason: str = Field(description="Why the user is handed to an agent (shown to the agent).")
+
+
+class StateSpec(Model):
+    set: dict[str, str] = Field(default_factory=dict, description="slot: expression")
+    say: tuple[str | MessageSpec, ...] = ()
+    ask: QuestionSpec | None = None
+    handoff: HandoffSpec | None = None
+    end: bool = False
+    next: str | tuple[BranchSpec, ...] | None = None
+    fallback: bool = Field(
+        default=False,
+        description="Where conversations go when their state vanished after a flow change.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StateSpec:
+        kinds = [
+            k for k, on in (("ask", self.ask), ("handoff", self.handoff), ("end", self.end)) if on
+        ]
+        if len(kinds) > 1:
+            raise ValueError(f"a state is one of ask, handoff or end, not {' and '.join(kinds)}")
+        if self.end and self.next is not None:
+            raise ValueError("an end state has no 'next'")
+        return self
+
+    def messages(self) -> tuple[MessageSpec, ...]:
+        return tuple(MessageSpec(text=m) if isinstance(m, str) else m for m in self.say)
+
+
+class CommandSpec(Model):
+    """A global command: understood in every state (unless a question narrows `accepts`)."""
+
+    id: str
+    label: str = Field(description="Button text where the command is offered.")
+    keywords: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+    say: tuple[str, ...] = Field(default=(), description="Said before acting. Templated.")
+    goto: str | None = Field(default=None, description="State to go to; absent = re-ask.")
+    reset: bool = Field(default=False, description="Forget all slots (start over).")
+
+
+class TextsSpec(Model):
+    """What the bot says when the flow itself has nothing to say."""
+
+    not_understood: str = (
+        "ごめんなさい、うまく受け取れませんでした。下のボタンから選んでもらえますか？"
+    )
+    still_not_understood: str = (
+        "うまくお答えできずごめんなさい。ボタンから選ぶか、担当者と直接話すこともできますよ。"
+    )
+    stale_button: str = "そのボタンは前の質問のものでした。いまの質問はこちらです。"
+    confirm: str = "「{{ guess }}」ということですね？"
+    confirm_yes: str = "はい"
+    confirm_no: str = "いいえ"
+    selected_so_far: str = "いま選んでいるのは「{{ picked }}」です。ほかにもあれば選んで、終わったら「{{ done }}」を押してください。"
+    need_selection: str = "ひとつ以上選んでから「{{ done }}」を押してください。"
+    flow_changed: str = "会話の内容が新しくなったので、少し前から続けますね。"
+    ended: str = "今日はありがとうございました。また話したくなったら、いつでも声をかけてください。"
+    waiting: str = "担当者におつなぎしています。もう少しお待ちください。"
+
+
+class FlowSpec(Model):
+    flow: str = Field(description="Flow id, stored with each conversation.")
+    title: str = ""
+    start: str = Field(description="First state of a new conversation.")
+    max_misses: int = Field(default=2, ge=1, description="Unrecognised answers before help.")
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Constants for templates (e.g. agency name)."
+    )
+    texts: TextsSpec = Field(default_factory=TextsSpec)
+    commands: tuple[CommandSpec, ...] = ()
+    states: dict[str, StateSpec] = Field(min_length=1)
+    returning: str | None = Field(
+        default=None, description="State for a user who comes back (e.g. LINE unblock)."
+    )
+    resume: str | None = Field(
+        default=None, description="State the bot resumes at when an agent hands back."
+    )
+
+    def command(self, command_id: str) -> CommandSpec | None:
+        return next((c for c in self.commands if c.id == command_id), None)
+
+
+StepKind = Literal["ask", "handoff", "end", "pass"]
+
+
+def step_kind(state: StateSpec) -> StepKind:
+    if state.ask:
+        return "ask"
+    if state.handoff:
+        return "handoff"
+    if state.end:
+        return "end"
+    return "pass"

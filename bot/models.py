@@ -1,0 +1,194 @@
+"""Our own frozen types: conversation keys, inbound events, outbound messages, effects.
+
+Channel adapters translate LINE/Slack/web payloads into these at the edge; nothing past
+`bot/channels/` sees a raw payload.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Channel(StrEnum):
+    WEB = "web"
+    LINE = "line"
+    SLACK = "slack"
+    CLI = "cli"
+
+
+class Mode(StrEnum):
+    """Who speaks for the bot side of a conversation."""
+
+    BOT = "bot"
+    WAITING = "waiting"  # a handoff was requested, no agent has claimed it yet
+    AGENT = "agent"  # an agent owns the conversation; the bot is silent
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    ENDED = "ended"
+    INACTIVE = "inactive"  # the user left the channel (unfollow); data kept until retention
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConversationKey(Frozen):
+    """Identifies one conversation: a user on a channel, optionally in a thread."""
+
+    channel: Channel
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.channel.value}:{self.address}"
+
+
+# ---------------------------------------------------------------- inbound
+
+
+class TextIn(Frozen):
+    kind: Literal["text"] = "text"
+    text: str
+
+
+class ChoiceIn(Frozen):
+    """A tapped button. `state` is the question the button belonged to (stale-click check)."""
+
+    kind: Literal["choice"] = "choice"
+    choice: str
+    state: str | None = None
+    label: str | None = None
+
+
+class StartIn(Frozen):
+    """The user opened the conversation (web page load, LINE follow, first Slack DM)."""
+
+    kind: Literal["start"] = "start"
+    returning: bool = False
+
+
+class ResumeIn(Frozen):
+    """An agent handed the conversation back to the bot."""
+
+    kind: Literal["resume"] = "resume"
+
+
+Inbound = Annotated[TextIn | ChoiceIn | StartIn | ResumeIn, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- outbound
+
+
+class Choice(Frozen):
+    id: str
+    label: str
+    selected: bool = False
+
+
+class TextOut(Frozen):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ChoicesOut(Frozen):
+    """A question with buttons. `state` is echoed back in taps so stale buttons are detected."""
+
+    type: Literal["choices"] = "choices"
+    text: str
+    state: str
+    choices: tuple[Choice, ...]
+    multi: bool = False
+
+
+class CardField(Frozen):
+    label: str
+    value: str
+
+
+class CardOut(Frozen):
+    type: Literal["card"] = "card"
+    title: str
+    fields: tuple[CardField, ...] = ()
+    footer: str = ""
+
+    def as_text(self) -> str:
+        """Plain-text rendering: fallbacks (LINE altText, Slack `text`, terminal)."""
+        lines = [self.title]
+        lines += [f"■ {f.label}\n{f.value}" for f in self.fields]
+        if self.footer:
+            lines.append(self.footer)
+        return "\n".join(lines)
+
+
+Outbound = Annotated[TextOut | ChoicesOut | CardOut, Field(discriminator="type")]
+
+
+def outbound_text(message: TextOut | ChoicesOut | CardOut) -> str:
+    if isinstance(message, CardOut):
+        return message.as_text()
+    return message.text
+
+
+# ---------------------------------------------------------------- effects
+
+
+class HandoffRequested(Frozen):
+    kind: Literal["handoff"] = "handoff"
+    reason: str
+
+
+class ConversationEnded(Frozen):
+    kind: Literal["ended"] = "ended"
+
+
+class Classified(Frozen):
+    """How free text was understood; logged so examples can grow from real traffic."""
+
+    kind: Literal["classified"] = "classified"
+    state: str
+    intents: tuple[str, ...]
+    score: float
+    stage: str
+
+
+Effect = Annotated[HandoffRequested | ConversationEnded | Classified, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- conversation state
+
+
+class ConversationState(Frozen):
+    """What the engine needs to continue a conversation; persisted by the store."""
+
+    flow: str
+    flow_version: str
+    state: str
+    slots: dict[str, Any] = Field(default_factory=dict)
+    selection: tuple[str, ...] = ()  # multi-select choices picked so far in the current question
+    misses: int = 0  # consecutive unrecognised answers to the current question
+    pending_confirm: tuple[str, ...] = ()  # intents guessed by the classifier, awaiting はい/いいえ
+    status: Status = Status.ACTIVE
+
+
+class Turn(Frozen):
+    """The engine's answer to one inbound event."""
+
+    conversation: ConversationState
+    messages: tuple[TextOut | ChoicesOut | CardOut, ...]
+    effects: tuple[HandoffRequested | ConversationEnded | Classified, ...] = ()
+
+
+class StoredMessage(Frozen):
+    """One line of a transcript."""
+
+    id: int
+    direction: Literal["in", "out"]
+    sender: Literal["user", "bot", "agent", "note", "system"]
+    text: str
+    body: dict[str, Any]
+    created_at: datetime

@@ -1,0 +1,1 @@
+"""Understanding free text: normalisation, keyword rules, classifiers behind one interface."""
