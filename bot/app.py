@@ -1,0 +1,73 @@
+"""The FastAPI application: routes stay thin, the lifespan owns start-up and shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from bot.channels import web
+from bot.channels.registry import CHANNEL_ROUTERS, CHANNEL_SETUPS
+from bot.config import Settings
+from bot.errors import BotError, StoreError
+from bot.models import Mode
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings)
+        app.state.runtime = runtime
+        for setup in CHANNEL_SETUPS:
+            await setup(app, runtime)
+        recovered = await runtime.worker.recover()
+        if recovered:
+            log.info("resuming %d events recorded before the last stop", recovered)
+        try:
+            yield
+        finally:
+            for teardown in reversed(runtime.extras.get("teardown", [])):
+                await teardown()
+            await runtime.close()
+
+    app = FastAPI(title="yarigai", version="0.1.0", lifespan=lifespan)
+    app.include_router(web.router)
+    for mount in CHANNEL_ROUTERS:
+        mount(app, settings)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        try:
+            await runtime.store.ping()
+        except StoreError as exc:
+            return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready", "flows": sorted(runtime.flows)})
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        by_mode = await runtime.store.counts_by_mode()
+        runtime.metrics.set_conversation_counts(
+            await runtime.store.counts_by_state(), by_mode.get(Mode.WAITING.value, 0)
+        )
+        return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(BotError)
+    async def bot_error(_: Request, exc: BotError) -> JSONResponse:
+        log.error("request failed: %s", exc)
+        return JSONResponse({"error": type(exc).__name__}, status_code=500)
+
+    return app

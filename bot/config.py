@@ -1,0 +1,50 @@
+"""Settings from environment variables (and `.env`), one typed object passed around."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting the server reads; README and .env.example list the same names."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./data/yarigai.db",
+        description="sqlite:///path.db or postgresql://user@host:port/db",
+    )
+    flows_dir: Path = Path("flows")
+    default_flow: str = "career"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    public_url: str = Field(default="", description="Base URL users reach, for links in cards.")
+
+    # LINE
+    line_channel_secret: SecretStr | None = None
+    line_channel_access_token: SecretStr | None = None
+    line_api_base_url: str = "https://api.line.me"
+    line_max_body_bytes: int = 1024 * 1024
+
+    # Slack
+    slack_signing_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_api_base_url: str = "https://slack.com/api/"
+    slack_agent_channel: str = ""
+    slack_agent_users: str = Field(default="", description="Comma-separated Slack user ids.")
+
+    # Agents and handoff
+    handoff_timeout_minutes: int = 15
+    agent_hours: str = "Mon-Fri 09:00-18:00 Asia/Tokyo"
+    session_secret: SecretStr | None = Field(
+        default=None, description="Signs console session cookies; random per process if unset."
+    )
+
+    # Data
+    retention_days: int = Field(default=90, ge=1)

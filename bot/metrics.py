@@ -1,0 +1,50 @@
+"""Prometheus metrics, one registry per app so several apps (tests) never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages_in = Counter(
+            "yarigai_messages_in",
+            "Messages received from users",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.messages_out = Counter(
+            "yarigai_messages_out", "Messages sent to users", ["channel"], registry=self.registry
+        )
+        self.turn_seconds = Histogram(
+            "yarigai_turn_seconds",
+            "Time to handle one inbound message, store included",
+            ["channel"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.conversations = Gauge(
+            "yarigai_conversations",
+            "Conversations per flow state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.handoffs_waiting = Gauge(
+            "yarigai_handoffs_waiting", "Conversations waiting for an agent", registry=self.registry
+        )
+        self.deliveries_failed = Counter(
+            "yarigai_deliveries_failed",
+            "Outbound deliveries that failed for good",
+            ["channel"],
+            registry=self.registry,
+        )
+
+    def set_conversation_counts(self, by_state: dict[str, int], waiting: int) -> None:
+        self.conversations.clear()
+        for state, count in by_state.items():
+            self.conversations.labels(state=state).set(count)
+        self.handoffs_waiting.set(waiting)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

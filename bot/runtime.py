@@ -1,0 +1,60 @@
+"""Everything a running server holds: settings, flows, store, service, worker, metrics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.config import Settings
+from bot.engine import Engine
+from bot.errors import FlowError
+from bot.flows.loader import Flow, load_flows
+from bot.metrics import Metrics
+from bot.service import ConversationService
+from bot.store.repo import SqlStore
+from bot.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    flows: dict[str, Flow]
+    store: SqlStore
+    service: ConversationService
+    worker: Worker
+    metrics: Metrics
+    extras: dict[str, Any] = field(default_factory=dict)  # channel clients, keyed by channel
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        """Load flows (refusing broken ones), open and migrate the store."""
+        flows = load_flows(settings.flows_dir)
+        if settings.default_flow not in flows:
+            raise FlowError(
+                f"DEFAULT_FLOW '{settings.default_flow}' is not among the flows: "
+                + ", ".join(sorted(flows)),
+                file=str(settings.flows_dir),
+            )
+        store = await SqlStore.open(settings.database_url)
+        metrics = Metrics()
+        engines = {name: Engine(flow) for name, flow in flows.items()}
+        service = ConversationService(
+            store=store, engines=engines, default_flow=settings.default_flow, metrics=metrics
+        )
+        worker = Worker(store=store)
+        log.info("loaded flows: %s", ", ".join(f"{f.id}@{f.version}" for f in flows.values()))
+        return cls(
+            settings=settings,
+            flows=flows,
+            store=store,
+            service=service,
+            worker=worker,
+            metrics=metrics,
+        )
+
+    async def close(self) -> None:
+        await self.worker.close()
+        await self.store.close()

@@ -1,0 +1,169 @@
+"""The one composer: load a conversation, consult its mode, run the engine, save, report.
+
+Channels call `handle` with our own event types and render the reply; nothing here knows
+about LINE, Slack or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from bot.engine import Engine
+from bot.metrics import Metrics
+from bot.models import (
+    CardOut,
+    ChoiceIn,
+    ChoicesOut,
+    Classified,
+    ConversationKey,
+    HandoffRequested,
+    Mode,
+    ResumeIn,
+    StartIn,
+    TextIn,
+    TextOut,
+    Turn,
+    outbound_text,
+)
+from bot.store.repo import ConcurrentUpdate, SqlStore, StoredConversation, TranscriptEntry
+
+log = logging.getLogger(__name__)
+
+Event = TextIn | ChoiceIn | StartIn | ResumeIn
+Message = TextOut | ChoicesOut | CardOut
+_SAVE_ATTEMPTS = 5  # another process may write the same conversation between load and save
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one inbound event produced."""
+
+    conversation_id: int
+    messages: tuple[Message, ...]
+    mode: Mode
+    handoff: HandoffRequested | None = None
+    outbox_id: int | None = None
+
+
+# Called after a turn is saved, for what happens around the conversation (handoff queue, etc.).
+TurnListener = Callable[[ConversationKey, Reply, Turn | None], Awaitable[None]]
+
+
+@dataclass
+class ConversationService:
+    store: SqlStore
+    engines: Mapping[str, Engine]
+    default_flow: str
+    metrics: Metrics = field(default_factory=Metrics)
+    listeners: list[TurnListener] = field(default_factory=list)
+    _locks: dict[ConversationKey, asyncio.Lock] = field(default_factory=dict)
+
+    async def handle(self, key: ConversationKey, event: Event, *, outbox: bool = False) -> Reply:
+        """Run one inbound event through the conversation; `outbox` queues the reply durably."""
+        started = time.perf_counter()
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            for attempt in range(_SAVE_ATTEMPTS):
+                stored = await self.store.load(key)
+                try:
+                    reply, turn = await self._turn(key, stored, event, outbox=outbox)
+                    break
+                except ConcurrentUpdate:
+                    if attempt == _SAVE_ATTEMPTS - 1:
+                        raise
+                    log.info("conversation %s changed under us; retrying", key)
+        if not lock.locked() and len(self._locks) > 10_000:
+            self._locks.pop(key, None)
+        channel = key.channel.value
+        if not isinstance(event, (StartIn, ResumeIn)):
+            self.metrics.messages_in.labels(channel=channel).inc()
+        self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
+        self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
+        for listener in self.listeners:
+            await listener(key, reply, turn)
+        return reply
+
+    def engine_for(self, stored: StoredConversation | None) -> Engine:
+        if stored is not None and stored.state.flow in self.engines:
+            return self.engines[stored.state.flow]
+        return self.engines[self.default_flow]
+
+    async def _turn(
+        self, key: ConversationKey, stored: StoredConversation | None, event: Event, *, outbox: bool
+    ) -> tuple[Reply, Turn | None]:
+        inbound = _inbound_entry(event)
+        mode = stored.mode if stored else Mode.BOT
+        if stored is not None and mode is not Mode.BOT and not isinstance(event, ResumeIn):
+            # An agent owns (or is about to own) the conversation: keep the message, say nothing.
+            saved = await self.store.save_turn(
+                key,
+                state=stored.state,
+                expected_version=stored.version,
+                inbound=[inbound] if inbound else [],
+                outbound=[],
+            )
+            return Reply(conversation_id=saved.conversation_id, messages=(), mode=mode), None
+
+        engine = self.engine_for(stored)
+        previous = stored.state if stored else None
+        if previous is not None and previous.flow != engine.spec.flow:
+            previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
+        turn = engine.advance(previous, event)
+        handoff = next((e for e in turn.effects if isinstance(e, HandoffRequested)), None)
+        new_mode = Mode.WAITING if handoff else Mode.BOT
+        for effect in turn.effects:
+            if isinstance(effect, Classified):
+                log.info(
+                    "classified state=%s intents=%s score=%.2f stage=%s",
+                    effect.state,
+                    ",".join(effect.intents) or "-",
+                    effect.score,
+                    effect.stage,
+                )
+        outbound = [
+            TranscriptEntry(
+                direction="out",
+                sender="bot",
+                text=outbound_text(m),
+                body=m.model_dump(mode="json"),
+            )
+            for m in turn.messages
+        ]
+        saved = await self.store.save_turn(
+            key,
+            state=turn.conversation,
+            expected_version=stored.version if stored else None,
+            inbound=[inbound] if inbound else [],
+            outbound=outbound,
+            deliver=[m.model_dump(mode="json") for m in turn.messages]
+            if outbox and turn.messages
+            else None,
+            mode=new_mode if new_mode is not mode else None,
+        )
+        reply = Reply(
+            conversation_id=saved.conversation_id,
+            messages=turn.messages,
+            mode=new_mode,
+            handoff=handoff,
+            outbox_id=saved.outbox_id,
+        )
+        return reply, turn
+
+
+def _inbound_entry(event: Event) -> TranscriptEntry | None:
+    if isinstance(event, TextIn):
+        return TranscriptEntry(
+            direction="in", sender="user", text=event.text, body=event.model_dump(mode="json")
+        )
+    if isinstance(event, ChoiceIn):
+        return TranscriptEntry(
+            direction="in",
+            sender="user",
+            text=event.label or event.choice,
+            body=event.model_dump(mode="json"),
+        )
+    return None

@@ -1,0 +1,134 @@
+"""Processes durably recorded inbound events after the webhook has answered.
+
+Events of one conversation run one at a time, oldest first; different conversations run in
+parallel. Whatever was recorded but not processed when the process stopped is picked up by
+`recover()` at start-up, so an acknowledged event is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from bot.store.repo import InboxEvent, SqlStore
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[InboxEvent], Awaitable[None]]
+
+
+class Worker:
+    def __init__(self, *, store: SqlStore) -> None:
+        self.store = store
+        self.handlers: dict[str, EventHandler] = {}
+        self._queues: dict[tuple[str, str], list[InboxEvent]] = {}
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._known: set[int] = set()  # inbox ids queued or being processed, never taken twice
+        self._closed = False
+
+    def register(self, channel: str, handler: EventHandler) -> None:
+        self.handlers[channel] = handler
+
+    async def submit(
+        self,
+        *,
+        channel: str,
+        event_id: str,
+        address: str,
+        payload: dict[str, Any],
+        occurred_at: datetime,
+    ) -> bool:
+        """Record the event durably and schedule it. False: seen before, nothing to do."""
+        new = await self.store.record_event(
+            channel=channel,
+            event_id=event_id,
+            address=address,
+            payload=payload,
+            occurred_at=occurred_at,
+        )
+        if new:
+            self._schedule_pending(channel, address)
+        return new
+
+    async def recover(self) -> int:
+        """Schedule every recorded, unprocessed event (after a crash or restart)."""
+        events = await self.store.pending_events(limit=10_000)
+        for event in events:
+            self._enqueue(event)
+        return len(events)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background task, keeping a reference so it is neither lost nor collected."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def idle(self, timeout: float = 10.0) -> None:
+        """Wait until nothing is queued or running (tests, graceful shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._running or self._tasks) and loop.time() < deadline:
+            pending = list(self._running.values()) + list(self._tasks)
+            await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+
+    async def close(self, timeout: float = 5.0) -> None:
+        self._closed = True
+        await self.idle(timeout)
+        for task in [*self._running.values(), *self._tasks]:
+            task.cancel()
+
+    # ------------------------------------------------------------ internals
+
+    def _schedule_pending(self, channel: str, address: str) -> None:
+        # The event is re-read from the store (not passed along) so one code path serves both
+        # fresh events and recovered ones.
+        self.spawn(self._load_and_enqueue(channel, address))
+
+    async def _load_and_enqueue(self, channel: str, address: str) -> None:
+        events = await self.store.pending_events(limit=1000, channel=channel, address=address)
+        for event in events:
+            self._enqueue(event)
+
+    def _enqueue(self, event: InboxEvent) -> None:
+        key = (event.channel, event.address)
+        if event.id in self._known:
+            return
+        if len(self._known) > 100_000:  # old ids are long processed; forget the older half
+            self._known = set(sorted(self._known)[50_000:])
+        self._known.add(event.id)
+        self._queues.setdefault(key, []).append(event)
+        if key not in self._running and not self._closed:
+            task = asyncio.get_running_loop().create_task(self._drain(key))
+            self._running[key] = task
+
+    async def _drain(self, key: tuple[str, str]) -> None:
+        try:
+            while self._queues.get(key):
+                queue = self._queues[key]
+                queue.sort(key=lambda e: (e.occurred_at, e.id))
+                event = queue.pop(0)
+                await self._process(event)
+        finally:
+            self._running.pop(key, None)
+            self._queues.pop(key, None)
+
+    async def _process(self, event: InboxEvent) -> None:
+        if event.processed_at is not None:
+            return
+        handler = self.handlers.get(event.channel)
+        if handler is None:
+            log.warning("no handler for %s event %s; left for later", event.channel, event.id)
+            return
+        try:
+            await handler(event)
+        except Exception as exc:
+            # Recorded, never silently dropped: the error stays with the event in the inbox.
+            log.exception("processing %s event %s failed", event.channel, event.id)
+            await self.store.mark_processed(event.id, error=f"{type(exc).__name__}: {exc}")
+            return
+        await self.store.mark_processed(event.id)
