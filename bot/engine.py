@@ -66,11 +66,11 @@ class Engine:
             turn.enter(self.spec.start)
             if not isinstance(event, (TextIn, ChoiceIn)):
                 return turn.result()
+        turn.update(flow_version=self.flow.version)
         if turn.conv.state not in self.spec.states:
             turn.say(self.spec.texts.flow_changed)
             turn.enter(self._fallback)
             return turn.result()
-        turn.update(flow_version=self.flow.version)
         match event:
             case StartIn(returning=True) if self.spec.returning:
                 turn.enter(self.spec.returning)
@@ -109,7 +109,7 @@ class _TurnBuilder:
             self.run_command(self.spec.command(event.choice))  # type: ignore[arg-type]
             return
         state = self.current()
-        if event.state is not None and event.state != self.conv.state:
+        if state.ask and event.state is not None and event.state != self.conv.state:
             self.say(self.spec.texts.stale_button)
             self.reask()
             return

@@ -68,17 +68,17 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def idle(self, timeout: float = 10.0) -> None:
+    async def idle(self, grace: float = 10.0) -> None:
         """Wait until nothing is queued or running (tests, graceful shutdown)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + grace
         while (self._running or self._tasks) and loop.time() < deadline:
             pending = list(self._running.values()) + list(self._tasks)
             await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, grace: float = 5.0) -> None:
         self._closed = True
-        await self.idle(timeout)
+        await self.idle(grace)
         for task in [*self._running.values(), *self._tasks]:
             task.cancel()
 

@@ -57,9 +57,8 @@ def entry_points(spec: FlowSpec) -> set[str]:
 
 def _bare_booleans(flow: Flow) -> Iterator[FlowError]:
     for loc in sorted(flow.bare_booleans, key=flow.where):
-        yield flow.error(
-            loc, 'a bare yes/no/on/off is read by YAML as a boolean: quote it, e.g. "yes"'
-        )
+        # Only fields typed boolean get here (elsewhere the schema already refused the value).
+        yield flow.error(loc, "a bare yes/no/on/off is read by YAML as a boolean: write true or false")
 
 
 def _unknown_targets(flow: Flow) -> Iterator[FlowError]:
@@ -135,7 +134,8 @@ def _missing_texts(flow: Flow) -> Iterator[FlowError]:
                         (*base, "ask", "choices", i, "label"),
                         f"choice '{choice.id}' in '{name}' has no label",
                     )
-        if not (state.say or state.ask or state.handoff or state.end or state.set):
+        routes = isinstance(state.next, tuple)  # a state of branches only is a router
+        if not (state.say or state.ask or state.handoff or state.end or state.set or routes):
             yield flow.error(base, f"state '{name}' does nothing: give it a message or a question")
 
 
@@ -277,7 +277,12 @@ def _state_sources(name: str, state: StateSpec) -> Iterator[tuple[Loc, str, bool
         if message.card:
             yield loc, message.card.title, False
             for j, card_field in enumerate(message.card.fields):
+                yield (*loc, "card", "fields", j), card_field.label, False
                 yield (*loc, "card", "fields", j), card_field.value, False
+            if message.card.footer:
+                yield (*loc, "card", "footer"), message.card.footer, False
+    if state.handoff:
+        yield (*base, "handoff", "reason"), state.handoff.reason, False
     if state.ask:
         yield (*base, "ask", "text"), state.ask.text, False
     if isinstance(state.next, tuple):

@@ -161,6 +161,10 @@ class _Builder:
                         ]
                     )
                 result[key] = self.build(value_node, (*loc, key))
+                if isinstance(value_node, yaml.CollectionNode):
+                    # A block mapping or list starts on the line below its key: point at the key.
+                    mark = key_node.start_mark
+                    self.locations[(*loc, key)] = (mark.line + 1, mark.column + 1)
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
