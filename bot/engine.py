@@ -28,6 +28,7 @@ from bot.models import (
     TextOut,
     Turn,
 )
+from bot.nlu.normalize import normalize
 from bot.nlu.understanding import NO, YES, Understander, keyword_understander, yes_or_no
 
 DONE = "__done__"
@@ -66,6 +67,7 @@ class Engine:
             turn.enter(self.spec.start)
             if not isinstance(event, (TextIn, ChoiceIn)):
                 return turn.result()
+            turn.first_turn = True
         turn.update(flow_version=self.flow.version)
         if turn.conv.state not in self.spec.states:
             turn.say(self.spec.texts.flow_changed)
@@ -101,6 +103,9 @@ class _TurnBuilder:
         self.conv = conversation
         self.messages: list[Message] = []
         self.effects: list[Effect] = []
+        # The user's very first message (e.g. 「こんにちは」) was not an answer to anything yet:
+        # only the greeting replies to it, unless it already answers the first question.
+        self.first_turn = False
 
     # ------------------------------------------------------------ events
 
@@ -170,7 +175,8 @@ class _TurnBuilder:
             self.finish_multi(ask)
             return
         if not understood.intents:
-            self.miss(ask)
+            if not self.first_turn:
+                self.miss(ask)
             return
         if understood.confirm:
             self.ask_confirm(ask, understood.intents)
@@ -268,7 +274,7 @@ class _TurnBuilder:
     def leave(self, choice: ChoiceSpec | None) -> None:
         state = self.current()
         target = choice.goto if choice and choice.goto else self._next(state)
-        self.enter(target)
+        self.enter(target, reset=bool(choice and choice.reset))
 
     def enter(self, name: str, *, reset: bool = False) -> None:
         if reset:
@@ -398,18 +404,13 @@ def _labels_by_slot(spec: FlowSpec) -> dict[str, dict[str, str]]:
 
 
 def _is_done_text(text: str, ask: QuestionSpec) -> bool:
-    from bot.nlu.normalize import normalize
-
+    """「以上です」「これで全部かな」: the user finishes a multi-select in words."""
     norm = normalize(text)
-    return bool(norm) and norm in {
-        normalize(ask.done_label),
-        "以上",
-        "いじょう",
-        "おわり",
-        "終わり",
-        "これだけ",
-        "ok",
-    }
+    words = {normalize(w) for w in (ask.done_label, *_DONE_WORDS)}
+    return any(norm.startswith(w) and len(norm) <= len(w) + 4 for w in words if w)
+
+
+_DONE_WORDS = ("以上", "おわり", "終わり", "これだけ", "これで全部", "それだけ", "ok", "done")
 
 
 def _fit_bubbles(messages: list[Message]) -> tuple[Message, ...]:

@@ -99,7 +99,7 @@ class _NativeSandbox(ImmutableSandboxedEnvironment):
     """Sandboxed environment whose renders return Python values, not strings."""
 
     code_generator_class = NativeCodeGenerator
-    concat = staticmethod(native_concat)
+    concat = staticmethod(native_concat)  # type: ignore[assignment]
     template_class = NativeTemplate
 
 

@@ -58,7 +58,9 @@ def entry_points(spec: FlowSpec) -> set[str]:
 def _bare_booleans(flow: Flow) -> Iterator[FlowError]:
     for loc in sorted(flow.bare_booleans, key=flow.where):
         # Only fields typed boolean get here (elsewhere the schema already refused the value).
-        yield flow.error(loc, "a bare yes/no/on/off is read by YAML as a boolean: write true or false")
+        yield flow.error(
+            loc, "a bare yes/no/on/off is read by YAML as a boolean: write true or false"
+        )
 
 
 def _unknown_targets(flow: Flow) -> Iterator[FlowError]:
@@ -235,7 +237,14 @@ def _unfilled_reads(flow: Flow) -> Iterator[FlowError]:
     for name, state in spec.states.items():
         known = set(filled_on_entry[name])
         known |= set(state.set)  # set runs first
+        # A conditional message's body is read only when its `if` holds (e.g. `x is defined`).
+        conditions: dict[Loc, str] = {
+            ("states", name, "say", i): m.if_ for i, m in enumerate(state.messages()) if m.if_
+        }
         for loc, source, is_expression in _state_sources(name, state):
+            condition = conditions.get(loc[:4])
+            if condition and not is_expression:
+                source = f"{{% if {condition} %}}{source}{{% endif %}}"
             readable = known | ({state.ask.slot} if state.ask and loc[2] == "next" else set())
             try:
                 missing = names_read(source, expression=is_expression) - readable

@@ -170,7 +170,8 @@ class _Builder:
             return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
         value = self.constructor.construct_object(node, deep=True)
         # `true`/`false` are meant as booleans; a bare yes/no/on/off almost never is.
-        if isinstance(value, bool) and node.style is None and node.value.lower() in _BOOL_WORDS:
+        bare = isinstance(node, yaml.ScalarNode) and node.style is None
+        if isinstance(value, bool) and bare and node.value.lower() in _BOOL_WORDS:
             self.bare.add(loc)
         return value
 

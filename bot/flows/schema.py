@@ -29,6 +29,7 @@ class ChoiceSpec(Model):
     id: str = Field(description="Stable id stored in the slot and carried by buttons.")
     label: str = Field(description="Button text (LINE: at most 20 characters).")
     goto: str | None = Field(default=None, description="State to go to when chosen.")
+    reset: bool = Field(default=False, description="Forget all slots first (start over).")
     keywords: tuple[str, ...] = Field(
         default=(), description="Precise words that, found in free text, select this choice."
     )

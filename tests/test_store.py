@@ -1,0 +1,435 @@
+"""The store contract, run against every backend (see `store` in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from bot.errors import StoreError
+from bot.models import Channel, ConversationKey, ConversationState, Mode, Status
+from bot.store import (
+    ConcurrentUpdate,
+    SqlStore,
+    TranscriptEntry,
+    UnknownConversation,
+    create_engine,
+    database_url,
+    migrate,
+)
+from bot.store.tables import inbox, metadata
+
+if TYPE_CHECKING:
+    from conftest import StoreTarget
+
+JST = timezone(timedelta(hours=9))
+T0 = datetime(2025, 4, 1, 9, 0, tzinfo=JST)
+KEY = ConversationKey(channel=Channel.LINE, address="U0123456789abcdef")
+STATE = ConversationState(flow="career", flow_version="3", state="ask_job")
+
+
+def said(text: str, **body: Any) -> TranscriptEntry:
+    return TranscriptEntry(direction="in", sender="user", text=text, body=body)
+
+
+def replied(text: str, **body: Any) -> TranscriptEntry:
+    return TranscriptEntry(direction="out", sender="bot", text=text, body=body)
+
+
+async def start(
+    store: SqlStore, key: ConversationKey = KEY, state: ConversationState = STATE, **kw: Any
+) -> int:
+    """Create a conversation; returns its id."""
+    kw.setdefault("inbound", [])
+    kw.setdefault("outbound", [])
+    saved = await store.save_turn(key, state=state, expected_version=None, **kw)
+    return saved.conversation_id
+
+
+# ---------------------------------------------------------------- URLs and engines
+
+
+@pytest.mark.parametrize(
+    ("plain", "async_url"),
+    [
+        ("sqlite:///data/yarigai.db", "sqlite+aiosqlite:///data/yarigai.db"),
+        ("sqlite:////var/lib/yarigai.db", "sqlite+aiosqlite:////var/lib/yarigai.db"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://bot@db:5432/yarigai", "postgresql+asyncpg://bot@db:5432/yarigai"),
+        ("postgres://bot:pw@db/yarigai", "postgresql+asyncpg://bot:pw@db/yarigai"),
+        ("sqlite+aiosqlite:///a.db", "sqlite+aiosqlite:///a.db"),
+        ("postgresql+asyncpg://bot@db/yarigai", "postgresql+asyncpg://bot@db/yarigai"),
+    ],
+)
+def test_database_url_names_the_async_driver(plain: str, async_url: str) -> None:
+    assert database_url(plain) == async_url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://bot:secret@db/yarigai",
+        "postgresql+psycopg2://bot:secret@db/y",
+        "secret",
+        "",
+        "x://",
+    ],
+)
+def test_database_url_refuses_other_schemes_without_leaking_the_password(url: str) -> None:
+    with pytest.raises(StoreError) as raised:
+        database_url(url)
+    assert "secret" not in str(raised.value)
+
+
+async def test_sqlite_engine_makes_its_directory_and_sets_pragmas(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "there.db"
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        await migrate(engine)  # switches the file to WAL
+        async with engine.connect() as connection:
+            pragmas = {
+                name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "foreign_keys", "busy_timeout")
+            }
+    finally:
+        await engine.dispose()
+    assert path.exists()
+    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000}
+
+
+async def test_ping_raises_store_error_when_unreachable() -> None:
+    store = SqlStore(engine=create_engine("postgresql://nobody@127.0.0.1:1/nothing"))
+    try:
+        with pytest.raises(StoreError):
+            await store.ping()
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- migrations
+
+
+async def test_migrate_is_idempotent(store: SqlStore) -> None:
+    await migrate(store.engine)
+    await migrate(store.engine)
+    await store.ping()
+    async with store.engine.connect() as connection:
+        version = (
+            await connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+        ).all()
+    assert [tuple(row) for row in version] == [("0001",)]
+
+
+async def test_processes_starting_together_migrate_once(store_target: StoreTarget) -> None:
+    engines = [create_engine(store_target.url, schema=store_target.schema) for _ in range(3)]
+    try:
+        await asyncio.gather(*(migrate(engine) for engine in engines))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    store = await store_target.open()
+    try:
+        assert await store.load(KEY) is None
+    finally:
+        await store.close()
+
+
+async def test_migrations_match_tables_module(store: SqlStore) -> None:
+    def differences(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    async with store.engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
+
+
+# ---------------------------------------------------------------- conversations
+
+
+async def test_save_and_load_round_trip(store: SqlStore) -> None:
+    state = ConversationState(
+        flow="career",
+        flow_version="3",
+        state="ask_values",
+        slots={"名前": "山田 花子", "職種": ["経理", "総務"], "年数": 7, "詳細": {"残業": None}},
+        selection=("やりがい", "成長"),
+        misses=2,
+        pending_confirm=("転職したい",),
+    )
+    saved = await store.save_turn(
+        KEY, state=state, expected_version=None, inbound=[], outbound=[], now=T0
+    )
+    loaded = await store.load(KEY)
+
+    assert loaded is not None
+    assert (loaded.id, loaded.key, loaded.state) == (saved.conversation_id, KEY, state)
+    assert (loaded.mode, loaded.agent, loaded.version) == (Mode.BOT, None, 1)
+    assert loaded.updated_at == T0
+    assert loaded.updated_at.tzinfo is UTC
+    assert saved.version == 1 and saved.outbox_id is None
+
+
+async def test_load_unknown_is_none(store: SqlStore) -> None:
+    assert await store.load(KEY) is None
+
+
+async def test_stale_version_is_refused_and_writes_nothing(store: SqlStore) -> None:
+    conversation_id = await start(store)
+    with pytest.raises(ConcurrentUpdate):  # creating twice
+        await start(store)
+    moved = STATE.model_copy(update={"state": "ask_years"})
+    second = await store.save_turn(
+        KEY, state=moved, expected_version=1, inbound=[said("経理")], outbound=[]
+    )
+    assert second.version == 2
+
+    with pytest.raises(ConcurrentUpdate) as raised:
+        await store.save_turn(
+            KEY,
+            state=STATE,
+            expected_version=1,
+            inbound=[said("lost")],
+            outbound=[replied("lost")],
+            deliver=[{"type": "text", "text": "lost"}],
+        )
+
+    assert raised.value.expected_version == 1 and raised.value.key == KEY
+    loaded = await store.load(KEY)
+    assert loaded is not None and (loaded.state, loaded.version) == (moved, 2)
+    assert [m.text for m in await store.transcript(conversation_id)] == ["経理"]
+    assert await store.outbox_pending() == []
+
+
+async def test_concurrent_turns_one_wins(store: SqlStore) -> None:
+    await start(store)
+    outcomes = await asyncio.gather(
+        *(
+            store.save_turn(KEY, state=STATE, expected_version=1, inbound=[], outbound=[])
+            for _ in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(isinstance(o, ConcurrentUpdate) for o in outcomes if isinstance(o, BaseException))
+
+
+async def test_modes_and_agents(store: SqlStore) -> None:
+    await start(store)
+    await store.set_mode(KEY, Mode.AGENT, "sato")
+    loaded = await store.load(KEY)
+    assert loaded is not None and (loaded.mode, loaded.agent, loaded.version) == (
+        Mode.AGENT,
+        "sato",
+        2,
+    )
+    with pytest.raises(ConcurrentUpdate):  # a bot turn begun before the takeover
+        await store.save_turn(KEY, state=STATE, expected_version=1, inbound=[], outbound=[])
+
+    await store.save_turn(
+        KEY, state=STATE, expected_version=2, inbound=[], outbound=[], mode=Mode.BOT
+    )
+    loaded = await store.load(KEY)
+    assert loaded is not None and (loaded.mode, loaded.agent) == (Mode.BOT, None)
+
+    other = ConversationKey(channel=Channel.SLACK, address="T1/U1")
+    with pytest.raises(UnknownConversation):
+        await store.set_mode(other, Mode.WAITING)
+
+
+async def test_counts(store: SqlStore) -> None:
+    assert await store.counts_by_state() == {}
+    for n, state in enumerate(["ask_job", "ask_job", "result"]):
+        key = ConversationKey(channel=Channel.WEB, address=f"visitor-{n}")
+        await start(store, key, STATE.model_copy(update={"state": state}))
+    await store.set_mode(ConversationKey(channel=Channel.WEB, address="visitor-0"), Mode.WAITING)
+
+    assert await store.counts_by_state() == {"ask_job": 2, "result": 1}
+    assert await store.counts_by_mode() == {"bot": 2, "waiting": 1}
+
+
+# ---------------------------------------------------------------- transcript
+
+
+async def test_transcript_is_oldest_first_and_limited_to_the_newest(store: SqlStore) -> None:
+    conversation_id = await start(
+        store, inbound=[said("はじめまして")], outbound=[replied("ようこそ")]
+    )
+    await store.save_turn(
+        KEY,
+        state=STATE,
+        expected_version=1,
+        inbound=[said("経理", choice="accounting")],
+        outbound=[
+            replied("何年目ですか？", type="choices"),
+            TranscriptEntry(direction="out", sender="agent", text="担当の佐藤です"),
+        ],
+    )
+
+    full = await store.transcript(conversation_id)
+    newest = await store.transcript(conversation_id, limit=2)
+
+    assert [(m.direction, m.sender, m.text) for m in full] == [
+        ("in", "user", "はじめまして"),
+        ("out", "bot", "ようこそ"),
+        ("in", "user", "経理"),
+        ("out", "bot", "何年目ですか？"),
+        ("out", "agent", "担当の佐藤です"),
+    ]
+    assert full[2].body == {"choice": "accounting"}
+    assert all(m.created_at.tzinfo is UTC for m in full)
+    assert newest == full[-2:]
+
+
+# ---------------------------------------------------------------- inbox
+
+
+async def test_record_event_is_deduplicated(store: SqlStore) -> None:
+    event = {
+        "event_id": "01HX",
+        "address": "U1",
+        "payload": {"text": "こんにちは"},
+        "occurred_at": T0,
+    }
+    assert await store.record_event(channel=Channel.LINE, **event) is True
+    assert await store.record_event(channel=Channel.LINE, **event) is False
+    assert await store.record_event(channel=Channel.SLACK, **event) is True  # ids are per channel
+
+
+async def test_record_event_is_race_safe(store: SqlStore) -> None:
+    results = await asyncio.gather(
+        *(
+            store.record_event(
+                channel=Channel.LINE, event_id="dup", address="U1", payload={}, occurred_at=T0
+            )
+            for _ in range(10)
+        )
+    )
+    assert sorted(results) == [False] * 9 + [True]
+    assert len(await store.pending_events()) == 1
+
+
+async def test_pending_events_in_order_of_occurrence(store: SqlStore) -> None:
+    for event_id, minutes in [("c", 2), ("a", 0), ("b1", 1), ("b2", 1)]:
+        await store.record_event(
+            channel=Channel.LINE,
+            event_id=event_id,
+            address="U1",
+            payload={"n": event_id},
+            occurred_at=T0 + timedelta(minutes=minutes),
+        )
+
+    pending = await store.pending_events()
+    assert [e.event_id for e in pending] == ["a", "b1", "b2", "c"]
+    assert pending[0].payload == {"n": "a"} and pending[0].occurred_at == T0
+    assert pending[0].key == ConversationKey(channel=Channel.LINE, address="U1")
+    assert [e.event_id for e in await store.pending_events(limit=2)] == ["a", "b1"]
+
+    await store.mark_processed(pending[0].id)
+    await store.mark_processed(pending[1].id, error="FlowError: boom")
+    assert [e.event_id for e in await store.pending_events()] == ["b2", "c"]
+
+
+async def test_naive_times_are_refused(store: SqlStore) -> None:
+    with pytest.raises(StoreError):
+        await store.record_event(
+            channel=Channel.LINE,
+            event_id="naive",
+            address="U1",
+            payload={},
+            occurred_at=datetime(2025, 4, 1, 9, 0),  # naive on purpose
+        )
+
+
+# ---------------------------------------------------------------- outbox
+
+
+async def test_outbox_lifecycle(store: SqlStore) -> None:
+    messages = [{"type": "text", "text": "ようこそ"}, {"type": "choices", "text": "職種は？"}]
+    first = await store.save_turn(
+        KEY, state=STATE, expected_version=None, inbound=[], outbound=[], deliver=messages, now=T0
+    )
+    second = await store.save_turn(
+        KEY, state=STATE, expected_version=1, inbound=[], outbound=[], deliver=[{"type": "text"}]
+    )
+    assert first.outbox_id is not None and second.outbox_id is not None
+
+    [item, _] = await store.outbox_pending()
+    assert (item.id, item.conversation_id, item.key) == (
+        first.outbox_id,
+        first.conversation_id,
+        KEY,
+    )
+    assert (item.payload, item.status, item.attempts, item.created_at) == (
+        messages,
+        "pending",
+        0,
+        T0,
+    )
+
+    await store.bump_attempt(first.outbox_id, "429 Too Many Requests")
+    [item, _] = await store.outbox_pending()
+    assert (item.attempts, item.last_error) == (1, "429 Too Many Requests")
+
+    await store.mark_sent(first.outbox_id)
+    await store.mark_failed(second.outbox_id, "400 Bad Request")
+    assert await store.outbox_pending() == []
+
+
+# ---------------------------------------------------------------- retention
+
+
+async def test_purge_removes_inactive_conversations_only(store: SqlStore) -> None:
+    old, recent, active = (
+        ConversationKey(channel=Channel.LINE, address=a) for a in ("U-old", "U-recent", "U-active")
+    )
+    old_id = await start(
+        store, old, inbound=[said("個人情報")], outbound=[], deliver=[{"text": "x"}]
+    )
+    await start(store, recent)
+    await start(store, active)
+    await store.mark_inactive(old, now=T0)
+    await store.mark_inactive(recent, now=T0 + timedelta(days=40))
+    await store.mark_inactive(ConversationKey(channel=Channel.LINE, address="never-met"))
+    for key in (old, active):
+        await store.record_event(
+            channel=Channel.LINE,
+            event_id=f"e-{key.address}",
+            address=key.address,
+            payload={"text": "個人情報"},
+            occurred_at=T0,
+        )
+    for event in await store.pending_events():
+        await store.mark_processed(event.id)
+
+    inactive = await store.load(recent)
+    assert inactive is not None and inactive.state.status is Status.INACTIVE
+
+    assert await store.purge_inactive(T0 + timedelta(days=30)) == 1
+
+    assert await store.load(old) is None
+    assert await store.load(recent) is not None and await store.load(active) is not None
+    assert await store.transcript(old_id) == []
+    assert await store.outbox_pending() == []
+    async with store.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                sa.select(inbox.c.event_id, inbox.c.address, inbox.c.payload).order_by(
+                    inbox.c.event_id
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("e-U-active", "U-active", {"text": "個人情報"}),
+        ("e-U-old", "", None),
+    ]
+    # The blanked event is still known, so a late redelivery is not processed again.
+    assert not await store.record_event(
+        channel=Channel.LINE, event_id="e-U-old", address="U-old", payload={}, occurred_at=T0
+    )
