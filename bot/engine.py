@@ -106,6 +106,7 @@ class _TurnBuilder:
         # The user's very first message (e.g. 「こんにちは」) was not an answer to anything yet:
         # only the greeting replies to it, unless it already answers the first question.
         self.first_turn = False
+        self.entered: list[str] = []
 
     # ------------------------------------------------------------ events
 
@@ -282,6 +283,7 @@ class _TurnBuilder:
         self.update(selection=(), misses=0, pending_confirm=())
         for _ in range(_MAX_HOPS):
             state = self.spec.states[name]
+            self.entered.append(name)
             self.update(state=name, status=Status.ACTIVE)
             for slot, expression in state.set.items():
                 self.fill(slot, evaluate(expression, self.context()))
@@ -392,6 +394,7 @@ class _TurnBuilder:
             conversation=self.conv,
             messages=_fit_bubbles(self.messages),
             effects=tuple(self.effects),
+            entered=tuple(self.entered),
         )
 
 

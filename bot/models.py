@@ -181,6 +181,7 @@ class Turn(Frozen):
     conversation: ConversationState
     messages: tuple[TextOut | ChoicesOut | CardOut, ...]
     effects: tuple[HandoffRequested | ConversationEnded | Classified, ...] = ()
+    entered: tuple[str, ...] = ()  # states entered during the turn, in order
 
 
 class StoredMessage(Frozen):
