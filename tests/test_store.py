@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from bot.store.tables import inbox, metadata
 if TYPE_CHECKING:
     from conftest import StoreTarget
 
+ROOT = Path(__file__).resolve().parents[1]
 JST = timezone(timedelta(hours=9))
 T0 = datetime(2025, 4, 1, 9, 0, tzinfo=JST)
 KEY = ConversationKey(channel=Channel.LINE, address="U0123456789abcdef")
@@ -127,18 +129,48 @@ async def test_migrate_is_idempotent(store: SqlStore) -> None:
     assert [tuple(row) for row in version] == [("0001",)]
 
 
+OPEN_STORE = """
+import asyncio, sys
+from bot.store import SqlStore
+
+async def main(url: str, schema: str | None) -> None:
+    store = await SqlStore.open(url, schema=schema)
+    await store.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2] or None))
+"""
+
+
 async def test_processes_starting_together_migrate_once(store_target: StoreTarget) -> None:
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            OPEN_STORE,
+            store_target.url,
+            store_target.schema or "",
+            cwd=ROOT,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outcomes = [(await p.wait(), (await p.communicate())[1].decode()) for p in processes]
+
+    assert [code for code, _ in outcomes] == [0] * 4, "\n".join(err for _, err in outcomes)
+    store = await store_target.open()
+    try:
+        assert await store.load(KEY) is None
+    finally:
+        await store.close()
+
+
+async def test_migrations_in_one_process_take_turns(store_target: StoreTarget) -> None:
     engines = [create_engine(store_target.url, schema=store_target.schema) for _ in range(3)]
     try:
         await asyncio.gather(*(migrate(engine) for engine in engines))
     finally:
         for engine in engines:
             await engine.dispose()
-    store = await store_target.open()
-    try:
-        assert await store.load(KEY) is None
-    finally:
-        await store.close()
 
 
 async def test_migrations_match_tables_module(store: SqlStore) -> None:
@@ -299,7 +331,7 @@ async def test_record_event_is_deduplicated(store: SqlStore) -> None:
     }
     assert await store.record_event(channel=Channel.LINE, **event) is True
     assert await store.record_event(channel=Channel.LINE, **event) is False
-    assert await store.record_event(channel=Channel.SLACK, **event) is True  # ids are per channel
+    assert await store.record_event(channel="slack", **event) is True  # ids are per channel
 
 
 async def test_record_event_is_race_safe(store: SqlStore) -> None:
@@ -330,10 +362,28 @@ async def test_pending_events_in_order_of_occurrence(store: SqlStore) -> None:
     assert pending[0].payload == {"n": "a"} and pending[0].occurred_at == T0
     assert pending[0].key == ConversationKey(channel=Channel.LINE, address="U1")
     assert [e.event_id for e in await store.pending_events(limit=2)] == ["a", "b1"]
+    assert pending[0].processed_at is None and pending[0].attempts == 0
 
     await store.mark_processed(pending[0].id)
     await store.mark_processed(pending[1].id, error="FlowError: boom")
     assert [e.event_id for e in await store.pending_events()] == ["b2", "c"]
+
+
+async def test_pending_events_of_one_address(store: SqlStore) -> None:
+    for n, (channel, address) in enumerate(
+        [(Channel.LINE, "U1"), (Channel.LINE, "U2"), (Channel.SLACK, "U1"), (Channel.LINE, "U1")]
+    ):
+        await store.record_event(
+            channel=channel,
+            event_id=f"e{n}",
+            address=address,
+            payload={},
+            occurred_at=T0 + timedelta(seconds=n),
+        )
+
+    mine = await store.pending_events(channel="line", address="U1")
+    assert [e.event_id for e in mine] == ["e0", "e3"]
+    assert [e.event_id for e in await store.pending_events(channel=Channel.SLACK)] == ["e2"]
 
 
 async def test_naive_times_are_refused(store: SqlStore) -> None:

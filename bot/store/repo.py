@@ -1,0 +1,447 @@
+"""`SqlStore`: conversations, transcripts, inbox and outbox on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
+
+from bot.errors import StoreError
+from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
+from bot.store.db import create_engine, migrate
+from bot.store.records import (
+    ConcurrentUpdate,
+    InboxEvent,
+    OutboxItem,
+    SavedTurn,
+    StoredConversation,
+    TranscriptEntry,
+    UnknownConversation,
+)
+from bot.store.tables import conversations, inbox, messages, outbox
+
+__all__ = [
+    "ConcurrentUpdate",
+    "InboxEvent",
+    "OutboxItem",
+    "SavedTurn",
+    "SqlStore",
+    "StoredConversation",
+    "TranscriptEntry",
+    "UnknownConversation",
+]
+
+_STATE_FIELDS: Final = tuple(ConversationState.model_fields)
+_PURGE_BATCH: Final = 500  # stays well under SQLite's and asyncpg's bound-parameter limits
+
+
+class SqlStore:
+    """The store on SQLAlchemy Core; each method is one transaction."""
+
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str, *, schema: str | None = None) -> SqlStore:
+        """Connect to `url` (plain or async form) and migrate it to the newest schema."""
+        engine = create_engine(url, schema=schema)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine=engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        async with self._begin() as connection:
+            await connection.execute(sa.select(1))
+
+    # ------------------------------------------------------------ conversations
+
+    async def load(self, key: ConversationKey) -> StoredConversation | None:
+        async with self._begin() as connection:
+            row = (
+                await connection.execute(sa.select(conversations).where(*_is(key)))
+            ).one_or_none()
+        return None if row is None else _conversation(row._mapping)
+
+    async def save_turn(
+        self,
+        key: ConversationKey,
+        *,
+        state: ConversationState,
+        expected_version: int | None,
+        inbound: Sequence[TranscriptEntry],
+        outbound: Sequence[TranscriptEntry],
+        deliver: Sequence[Mapping[str, Any]] | None = None,
+        mode: Mode | None = None,
+        now: datetime | None = None,
+    ) -> SavedTurn:
+        """Save state, transcript and outbox together.
+
+        `expected_version` None creates the conversation, else it must still be at that version;
+        either way a lost race raises ConcurrentUpdate and nothing is written. A `mode` other
+        than AGENT clears the agent (the bot path never assigns one; see `set_mode`).
+        """
+        now = _now(now)
+        values: dict[str, Any] = {**state.model_dump(mode="json"), "updated_at": now}
+        if mode is not None:
+            values["mode"] = mode.value
+            if mode is not Mode.AGENT:
+                values["agent"] = None
+        async with self._begin() as connection:
+            upsert: ReturningInsert[int, int] | ReturningUpdate[int, int] = (
+                _create(connection, key, values, now)
+                if expected_version is None
+                else _update(key, values, expected_version)
+            )
+            row = (await connection.execute(upsert)).one_or_none()
+            if row is None:
+                raise ConcurrentUpdate(key, expected_version)
+            conversation_id, version = row.id, row.version
+            entries = [*inbound, *outbound]
+            if entries:
+                await connection.execute(
+                    sa.insert(messages), [_message(conversation_id, e, now) for e in entries]
+                )
+            outbox_id = None
+            if deliver is not None:
+                enqueue = _enqueue(conversation_id, key, deliver, now)
+                outbox_id = (await connection.execute(enqueue)).scalar_one()
+        return SavedTurn(conversation_id=conversation_id, version=version, outbox_id=outbox_id)
+
+    async def set_mode(
+        self,
+        key: ConversationKey,
+        mode: Mode,
+        agent: str | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Hand the conversation to `mode` (and `agent`); bumps the version so a turn in flight
+        conflicts and is re-run under the new mode."""
+        async with self._begin() as connection:
+            result = await connection.execute(
+                _touch(key, _now(now)).values(mode=mode.value, agent=agent)
+            )
+            if result.rowcount == 0:
+                raise UnknownConversation(key)
+
+    async def mark_inactive(self, key: ConversationKey, *, now: datetime | None = None) -> None:
+        """The user left the channel; unknown keys are fine (we may never have talked)."""
+        async with self._begin() as connection:
+            await connection.execute(_touch(key, _now(now)).values(status=Status.INACTIVE.value))
+
+    async def transcript(self, conversation_id: int, *, limit: int = 200) -> list[StoredMessage]:
+        """The newest `limit` messages, oldest first."""
+        m = messages.c
+        newest = (
+            sa.select(m.id, m.direction, m.sender, m.text, m.body, m.created_at)
+            .where(m.conversation_id == conversation_id)
+            .order_by(m.id.desc())
+            .limit(limit)
+            .subquery()
+        )
+        async with self._begin() as connection:
+            rows = (await connection.execute(sa.select(newest).order_by(newest.c.id))).all()
+        return [StoredMessage.model_validate(row._asdict()) for row in rows]
+
+    async def counts_by_state(self) -> dict[str, int]:
+        return await self._count_by(conversations.c.state)
+
+    async def counts_by_mode(self) -> dict[str, int]:
+        return await self._count_by(conversations.c.mode)
+
+    async def purge_inactive(self, older_than: datetime) -> int:
+        """Delete inactive conversations untouched since `older_than`, with their transcript and
+        outbox (by cascade), and blank their processed inbox events; returns how many."""
+        c = conversations.c
+        async with self._begin() as connection:
+            # One DELETE ... RETURNING decides and deletes at once: a conversation reactivated
+            # meanwhile no longer matches, so nothing of it is touched.
+            gone = (
+                await connection.execute(
+                    sa.delete(conversations)
+                    .where(c.status == Status.INACTIVE.value, c.updated_at < older_than)
+                    .returning(c.channel, c.address)
+                )
+            ).all()
+            for channel, addresses in _group((r.channel, r.address) for r in gone).items():
+                for start in range(0, len(addresses), _PURGE_BATCH):
+                    batch = addresses[start : start + _PURGE_BATCH]
+                    # The row (channel, event_id) stays so a redelivery is still known as seen.
+                    await connection.execute(
+                        sa.update(inbox)
+                        .where(
+                            inbox.c.channel == channel,
+                            inbox.c.address.in_(batch),
+                            inbox.c.processed_at.is_not(None),
+                        )
+                        .values(payload=sa.null(), address="")
+                    )
+        return len(gone)
+
+    # ------------------------------------------------------------ inbox
+
+    async def record_event(
+        self,
+        *,
+        channel: Channel | str,
+        event_id: str,
+        address: str,
+        payload: Mapping[str, Any],
+        occurred_at: datetime,
+        now: datetime | None = None,
+    ) -> bool:
+        """Keep an inbound event durably; False if this (channel, event_id) was seen before."""
+        values = {
+            "channel": Channel(channel).value,
+            "event_id": event_id,
+            "address": address,
+            "payload": dict(payload),
+            "occurred_at": occurred_at,
+            "received_at": _now(now),
+            "attempts": 0,
+        }
+        async with self._begin() as connection:
+            # ON CONFLICT rather than catching IntegrityError: the loser of a race learns it
+            # without an error, and a PostgreSQL transaction is not left aborted.
+            inserted = await connection.execute(
+                _insert(connection, inbox)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
+                .returning(inbox.c.id)
+            )
+            return inserted.scalar_one_or_none() is not None
+
+    async def pending_events(
+        self, *, limit: int = 100, channel: Channel | str | None = None, address: str | None = None
+    ) -> list[InboxEvent]:
+        """Unprocessed events in the order they happened; optionally of one channel/address."""
+        i = inbox.c
+        where: list[sa.ColumnElement[bool]] = [i.processed_at.is_(None)]
+        if channel is not None:
+            where.append(i.channel == Channel(channel).value)
+        if address is not None:
+            where.append(i.address == address)
+        async with self._begin() as connection:
+            rows = (
+                await connection.execute(
+                    sa.select(inbox).where(*where).order_by(i.occurred_at, i.id).limit(limit)
+                )
+            ).all()
+        return [_event(row._mapping) for row in rows]
+
+    async def mark_processed(
+        self, inbox_id: int, *, error: str | None = None, now: datetime | None = None
+    ) -> None:
+        """Done with an event; an `error` is kept for inspection and the event is not retried."""
+        async with self._begin() as connection:
+            await connection.execute(
+                sa.update(inbox)
+                .where(inbox.c.id == inbox_id)
+                .values(processed_at=_now(now), error=error, attempts=inbox.c.attempts + 1)
+            )
+
+    # ------------------------------------------------------------ outbox
+    # Each mark_* / bump_attempt records the outcome of one delivery attempt.
+
+    async def outbox_pending(self, *, limit: int = 100) -> list[OutboxItem]:
+        """Undelivered messages, oldest first."""
+        async with self._begin() as connection:
+            rows = (
+                await connection.execute(
+                    sa.select(outbox)
+                    .where(outbox.c.status == "pending")
+                    .order_by(outbox.c.id)
+                    .limit(limit)
+                )
+            ).all()
+        return [_outbox_item(row._mapping) for row in rows]
+
+    async def mark_sent(self, outbox_id: int, *, now: datetime | None = None) -> None:
+        await self._attempted(outbox_id, status="sent", sent_at=_now(now))
+
+    async def mark_failed(self, outbox_id: int, error: str) -> None:
+        """Give up on delivering this item."""
+        await self._attempted(outbox_id, status="failed", last_error=error)
+
+    async def bump_attempt(self, outbox_id: int, error: str) -> None:
+        """A delivery attempt failed; the item stays pending for another try."""
+        await self._attempted(outbox_id, last_error=error)
+
+    # ------------------------------------------------------------ private
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._engine.begin() as connection:
+                yield connection
+        except StoreError:
+            raise
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            # Engines hide bound parameters, so this message carries no user text.
+            raise StoreError(f"{type(error).__name__}: {error}") from error
+
+    async def _attempted(self, outbox_id: int, **values: Any) -> None:
+        async with self._begin() as connection:
+            await connection.execute(
+                sa.update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(attempts=outbox.c.attempts + 1, **values)
+            )
+
+    async def _count_by(self, column: sa.Column[Any]) -> dict[str, int]:
+        async with self._begin() as connection:
+            rows = await connection.execute(sa.select(column, sa.func.count()).group_by(column))
+            return {value: count for value, count in rows}
+
+
+def _now(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else now
+
+
+def _is(key: ConversationKey) -> tuple[sa.ColumnElement[bool], ...]:
+    return (conversations.c.channel == key.channel.value, conversations.c.address == key.address)
+
+
+def _insert(connection: AsyncConnection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+    """INSERT with ON CONFLICT, which both backends spell the same but SQLAlchemy keeps apart."""
+    if connection.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    return postgresql.insert(table)
+
+
+def _create(
+    connection: AsyncConnection, key: ConversationKey, values: dict[str, Any], now: datetime
+) -> ReturningInsert[int, int]:
+    c = conversations.c
+    return (
+        _insert(connection, conversations)
+        .values(
+            {
+                "mode": Mode.BOT.value,
+                **values,
+                "channel": key.channel.value,
+                "address": key.address,
+                "version": 1,
+                "created_at": now,
+            }
+        )
+        # Whoever created it first wins; the loser sees no row, not an IntegrityError.
+        .on_conflict_do_nothing(index_elements=[c.channel, c.address])
+        .returning(c.id, c.version)
+    )
+
+
+def _update(
+    key: ConversationKey, values: dict[str, Any], expected_version: int
+) -> ReturningUpdate[int, int]:
+    c = conversations.c
+    return (
+        sa.update(conversations)
+        .where(*_is(key), c.version == expected_version)
+        .values(version=c.version + 1, **values)
+        .returning(c.id, c.version)
+    )
+
+
+def _enqueue(
+    conversation_id: int,
+    key: ConversationKey,
+    deliver: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> ReturningInsert[int]:
+    return (
+        sa.insert(outbox)
+        .values(
+            conversation_id=conversation_id,
+            channel=key.channel.value,
+            address=key.address,
+            payload=[dict(message) for message in deliver],
+            status="pending",
+            attempts=0,
+            created_at=now,
+        )
+        .returning(outbox.c.id)
+    )
+
+
+def _touch(key: ConversationKey, now: datetime) -> sa.Update:
+    c = conversations.c
+    return sa.update(conversations).where(*_is(key)).values(version=c.version + 1, updated_at=now)
+
+
+def _message(conversation_id: int, entry: TranscriptEntry, now: datetime) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "direction": entry.direction,
+        "sender": entry.sender,
+        "text": entry.text,
+        "body": entry.body,
+        "created_at": now,
+    }
+
+
+def _conversation(row: sa.RowMapping) -> StoredConversation:
+    return StoredConversation(
+        id=row["id"],
+        key=ConversationKey(channel=Channel(row["channel"]), address=row["address"]),
+        state=ConversationState.model_validate({name: row[name] for name in _STATE_FIELDS}),
+        mode=Mode(row["mode"]),
+        agent=row["agent"],
+        version=row["version"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _event(row: sa.RowMapping) -> InboxEvent:
+    return InboxEvent(
+        id=row["id"],
+        channel=Channel(row["channel"]),
+        event_id=row["event_id"],
+        address=row["address"],
+        payload=row["payload"] or {},
+        occurred_at=row["occurred_at"],
+        received_at=row["received_at"],
+        attempts=row["attempts"],
+        processed_at=row["processed_at"],
+        error=row["error"],
+    )
+
+
+def _outbox_item(row: sa.RowMapping) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        channel=Channel(row["channel"]),
+        address=row["address"],
+        payload=row["payload"],
+        status=row["status"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+    )
+
+
+def _group(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Addresses by channel."""
+    by_channel: dict[str, list[str]] = {}
+    for channel, address in keys:
+        by_channel.setdefault(channel, []).append(address)
+    return by_channel
