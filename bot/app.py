@@ -10,13 +10,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bot.channels import web
-from bot.channels.registry import CHANNEL_ROUTERS, CHANNEL_SETUPS
+from bot.channels.registry import ChannelPlugin
 from bot.config import Settings
 from bot.errors import BotError, StoreError
 from bot.models import Mode
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+# Channel adapters beyond the web chat; each is enabled or not by its own settings.
+CHANNELS: list[ChannelPlugin] = []
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,22 +30,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.start(settings)
         app.state.runtime = runtime
-        for setup in CHANNEL_SETUPS:
-            await setup(app, runtime)
+        for plugin in CHANNELS:
+            await plugin.setup(app, runtime)
         recovered = await runtime.worker.recover()
         if recovered:
             log.info("resuming %d events recorded before the last stop", recovered)
         try:
             yield
         finally:
-            for teardown in reversed(runtime.extras.get("teardown", [])):
-                await teardown()
             await runtime.close()
 
     app = FastAPI(title="yarigai", version="0.1.0", lifespan=lifespan)
     app.include_router(web.router)
-    for mount in CHANNEL_ROUTERS:
-        mount(app, settings)
+    for plugin in CHANNELS:
+        plugin.mount(app, settings)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from bot.engine import Engine
 from bot.errors import FlowError
 from bot.flows.loader import Flow, load_flows
 from bot.metrics import Metrics
+from bot.models import Channel
 from bot.service import ConversationService
 from bot.store.repo import SqlStore
 from bot.worker import Worker
@@ -26,7 +28,10 @@ class Runtime:
     service: ConversationService
     worker: Worker
     metrics: Metrics
-    extras: dict[str, Any] = field(default_factory=dict)  # channel clients, keyed by channel
+    # Channel senders (by channel) for messages outside a webhook reply, e.g. an agent's.
+    senders: dict[Channel, Any] = field(default_factory=dict)
+    # Coroutine functions run at shutdown, last registered first (channel clients).
+    teardown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -57,4 +62,6 @@ class Runtime:
 
     async def close(self) -> None:
         await self.worker.close()
+        for step in reversed(self.teardown):
+            await step()
         await self.store.close()

@@ -62,15 +62,28 @@ class ConversationService:
     listeners: list[TurnListener] = field(default_factory=list)
     _locks: dict[ConversationKey, asyncio.Lock] = field(default_factory=dict)
 
-    async def handle(self, key: ConversationKey, event: Event, *, outbox: bool = False) -> Reply:
-        """Run one inbound event through the conversation; `outbox` queues the reply durably."""
+    async def handle(
+        self,
+        key: ConversationKey,
+        event: Event,
+        *,
+        outbox: bool = False,
+        inbox_id: int | None = None,
+    ) -> Reply:
+        """Run one inbound event through the conversation.
+
+        `outbox` queues the reply durably for a channel sender; `inbox_id` marks the recorded
+        webhook event processed in the same transaction as the turn.
+        """
         started = time.perf_counter()
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             for attempt in range(_SAVE_ATTEMPTS):
                 stored = await self.store.load(key)
                 try:
-                    reply, turn = await self._turn(key, stored, event, outbox=outbox)
+                    reply, turn = await self._turn(
+                        key, stored, event, outbox=outbox, inbox_id=inbox_id
+                    )
                     break
                 except ConcurrentUpdate:
                     if attempt == _SAVE_ATTEMPTS - 1:
@@ -93,7 +106,13 @@ class ConversationService:
         return self.engines[self.default_flow]
 
     async def _turn(
-        self, key: ConversationKey, stored: StoredConversation | None, event: Event, *, outbox: bool
+        self,
+        key: ConversationKey,
+        stored: StoredConversation | None,
+        event: Event,
+        *,
+        outbox: bool,
+        inbox_id: int | None,
     ) -> tuple[Reply, Turn | None]:
         inbound = _inbound_entry(event)
         mode = stored.mode if stored else Mode.BOT
@@ -105,6 +124,7 @@ class ConversationService:
                 expected_version=stored.version,
                 inbound=[inbound] if inbound else [],
                 outbound=[],
+                inbox_id=inbox_id,
             )
             return Reply(conversation_id=saved.conversation_id, messages=(), mode=mode), None
 
@@ -143,6 +163,7 @@ class ConversationService:
             if outbox and turn.messages
             else None,
             mode=new_mode if new_mode is not mode else None,
+            inbox_id=inbox_id,
         )
         reply = Reply(
             conversation_id=saved.conversation_id,

@@ -483,3 +483,25 @@ async def test_purge_removes_inactive_conversations_only(store: SqlStore) -> Non
     assert not await store.record_event(
         channel=Channel.LINE, event_id="e-U-old", address="U-old", payload={}, occurred_at=T0
     )
+
+
+async def test_a_turn_marks_its_inbound_event_processed_atomically(store: SqlStore) -> None:
+    await store.record_event(
+        channel=Channel.LINE, event_id="e1", address=KEY.address, payload={}, occurred_at=T0
+    )
+    (event,) = await store.pending_events()
+    state = ConversationState(flow="career", flow_version="1", state="ask_role")
+    await store.save_turn(
+        KEY, state=state, expected_version=None, inbound=[], outbound=[], inbox_id=event.id
+    )
+    assert await store.pending_events() == []
+
+    await store.record_event(
+        channel=Channel.LINE, event_id="e2", address=KEY.address, payload={}, occurred_at=T0
+    )
+    (second,) = await store.pending_events()
+    with pytest.raises(ConcurrentUpdate):  # a lost race writes nothing, the event stays pending
+        await store.save_turn(
+            KEY, state=state, expected_version=None, inbound=[], outbound=[], inbox_id=second.id
+        )
+    assert [e.event_id for e in await store.pending_events()] == ["e2"]

@@ -90,9 +90,13 @@ class SqlStore:
         outbound: Sequence[TranscriptEntry],
         deliver: Sequence[Mapping[str, Any]] | None = None,
         mode: Mode | None = None,
+        inbox_id: int | None = None,
         now: datetime | None = None,
     ) -> SavedTurn:
-        """Save state, transcript and outbox together.
+        """Save state, transcript and outbox together (and mark `inbox_id` processed).
+
+        Marking the inbound event in the same transaction is what makes a webhook event's
+        effect exactly-once: after a crash, either the whole turn is there or none of it is.
 
         `expected_version` None creates the conversation, else it must still be at that version;
         either way a lost race raises ConcurrentUpdate and nothing is written. A `mode` other
@@ -123,6 +127,12 @@ class SqlStore:
             if deliver is not None:
                 enqueue = _enqueue(conversation_id, key, deliver, now)
                 outbox_id = (await connection.execute(enqueue)).scalar_one()
+            if inbox_id is not None:
+                await connection.execute(
+                    sa.update(inbox)
+                    .where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
+                    .values(processed_at=now)
+                )
         return SavedTurn(conversation_id=conversation_id, version=version, outbox_id=outbox_id)
 
     async def set_mode(
