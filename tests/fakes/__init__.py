@@ -1,0 +1,1 @@
+"""Fake remote APIs (LINE, Slack) served over real HTTP on 127.0.0.1 for tests."""
