@@ -67,3 +67,7 @@ def _attach_groups() -> None:
 
 
 _attach_groups()
+
+
+if __name__ == "__main__":
+    main()

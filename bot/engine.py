@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.flows.expressions import evaluate, holds, render
 from bot.flows.loader import Flow
-from bot.flows.schema import ChoiceSpec, CommandSpec, FlowSpec, QuestionSpec, StateSpec
+from bot.flows.schema import PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, QuestionSpec, StateSpec
 from bot.models import (
     CardField,
     CardOut,
@@ -32,6 +32,7 @@ from bot.nlu.normalize import normalize
 from bot.nlu.understanding import NO, YES, Understander, keyword_understander, yes_or_no
 
 DONE = "__done__"
+RETURN_SLOT = "_return_to"  # the question a returning user left
 MAX_BUBBLES = 5  # LINE answers at most 5 messages per reply; more reads as spam on a phone
 _MAX_HOPS = 100  # a flow whose `next` loops without asking would otherwise never return
 
@@ -75,6 +76,7 @@ class Engine:
             return turn.result()
         match event:
             case StartIn(returning=True) if self.spec.returning:
+                turn.remember_question()
                 turn.enter(self.spec.returning)
             case StartIn():
                 turn.enter(self.spec.start, reset=True)
@@ -266,13 +268,34 @@ class _TurnBuilder:
             self.say(text)
         self.update(pending_confirm=())
         if command.goto:
+            self.remember_question()  # so the flow can offer to pick up where the user was
             self.enter(command.goto, reset=command.reset)
         else:
             self.reask()
 
     # ------------------------------------------------------------ moving
 
+    def remember_question(self) -> None:
+        """Keep the question a returning user left, for a choice that goes to '@previous'."""
+        state = self.spec.states.get(self.conv.state)
+        if state and state.ask and self.conv.state != self.spec.returning:
+            self.fill(RETURN_SLOT, self.conv.state)
+
+    def back_to_previous(self) -> None:
+        name = self.conv.slots.get(RETURN_SLOT)
+        state = self.spec.states.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str) or state is None or state.ask is None:
+            self.enter(self.engine._fallback)
+            return
+        # Only the question again: its messages reacted to answers the user saw last time.
+        self.update(state=name, selection=(), misses=0, pending_confirm=())
+        self.entered.append(name)
+        self.messages.append(self.render_question(name, state.ask))
+
     def leave(self, choice: ChoiceSpec | None) -> None:
+        if choice and choice.goto == PREVIOUS:
+            self.back_to_previous()
+            return
         state = self.current()
         target = choice.goto if choice and choice.goto else self._next(state)
         self.enter(target, reset=bool(choice and choice.reset))

@@ -31,7 +31,8 @@ async def run_chat(
     runtime = await Runtime.start(settings)
     key = ConversationKey(channel=Channel.CLI, address=user)
     try:
-        reply = await runtime.service.handle(key, StartIn(returning=False))
+        returning = await runtime.store.load(key) is not None
+        reply = await runtime.service.handle(key, StartIn(returning=returning))
         question = _show(reply.messages, write)
         while True:
             line = (await asyncio.to_thread(read, "> ")).strip()

@@ -355,3 +355,75 @@ def test_a_first_text_message_that_answers_is_taken() -> None:
     turn = ENGINE.advance(None, say("経理です"))
     assert said(turn) == [GREETING, ROLE_Q, PAINS_Q]
     assert turn.conversation.slots == {"role": "keiri"}
+
+
+RETURNING_FLOW = """
+flow: back
+start: q1
+returning: welcome
+commands:
+  - {id: agent, label: 担当者, goto: talk}
+states:
+  q1:
+    say: ["一問目の前置き"]
+    ask:
+      text: 一問目？
+      slot: a
+      choices: [{id: x, label: エックス}]
+    next: q2
+  q2:
+    say: ["二問目の前置き"]
+    ask:
+      text: 二問目？
+      slot: b
+      choices: [{id: y, label: ワイ}]
+    next: bye
+  welcome:
+    say: ["おかえりなさい"]
+    ask:
+      text: 続きから？
+      slot: back
+      choices:
+        - {id: go_on, label: 続きから, goto: "@previous"}
+        - {id: fresh, label: 最初から, goto: q1, reset: true}
+  talk:
+    handoff: {reason: 相談}
+    next: after
+  after:
+    ask:
+      text: どうしますか？
+      slot: after
+      choices: [{id: cont, label: 続ける, goto: "@previous"}]
+  bye:
+    say: ["またね"]
+    end: true
+"""
+
+
+def test_a_returning_user_continues_at_the_question_they_left() -> None:
+    flow = parse_flow(RETURNING_FLOW, path="back.yaml")
+    engine = Engine(flow)
+    at_q2 = play(StartIn(), tap("x", "q1"), engine=engine).conversation
+    back = play(StartIn(returning=True), tap("go_on", "welcome"), engine=engine, conv=at_q2)
+    assert back.conversation.state == "q2"
+    assert [outbound_text(m) for m in back.messages] == ["二問目？"]  # no repeated preamble
+    assert back.conversation.slots["a"] == "x"
+
+
+def test_after_an_agent_the_user_can_pick_up_the_question_they_left() -> None:
+    flow = parse_flow(
+        RETURNING_FLOW.replace("start: q1", "start: q1\nresume: after"),
+        path="back.yaml",
+    )
+    engine = Engine(flow)
+    at_q2 = play(StartIn(), tap("x", "q1"), say("担当者"), engine=engine).conversation
+    turn = play(ResumeIn(), tap("cont", "after"), engine=engine, conv=at_q2)
+    assert turn.conversation.state == "q2"
+
+
+def test_previous_without_a_remembered_question_goes_to_the_fallback() -> None:
+    flow = parse_flow(RETURNING_FLOW, path="back.yaml")
+    engine = Engine(flow)
+    ended = play(StartIn(), tap("x", "q1"), tap("y", "q2"), engine=engine).conversation
+    turn = play(StartIn(returning=True), tap("go_on", "welcome"), engine=engine, conv=ended)
+    assert turn.conversation.state == "q1"  # no fallback declared: the start

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from bot.errors import FlowError
 from bot.flows.expressions import ExpressionError, check_syntax, names_read
 from bot.flows.loader import Flow, Loc
-from bot.flows.schema import BranchSpec, FlowSpec, StateSpec
+from bot.flows.schema import PREVIOUS, BranchSpec, FlowSpec, StateSpec
 
 LINE_QUICK_REPLY_ITEMS = 13
 LINE_LABEL_CHARS = 20
@@ -39,7 +39,7 @@ def targets(state: StateSpec) -> Iterator[tuple[Loc, str]]:
             yield ("next", i, "goto"), branch.goto
     if state.ask:
         for i, choice in enumerate(state.ask.choices):
-            if choice.goto:
+            if choice.goto and choice.goto != PREVIOUS:
                 yield ("ask", "choices", i, "goto"), choice.goto
 
 

@@ -20,6 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+PREVIOUS = "@previous"  # a choice target: back to the question a returning user left
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -28,7 +30,11 @@ class Model(BaseModel):
 class ChoiceSpec(Model):
     id: str = Field(description="Stable id stored in the slot and carried by buttons.")
     label: str = Field(description="Button text (LINE: at most 20 characters).")
-    goto: str | None = Field(default=None, description="State to go to when chosen.")
+    goto: str | None = Field(
+        default=None,
+        description="State to go to when chosen; '@previous' goes back to the question a "
+        "returning user had left.",
+    )
     reset: bool = Field(default=False, description="Forget all slots first (start over).")
     keywords: tuple[str, ...] = Field(
         default=(), description="Precise words that, found in free text, select this choice."
