@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from bot import console
 from bot.channels import web
 from bot.channels.registry import ChannelPlugin
+from bot.channels.slack import SlackChannel
 from bot.config import Settings
 from bot.errors import BotError, StoreError
 from bot.models import Mode
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 # Channel adapters beyond the web chat; each is enabled or not by its own settings.
-CHANNELS: list[ChannelPlugin] = []
+CHANNELS: list[ChannelPlugin] = [SlackChannel()]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         for plugin in CHANNELS:
             await plugin.setup(app, runtime)
+        await console.setup(app, runtime)
+        runtime.desk.start()  # handoff timeouts and repairs
+        runtime.teardown.append(runtime.desk.close)
         recovered = await runtime.worker.recover()
         if recovered:
             log.info("resuming %d events recorded before the last stop", recovered)
@@ -44,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web.router)
     for plugin in CHANNELS:
         plugin.mount(app, settings)
+    console.mount(app, settings)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -61,9 +61,11 @@ def chat(user: str) -> None:
 
 
 def _attach_groups() -> None:
+    from bot.cli_agents import agents
     from bot.cli_flows import flows
 
     main.add_command(flows)
+    main.add_command(agents)
 
 
 _attach_groups()

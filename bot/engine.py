@@ -32,7 +32,6 @@ from bot.nlu.normalize import normalize
 from bot.nlu.understanding import NO, YES, Understander, keyword_understander, yes_or_no
 
 DONE = "__done__"
-RETURN_SLOT = "_return_to"  # the question a returning user left
 MAX_BUBBLES = 5  # LINE answers at most 5 messages per reply; more reads as spam on a phone
 _MAX_HOPS = 100  # a flow whose `next` loops without asking would otherwise never return
 
@@ -109,12 +108,14 @@ class _TurnBuilder:
         # only the greeting replies to it, unless it already answers the first question.
         self.first_turn = False
         self.entered: list[str] = []
+        self.origin = conversation.state  # where the user was when this turn began
 
     # ------------------------------------------------------------ events
 
     def on_choice(self, event: ChoiceIn) -> None:
-        if self.spec.command(event.choice):
-            self.run_command(self.spec.command(event.choice))  # type: ignore[arg-type]
+        command = self.spec.command(event.choice)
+        if command is not None:
+            self.run_command(command)
             return
         state = self.current()
         if state.ask and event.state is not None and event.state != self.conv.state:
@@ -152,28 +153,23 @@ class _TurnBuilder:
             commands=commands,
             multi=bool(ask and ask.multi),
         )
-        if understood.command:
+        if ask is not None or understood.command:  # idle chatter after the end is not logged
+            intents = (understood.command,) if understood.command else understood.intents
             self.effects.append(
                 Classified(
                     state=self.conv.state,
-                    intents=(understood.command,),
+                    intents=intents,
                     score=understood.score,
                     stage=understood.stage,
                 )
             )
-            self.run_command(self.spec.command(understood.command))  # type: ignore[arg-type]
+        command = self.spec.command(understood.command) if understood.command else None
+        if command is not None:
+            self.run_command(command)
             return
         if ask is None:
             self.on_idle()
             return
-        self.effects.append(
-            Classified(
-                state=self.conv.state,
-                intents=understood.intents,
-                score=understood.score,
-                stage=understood.stage,
-            )
-        )
         if ask.multi and understood.intents == () and _is_done_text(text, ask):
             self.finish_multi(ask)
             return
@@ -268,7 +264,6 @@ class _TurnBuilder:
             self.say(text)
         self.update(pending_confirm=())
         if command.goto:
-            self.remember_question()  # so the flow can offer to pick up where the user was
             self.enter(command.goto, reset=command.reset)
         else:
             self.reask()
@@ -276,21 +271,23 @@ class _TurnBuilder:
     # ------------------------------------------------------------ moving
 
     def remember_question(self) -> None:
-        """Keep the question a returning user left, for a choice that goes to '@previous'."""
-        state = self.spec.states.get(self.conv.state)
-        if state and state.ask and self.conv.state != self.spec.returning:
-            self.fill(RETURN_SLOT, self.conv.state)
+        """Keep the question the user was at when this turn began, for '@previous'."""
+        state = self.spec.states.get(self.origin)
+        # The welcome-back and after-agent questions are about the return itself, not a place
+        # to return to: from there, '@previous' falls back to the flow's own routing.
+        if self.origin in (self.spec.returning, self.spec.resume):
+            self.update(return_to=None)
+        elif state and state.ask:
+            self.update(return_to=self.origin)
 
     def back_to_previous(self) -> None:
-        name = self.conv.slots.get(RETURN_SLOT)
-        state = self.spec.states.get(name) if isinstance(name, str) else None
-        if not isinstance(name, str) or state is None or state.ask is None:
+        name = self.conv.return_to
+        self.update(return_to=None)
+        state = self.spec.states.get(name) if name else None
+        if name is None or state is None or state.ask is None:
             self.enter(self.engine._fallback)
-            return
-        # Only the question again: its messages reacted to answers the user saw last time.
-        self.update(state=name, selection=(), misses=0, pending_confirm=())
-        self.entered.append(name)
-        self.messages.append(self.render_question(name, state.ask))
+        else:
+            self.enter(name)
 
     def leave(self, choice: ChoiceSpec | None) -> None:
         if choice and choice.goto == PREVIOUS:
@@ -302,7 +299,7 @@ class _TurnBuilder:
 
     def enter(self, name: str, *, reset: bool = False) -> None:
         if reset:
-            self.update(slots={}, status=Status.ACTIVE)
+            self.update(slots={}, status=Status.ACTIVE, return_to=None)
         self.update(selection=(), misses=0, pending_confirm=())
         for _ in range(_MAX_HOPS):
             state = self.spec.states[name]
@@ -320,6 +317,8 @@ class _TurnBuilder:
             if state.ask:
                 self.messages.append(self.render_question(name, state.ask))
                 return
+            if state.handoff or state.end:
+                self.remember_question()  # coming back later, the user may pick up here
             if state.handoff:
                 self.effects.append(HandoffRequested(reason=self.render(state.handoff.reason)))
                 return

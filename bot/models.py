@@ -172,6 +172,7 @@ class ConversationState(Frozen):
     selection: tuple[str, ...] = ()  # multi-select choices picked so far in the current question
     misses: int = 0  # consecutive unrecognised answers to the current question
     pending_confirm: tuple[str, ...] = ()  # intents guessed by the classifier, awaiting はい/いいえ
+    return_to: str | None = None  # the question the user left (handoff, end), for '@previous'
     status: Status = Status.ACTIVE
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import FlowError
 from bot.flows.loader import Flow, load_flows
+from bot.handoff import AgentSurface, HandoffDesk
+from bot.hours import AgentHours
 from bot.metrics import Metrics
 from bot.models import Channel
 from bot.service import ConversationService
+from bot.store.handoffs import HandoffStore
 from bot.store.repo import SqlStore
 from bot.worker import Worker
 
@@ -28,10 +32,13 @@ class Runtime:
     service: ConversationService
     worker: Worker
     metrics: Metrics
+    desk: HandoffDesk  # handoffs to agents (bot/handoff.py)
     # Channel senders (by channel) for messages outside a webhook reply, e.g. an agent's.
     senders: dict[Channel, Any] = field(default_factory=dict)
     # Coroutine functions run at shutdown, last registered first (channel clients).
     teardown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Where agents see handoffs (web console feed, Slack agent channel); the desk tells each.
+    surfaces: list[AgentSurface] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -43,6 +50,7 @@ class Runtime:
                 + ", ".join(sorted(flows)),
                 file=str(settings.flows_dir),
             )
+        hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
         store = await SqlStore.open(settings.database_url)
         metrics = Metrics()
         engines = {name: Engine(flow) for name, flow in flows.items()}
@@ -50,6 +58,20 @@ class Runtime:
             store=store, engines=engines, default_flow=settings.default_flow, metrics=metrics
         )
         worker = Worker(store=store)
+        senders: dict[Channel, Any] = {}
+        surfaces: list[AgentSurface] = []
+        desk = HandoffDesk(
+            store=store,
+            handoffs=HandoffStore(engine=store.engine),
+            service=service,
+            hours=hours,
+            timeout=timedelta(minutes=settings.handoff_timeout_minutes),
+            spawn=worker.spawn,
+            senders=senders,
+            surfaces=surfaces,
+        )
+        service.hooks = desk
+        service.listeners.append(desk.on_turn)
         log.info("loaded flows: %s", ", ".join(f"{f.id}@{f.version}" for f in flows.values()))
         return cls(
             settings=settings,
@@ -58,6 +80,9 @@ class Runtime:
             service=service,
             worker=worker,
             metrics=metrics,
+            desk=desk,
+            senders=senders,
+            surfaces=surfaces,
         )
 
     async def close(self) -> None:

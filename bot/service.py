@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bot.engine import Engine
 from bot.metrics import Metrics
@@ -20,6 +21,7 @@ from bot.models import (
     ChoicesOut,
     Classified,
     ConversationKey,
+    ConversationState,
     HandoffRequested,
     Mode,
     ResumeIn,
@@ -47,6 +49,20 @@ class Reply:
     mode: Mode
     handoff: HandoffRequested | None = None
     outbox_id: int | None = None
+    heard: str | None = None  # the user's words this turn, as kept in the transcript
+
+
+class HandoffHooks(Protocol):
+    """What the composer asks of the handoff desk (`bot.handoff.HandoffDesk`)."""
+
+    def waiting_notice(self, conversation: ConversationState) -> tuple[Message, ...]:
+        """Said after the flow's own words when a turn asks for an agent: how long it takes."""
+        ...
+
+    async def cancel(self, stored: StoredConversation, event: Event) -> tuple[Message, ...] | None:
+        """While waiting: if `event` takes the user back to the bot, withdraw the handoff and
+        return what to say before the bot resumes; None to keep waiting."""
+        ...
 
 
 # Called after a turn is saved, for what happens around the conversation (handoff queue, etc.).
@@ -60,6 +76,7 @@ class ConversationService:
     default_flow: str
     metrics: Metrics = field(default_factory=Metrics)
     listeners: list[TurnListener] = field(default_factory=list)
+    hooks: HandoffHooks | None = None
     _locks: dict[ConversationKey, asyncio.Lock] = field(default_factory=dict)
 
     async def handle(
@@ -115,7 +132,11 @@ class ConversationService:
         inbox_id: int | None,
     ) -> tuple[Reply, Turn | None]:
         inbound = _inbound_entry(event)
+        heard = inbound.text if inbound else None
         mode = stored.mode if stored else Mode.BOT
+        said_first = await self._back_to_bot(stored, event)
+        if said_first is not None:  # the user withdrew the request: the bot picks up again
+            event = ResumeIn()
         if stored is not None and mode is not Mode.BOT and not isinstance(event, ResumeIn):
             # An agent owns (or is about to own) the conversation: keep the message, say nothing.
             saved = await self.store.save_turn(
@@ -126,7 +147,10 @@ class ConversationService:
                 outbound=[],
                 inbox_id=inbox_id,
             )
-            return Reply(conversation_id=saved.conversation_id, messages=(), mode=mode), None
+            reply = Reply(
+                conversation_id=saved.conversation_id, messages=(), mode=mode, heard=heard
+            )
+            return reply, None
 
         engine = self.engine_for(stored)
         previous = stored.state if stored else None
@@ -135,6 +159,8 @@ class ConversationService:
         turn = engine.advance(previous, event)
         handoff = next((e for e in turn.effects if isinstance(e, HandoffRequested)), None)
         new_mode = Mode.WAITING if handoff else Mode.BOT
+        notice = self.hooks.waiting_notice(turn.conversation) if handoff and self.hooks else ()
+        said = (*(said_first or ()), *turn.messages, *notice)
         for effect in turn.effects:
             if isinstance(effect, Classified):
                 log.info(
@@ -151,7 +177,7 @@ class ConversationService:
                 text=outbound_text(m),
                 body=m.model_dump(mode="json"),
             )
-            for m in turn.messages
+            for m in said
         ]
         saved = await self.store.save_turn(
             key,
@@ -159,20 +185,26 @@ class ConversationService:
             expected_version=stored.version if stored else None,
             inbound=[inbound] if inbound else [],
             outbound=outbound,
-            deliver=[m.model_dump(mode="json") for m in turn.messages]
-            if outbox and turn.messages
-            else None,
+            deliver=[m.model_dump(mode="json") for m in said] if outbox and said else None,
             mode=new_mode if new_mode is not mode else None,
             inbox_id=inbox_id,
         )
         reply = Reply(
             conversation_id=saved.conversation_id,
-            messages=turn.messages,
+            messages=said,
             mode=new_mode,
             handoff=handoff,
             outbox_id=saved.outbox_id,
+            heard=heard,
         )
         return reply, turn
+
+    async def _back_to_bot(
+        self, stored: StoredConversation | None, event: Event
+    ) -> tuple[Message, ...] | None:
+        if self.hooks is None or stored is None or stored.mode is not Mode.WAITING:
+            return None
+        return await self.hooks.cancel(stored, event)
 
 
 def _inbound_entry(event: Event) -> TranscriptEntry | None:

@@ -406,7 +406,8 @@ def test_a_returning_user_continues_at_the_question_they_left() -> None:
     at_q2 = play(StartIn(), tap("x", "q1"), engine=engine).conversation
     back = play(StartIn(returning=True), tap("go_on", "welcome"), engine=engine, conv=at_q2)
     assert back.conversation.state == "q2"
-    assert [outbound_text(m) for m in back.messages] == ["二問目？"]  # no repeated preamble
+    assert [outbound_text(m) for m in back.messages] == ["二問目の前置き", "二問目？"]
+    assert back.conversation.return_to is None  # used once
     assert back.conversation.slots["a"] == "x"
 
 
@@ -421,9 +422,18 @@ def test_after_an_agent_the_user_can_pick_up_the_question_they_left() -> None:
     assert turn.conversation.state == "q2"
 
 
-def test_previous_without_a_remembered_question_goes_to_the_fallback() -> None:
+def test_after_the_end_the_user_can_pick_up_the_last_question_once() -> None:
     flow = parse_flow(RETURNING_FLOW, path="back.yaml")
     engine = Engine(flow)
     ended = play(StartIn(), tap("x", "q1"), tap("y", "q2"), engine=engine).conversation
+    assert ended.status is Status.ENDED and ended.return_to == "q2"
     turn = play(StartIn(returning=True), tap("go_on", "welcome"), engine=engine, conv=ended)
+    assert turn.conversation.state == "q2" and turn.conversation.return_to is None
+
+
+def test_previous_without_a_remembered_question_goes_to_the_fallback() -> None:
+    flow = parse_flow(RETURNING_FLOW, path="back.yaml")
+    engine = Engine(flow)
+    fresh = play(StartIn(), engine=engine).conversation
+    turn = play(StartIn(returning=True), tap("go_on", "welcome"), engine=engine, conv=fresh)
     assert turn.conversation.state == "q1"  # no fallback declared: the start

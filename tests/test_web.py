@@ -66,7 +66,10 @@ def test_agent_request_silences_the_bot(client: TestClient) -> None:
     url = f"/api/chat/sessions/{session}/messages"
     reply = client.post(url, json={"text": "担当者"}).json()
     assert reply["mode"] == "waiting"
-    assert _texts(reply) == ["担当者を呼びます"]
+    assert _texts(reply)[0] == "担当者を呼びます"
+    assert reply["messages"][-1]["choices"] == [  # how long it takes, and the way back
+        {"id": "__bot__", "label": "ボットに戻る", "selected": False}
+    ]
     quiet = client.post(url, json={"text": "まだですか"}).json()
     assert quiet["messages"] == []
     assert quiet["mode"] == "waiting"

@@ -1,6 +1,19 @@
-"""Persistence: conversations, transcripts, the inbox and the outbox (SQLite or PostgreSQL)."""
+"""Persistence: conversations, transcripts, the inbox and the outbox, handoffs and agents
+(SQLite or PostgreSQL)."""
 
+# agents and handoffs import handoff_tables, which puts its tables on the shared metadata:
+# whoever imports anything of bot.store (alembic's env.py included) sees the whole schema.
+from bot.store.agents import AgentStore
 from bot.store.db import create_engine, database_url, migrate
+from bot.store.handoff_records import (
+    Agent,
+    AgentToken,
+    Handoff,
+    HandoffStatus,
+    ModeChange,
+    SurfaceRef,
+)
+from bot.store.handoffs import HandoffStore, Orphan
 from bot.store.records import (
     ConcurrentUpdate,
     InboxEvent,
@@ -13,12 +26,21 @@ from bot.store.records import (
 from bot.store.repo import SqlStore
 
 __all__ = [
+    "Agent",
+    "AgentStore",
+    "AgentToken",
     "ConcurrentUpdate",
+    "Handoff",
+    "HandoffStatus",
+    "HandoffStore",
     "InboxEvent",
+    "ModeChange",
+    "Orphan",
     "OutboxItem",
     "SavedTurn",
     "SqlStore",
     "StoredConversation",
+    "SurfaceRef",
     "TranscriptEntry",
     "UnknownConversation",
     "create_engine",

@@ -61,6 +61,7 @@ conversations: Final = sa.Table(
     sa.Column("selection", sa.JSON(), nullable=False),
     sa.Column("misses", sa.Integer(), nullable=False),
     sa.Column("pending_confirm", sa.JSON(), nullable=False),
+    sa.Column("return_to", sa.String(128), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("mode", sa.String(16), nullable=False),
     sa.Column("agent", sa.String(255), nullable=True),

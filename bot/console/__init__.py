@@ -1,0 +1,93 @@
+"""The agent console at /console (signed-in pages with a live feed) and the agent API at
+/api/v1 (bearer tokens). `mount` adds the routes when the app is made; `setup` connects
+them to the started runtime."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from bot.config import Settings
+from bot.console import api, events, pages
+from bot.console.auth import SignInRequired
+from bot.console.feed import ConsoleFeed
+from bot.runtime import Runtime
+from bot.store import AgentStore
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE: Final = "yarigai_console"
+SESSION_HOURS: Final = 12  # one working day; agents sign in again the next
+
+
+@dataclass
+class Console:
+    """What the console routes need, on `app.state.console`."""
+
+    runtime: Runtime
+    agents: AgentStore
+    feed: ConsoleFeed
+    templates: jinja2.Environment
+
+
+def mount(app: FastAPI, settings: Settings) -> None:
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else ""
+    if not secret:
+        # Sessions then end with the process, and processes cannot share them.
+        log.warning("SESSION_SECRET is not set: console sessions are signed with a random key")
+        secret = secrets.token_urlsafe(32)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_HOURS * 3600,
+        path="/console",  # the cookie never travels with web chat or API requests
+        same_site="lax",
+        https_only=settings.public_url.startswith("https://"),
+    )
+    static = resources.files("bot.console").joinpath("static")
+    app.mount("/console/static", StaticFiles(directory=str(static)), name="console-static")
+    app.include_router(pages.public)
+    app.include_router(pages.router)
+    app.include_router(events.router)
+    app.include_router(api.router)
+    app.add_exception_handler(SignInRequired, _sign_in_required)
+
+
+async def setup(app: FastAPI, runtime: Runtime) -> None:
+    feed = ConsoleFeed()
+    runtime.surfaces.append(feed)
+    app.state.console = Console(
+        runtime=runtime,
+        agents=AgentStore(engine=runtime.store.engine),
+        feed=feed,
+        templates=jinja2.Environment(
+            loader=jinja2.PackageLoader("bot.console", "templates"),
+            autoescape=True,  # every user and agent text in the pages is escaped
+            trim_blocks=True,
+            lstrip_blocks=True,
+        ),
+    )
+
+    async def close() -> None:
+        feed.close()
+
+    runtime.teardown.append(close)
+
+
+async def _sign_in_required(request: Request, _: Exception) -> Response:
+    if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+        return pages.sign_in_page(request, status_code=401)
+    return JSONResponse({"detail": "sign in to the console first"}, status_code=401)
+
+
+__all__ = ["Console", "mount", "setup"]

@@ -1,0 +1,116 @@
+"""How handoffs and transcript lines look to agents, shared by the console pages, its live
+feed and the API. The user's channel address never leaves the server: agents need the
+channel, not the LINE or Slack user id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel
+
+from bot.models import StoredMessage
+from bot.store import Handoff, ModeChange
+
+STATUS_LABELS: Final = {
+    "waiting": "対応待ち",
+    "claimed": "対応中",
+    "released": "ボットに戻した",
+    "cancelled": "ユーザーが取り消し",
+}
+CHANNEL_LABELS: Final = {"line": "LINE", "slack": "Slack", "web": "Webチャット", "cli": "端末"}
+SENDER_LABELS: Final = {
+    "user": "ユーザー",
+    "bot": "ボット",
+    "agent": "担当者",
+    "note": "メモ（ユーザーには見えません）",
+    "system": "システム",
+}
+
+
+class HandoffView(BaseModel):
+    id: int
+    status: Literal["waiting", "claimed", "released", "cancelled"]
+    status_label: str
+    channel: str
+    channel_label: str
+    reason: str
+    headline: str  # the first answers, e.g. 「経理 ／ 毎日同じことの繰り返し」
+    requested_at: datetime
+    claimed_at: datetime | None
+    agent: str | None
+    agent_name: str | None
+    closed_at: datetime | None
+    timeout_notified: bool
+
+
+class LineView(BaseModel):
+    id: int
+    sender: Literal["user", "bot", "agent", "note", "system"]
+    sender_label: str
+    text: str
+    choices: list[str]  # the buttons the bot offered, if any
+    agent_name: str | None
+    at: datetime
+
+
+class ModeChangeView(BaseModel):
+    from_mode: str
+    to_mode: str
+    who: str
+    why: str
+    at: datetime
+
+
+class HandoffDetail(HandoffView):
+    summary: dict[str, Any]
+    transcript: list[LineView]
+    mode_changes: list[ModeChangeView]
+
+
+def handoff_view(handoff: Handoff) -> HandoffView:
+    answers = handoff.summary.get("answers", [])
+    return HandoffView(
+        id=handoff.id,
+        status=handoff.status.value,
+        status_label=STATUS_LABELS[handoff.status.value],
+        channel=handoff.key.channel.value,
+        channel_label=CHANNEL_LABELS.get(handoff.key.channel.value, handoff.key.channel.value),
+        reason=handoff.reason,
+        headline=" ／ ".join(str(a.get("answer", "")) for a in answers[:2]),
+        requested_at=handoff.requested_at,
+        claimed_at=handoff.claimed_at,
+        agent=handoff.agent,
+        agent_name=handoff.agent_name,
+        closed_at=handoff.closed_at,
+        timeout_notified=handoff.timeout_notified_at is not None,
+    )
+
+
+def line_view(line: StoredMessage) -> LineView:
+    choices = line.body.get("choices") if line.body.get("type") == "choices" else None
+    return LineView(
+        id=line.id,
+        sender=line.sender,
+        sender_label=SENDER_LABELS[line.sender],
+        text=line.text,
+        choices=[str(c.get("label", "")) for c in choices or []],
+        agent_name=line.body.get("agent") if line.sender in ("agent", "note") else None,
+        at=line.created_at,
+    )
+
+
+def detail_view(
+    handoff: Handoff, transcript: list[StoredMessage], changes: list[ModeChange]
+) -> HandoffDetail:
+    return HandoffDetail(
+        **handoff_view(handoff).model_dump(),
+        summary=handoff.summary,
+        transcript=[line_view(line) for line in transcript],
+        mode_changes=[
+            ModeChangeView(
+                from_mode=c.from_mode.value, to_mode=c.to_mode.value, who=c.who, why=c.why, at=c.at
+            )
+            for c in changes
+        ],
+    )

@@ -1,0 +1,194 @@
+"""The agent console in a real browser: Debian's chromium driven by Playwright, the real app
+under uvicorn. An agent signs in, sees a handoff arrive live, takes over, replies, sees the
+user's answer arrive, and hands back; the screenshot goes to docs/console.png.
+
+Skips (with the reason shown) when chromium is not installed, except under CI=true."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import pytest
+import uvicorn
+from agent_app import PASSWORD, password_hash
+
+from bot.app import create_app
+from bot.config import Settings
+from bot.store import AgentStore, SqlStore
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+CHROMIUM: Final = Path("/usr/bin/chromium")
+SCREENSHOT: Final = ROOT / "docs" / "console.png"
+IN_CI: Final = os.environ.get("CI", "").lower() == "true"
+ARGS: Final = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+WAIT_MS: Final = 8000
+
+if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+    reason = (
+        f"{CHROMIUM} is not installed (apt-get install chromium); the console browser test needs it"
+    )
+    if IN_CI:
+        raise RuntimeError(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+class ServedApp:
+    """The app under uvicorn on a free port, in a thread with its own event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            lifespan="on",
+            ws="none",
+            timeout_graceful_shutdown=1,  # the console's event streams would hold it open
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        for _ in range(1000):
+            if self.server.started:
+                break
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn stopped before it started")
+            threading.Event().wait(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    settings = Settings(
+        database_url=database,
+        flows_dir=ROOT / "flows",
+        default_flow="career",
+        agent_hours="always",
+        session_secret="browser-test",
+    )
+
+    async def add_agent() -> None:
+        store = await SqlStore.open(database)
+        try:
+            agents = AgentStore(engine=store.engine)
+            await agents.add("hanako", password_hash=password_hash(), display_name="山田 花子")
+        finally:
+            await store.close()
+
+    asyncio.run(add_agent())
+    with ServedApp(settings) as url:
+        yield url
+
+
+def chat(client: httpx.Client, session: str, **body: Any) -> dict[str, Any]:
+    answer = client.post(f"/api/chat/sessions/{session}/messages", json=body)
+    assert answer.status_code == 200, answer.text
+    reply: dict[str, Any] = answer.json()
+    return reply
+
+
+def test_agent_signs_in_sees_a_handoff_live_takes_over_replies_and_hands_back(served: str) -> None:
+    user = httpx.Client(base_url=served, timeout=10)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": 1280, "height": 860},
+                locale="ja-JP",
+                timezone_id="Asia/Tokyo",
+                device_scale_factor=1,
+            )
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            expect = sync_api.expect
+
+            # Sign in.
+            page.goto(f"{served}/console")
+            expect(page.get_by_role("heading", name="担当者ログイン")).to_be_visible()
+            page.get_by_label("名前").fill("hanako")
+            page.get_by_label("パスワード").fill(PASSWORD)
+            page.get_by_role("button", name="ログイン").click()
+            expect(page.get_by_role("heading", name="相談の受付")).to_be_visible()
+            expect(page.locator("#empty")).to_be_visible()
+            expect(page.locator("#live")).to_have_text("● ライブ")
+
+            # A web chat user talks to the bot, then asks for a person: it arrives live.
+            session = user.post("/api/chat/sessions", json={}).json()["session"]
+            for text in ("経理をしています", "毎日同じことの繰り返し", "これで全部"):
+                chat(user, session, text=text)
+            asked = chat(user, session, text="担当者と話したい")
+            assert asked["mode"] == "waiting"
+            item = page.locator("#queue li.waiting")
+            expect(item).to_have_count(1)
+            expect(item).to_contain_text("経理")
+            expect(page.locator("#count-waiting")).to_have_text("1")
+
+            # Take over.
+            item.locator("a").click()
+            expect(page.locator("#claim")).to_be_visible()
+            expect(page.locator(".answers")).to_contain_text("経理")
+            page.locator("#claim").click()
+            expect(page.locator("#status")).to_have_text("対応中（山田 花子）")
+            expect(page.locator("#send")).to_be_visible()
+
+            # Reply: it shows in the thread and reaches the user's web chat.
+            page.locator("#text").fill(
+                "担当の山田です。毎日の繰り返し、つらいですよね。少しお話を聞かせてください。"
+            )
+            page.locator("#send").click()
+            expect(page.locator("#lines li.agent").last).to_contain_text("担当の山田です")
+            expect(page.locator("#text")).to_have_value("")
+            history = user.get(f"/api/chat/sessions/{session}/messages", params={"after": 0}).json()
+            assert history["mode"] == "agent"
+            assert history["messages"][-1]["sender"] == "agent"
+
+            # The user's answer appears live; an internal note stays internal.
+            chat(
+                user, session, text="ありがとうございます。経理の経験を活かして転職も考えています。"
+            )
+            expect(page.locator("#lines li.user").last).to_contain_text("転職も考えています")
+            page.locator("#text").fill("転職意向あり。簿記2級を持っているか次回確認。")
+            page.locator("#note").click()
+            expect(page.locator("#lines li.note").last).to_contain_text("簿記2級")
+            page.locator("#lines").evaluate("node => { node.scrollTop = node.scrollHeight; }")
+            page.locator("#toast").evaluate("node => { node.hidden = true; }")
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), animations="disabled")
+
+            # Hand back: the bot resumes and tells the user.
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.locator("#release").click()
+            expect(page.locator("#status")).to_have_text(re.compile("ボットに戻した"))
+            expect(page.locator("#lines li.bot").last).to_contain_text("おかえりなさい")
+            back = user.get(f"/api/chat/sessions/{session}/messages", params={"after": 0}).json()
+            assert back["mode"] == "bot"
+            assert "転職意向あり" not in str(back["messages"])
+            context.close()
+        finally:
+            browser.close()
+            user.close()
