@@ -79,6 +79,8 @@ class Engine:
                 turn.enter(self.spec.returning)
             case StartIn():
                 turn.enter(self.spec.start, reset=True)
+            case ResumeIn(withdrawn=True):
+                turn.back_to_previous()
             case ResumeIn():
                 turn.resume()
             case ChoiceIn():

@@ -76,6 +76,7 @@ class ResumeIn(Frozen):
     """An agent handed the conversation back to the bot."""
 
     kind: Literal["resume"] = "resume"
+    withdrawn: bool = False  # the user cancelled before an agent came: pick up where they were
 
 
 Inbound = Annotated[TextIn | ChoiceIn | StartIn | ResumeIn, Field(discriminator="kind")]

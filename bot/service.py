@@ -136,7 +136,7 @@ class ConversationService:
         mode = stored.mode if stored else Mode.BOT
         said_first = await self._back_to_bot(stored, event)
         if said_first is not None:  # the user withdrew the request: the bot picks up again
-            event = ResumeIn()
+            event = ResumeIn(withdrawn=True)
         if stored is not None and mode is not Mode.BOT and not isinstance(event, ResumeIn):
             # An agent owns (or is about to own) the conversation: keep the message, say nothing.
             saved = await self.store.save_turn(

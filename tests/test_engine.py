@@ -437,3 +437,13 @@ def test_previous_without_a_remembered_question_goes_to_the_fallback() -> None:
     fresh = play(StartIn(), engine=engine).conversation
     turn = play(StartIn(returning=True), tap("go_on", "welcome"), engine=engine, conv=fresh)
     assert turn.conversation.state == "q1"  # no fallback declared: the start
+
+
+def test_a_withdrawn_handoff_goes_back_to_the_question_the_user_left() -> None:
+    flow = parse_flow(
+        RETURNING_FLOW.replace("start: q1", "start: q1\nresume: after"), path="b.yaml"
+    )
+    engine = Engine(flow)
+    waiting = play(StartIn(), tap("x", "q1"), say("担当者"), engine=engine).conversation
+    turn = engine.advance(waiting, ResumeIn(withdrawn=True))
+    assert turn.conversation.state == "q2"  # not the after-agent question

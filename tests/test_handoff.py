@@ -181,7 +181,8 @@ def test_cancel_while_waiting_resumes_the_bot(app: AgentApp, how: str) -> None:
     app.settle()
 
     assert back["mode"] == "bot"
-    assert texts(back["messages"])[:2] == [CANCELLED_TEXT, "おかえりなさい"]
+    # The user picks up the question they left, not the after-agent question.
+    assert texts(back["messages"])[:2] == [CANCELLED_TEXT, "お仕事は？"]
     assert app.desk_queue() == []
     closed = app.client.get(
         "/api/v1/handoffs", params={"status": "closed"}, headers=app.api("hanako")
