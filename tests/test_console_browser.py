@@ -7,85 +7,22 @@ Skips (with the reason shown) when chromium is not installed, except under CI=tr
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import re
-import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import pytest
-import uvicorn
 from agent_app import PASSWORD, password_hash
+from browser import ARGS, CHROMIUM, ROOT, WAIT_MS, ServedApp, require_chromium, screenshot_path
 
-from bot.app import create_app
 from bot.config import Settings
 from bot.store import AgentStore, SqlStore
 
-ROOT: Final = Path(__file__).resolve().parents[1]
-CHROMIUM: Final = Path("/usr/bin/chromium")
-# The README's screenshot is refreshed only when asked (UPDATE_SCREENSHOT=1), so a test run
-# leaves the work tree clean; otherwise it goes to a temporary file and is still checked.
-SCREENSHOT: Final = (
-    ROOT / "docs" / "console.png"
-    if os.environ.get("UPDATE_SCREENSHOT") == "1"
-    else Path(tempfile.gettempdir()) / "yarigai-console.png"
-)
-IN_CI: Final = os.environ.get("CI", "").lower() == "true"
-ARGS: Final = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-WAIT_MS: Final = 8000
-
-if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-    reason = (
-        f"{CHROMIUM} is not installed (apt-get install chromium); the console browser test needs it"
-    )
-    if IN_CI:
-        raise RuntimeError(reason)
-    pytest.skip(reason, allow_module_level=True)
-
+require_chromium()
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-class ServedApp:
-    """The app under uvicorn on a free port, in a thread with its own event loop."""
-
-    def __init__(self, settings: Settings) -> None:
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=0,
-            log_config=None,
-            lifespan="on",
-            ws="none",
-            timeout_graceful_shutdown=1,  # the console's event streams would hold it open
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        for _ in range(1000):
-            if self.server.started:
-                break
-            if not self.thread.is_alive():
-                raise RuntimeError("uvicorn stopped before it started")
-            threading.Event().wait(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+SCREENSHOT: Final = screenshot_path("console.png")
 
 
 @pytest.fixture
