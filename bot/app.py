@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bot import console
 from bot.channels import web
+from bot.channels.line import LineChannel
 from bot.channels.registry import ChannelPlugin
 from bot.channels.slack import SlackChannel
 from bot.config import Settings
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 # Channel adapters beyond the web chat; each is enabled or not by its own settings.
-CHANNELS: list[ChannelPlugin] = [SlackChannel()]
+CHANNELS: list[ChannelPlugin] = [LineChannel(), SlackChannel()]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -529,6 +529,7 @@ def test_the_manifest_subscribes_to_what_the_channel_handles() -> None:
     assert set(settings["event_subscriptions"]["bot_events"]) == {
         "app_mention",
         "message.channels",
+        "message.groups",  # the agent channel, when private (tests/test_slack_agents.py)
         "message.im",
     }
     assert settings["interactivity"]["is_enabled"] is True
@@ -541,9 +542,11 @@ def test_the_manifest_subscribes_to_what_the_channel_handles() -> None:
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
         "app_mentions:read",
         "channels:history",
+        "groups:history",  # the agent channel, when private
         "im:history",
         "chat:write",
         "im:write",
+        "users:read",  # agents' display names
     }
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
     assert manifest["features"]["app_home"]["messages_tab_read_only_enabled"] is False

@@ -11,6 +11,10 @@ a listener runs and runs it in a future nobody keeps, so an event could be ackno
 lost. A middleware runs before the acknowledgement and decides its status. Requests it does not
 take go on to Bolt's listeners (`app.state.slack_bolt`, for other features' own buttons), and
 what no listener takes either is acknowledged with 200 (`_unhandled`) so Slack does not retry.
+
+With `SLACK_AGENT_CHANNEL` set, agents' clicks and thread replies there take the same path:
+the middleware asks the agent channel (`slack_agents`) first, records what it recognises, and
+the worker hands those records back to it (`_routed`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 import aiohttp
@@ -30,18 +35,20 @@ from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.channels import slack_agents
 from bot.channels.registry import Sender
+from bot.channels.slack_agents import SlackAgentActions
 from bot.channels.slack_blocks import SlackMessage, render, render_answer
 from bot.channels.slack_events import Clicked, SlackInbound, destination, parse
+from bot.channels.slack_web import SlackApiFailure
+from bot.channels.slack_web import call as _call
 from bot.config import Settings
 from bot.errors import ChannelError, StoreError
 from bot.models import (
@@ -56,7 +63,7 @@ from bot.models import (
 from bot.runtime import Runtime
 from bot.service import ConversationService
 from bot.store.repo import InboxEvent, OutboxItem, SqlStore
-from bot.worker import Worker
+from bot.worker import EventHandler, Worker
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +74,6 @@ RATE_LIMIT_RETRIES: Final = 3
 
 Message = TextOut | ChoicesOut | CardOut
 _MESSAGES: Final = TypeAdapter(list[Outbound])
-
-
-class SlackApiFailure(ChannelError):
-    """A Slack Web API call failed; `code` is Slack's `error` (or the HTTP/transport failure)."""
-
-    def __init__(self, method: str, code: str) -> None:
-        self.method = method
-        self.code = code
-        super().__init__(f"{method}: {code}")
-
-    def __repr__(self) -> str:
-        return f"SlackApiFailure(method={self.method!r}, code={self.code!r})"
 
 
 class SlackChannel:
@@ -92,6 +87,8 @@ class SlackChannel:
                 " and ".join(missing),
                 PATH,
             )
+            if settings.slack_agent_channel.strip():
+                log.warning("SLACK_AGENT_CHANNEL is set, but the Slack agent channel needs Slack")
             return
         app.add_api_route(PATH, _events, methods=["POST"], include_in_schema=False)
 
@@ -104,13 +101,14 @@ class SlackChannel:
         if not (token and signing_secret):
             return
         client = _web_client(token, settings.slack_api_base_url, runtime)
-        bolt = _bolt_app(client, signing_secret, runtime)
+        agents = slack_agents.start(client=client, runtime=runtime)
+        bolt = _bolt_app(client, signing_secret, runtime, agents=agents)
         app.state.slack_bolt = bolt
         app.state.slack = AsyncSlackRequestHandler(bolt)
 
         out = SlackOut(client=client)
         turns = SlackTurns(service=runtime.service, store=runtime.store, out=out)
-        runtime.worker.register(CHANNEL, turns)
+        runtime.worker.register(CHANNEL, turns if agents is None else _routed(turns, agents))
         sender: Sender = SlackSender(out=out)
         runtime.senders[Channel.SLACK] = sender
         # Turns saved before the last stop whose replies were not delivered yet. Read now, before
@@ -275,9 +273,12 @@ class _Recorder(AsyncMiddleware):
     """Records a user's action durably, then acknowledges; anything else is acknowledged as is,
     so Slack never retries a request we chose to ignore."""
 
-    def __init__(self, *, worker: Worker, store: SqlStore) -> None:
+    def __init__(
+        self, *, worker: Worker, store: SqlStore, agents: SlackAgentActions | None = None
+    ) -> None:
         self._worker = worker
         self._store = store
+        self._agents = agents
 
     async def async_process(
         self,
@@ -287,29 +288,61 @@ class _Recorder(AsyncMiddleware):
         next: Callable[[], Awaitable[BoltResponse]],
     ) -> BoltResponse | None:
         authorized = req.context.authorize_result
-        inbound = parse(req.body, bot_user_id=authorized.bot_user_id if authorized else None)
+        bot_user_id = authorized.bot_user_id if authorized else None
+        if self._agents is not None:
+            try:
+                request = await self._agents.recognise(req.body, bot_user_id=bot_user_id)
+            except StoreError as error:
+                log.error("Slack agent request not recognised: %s", error)
+                return BoltResponse(status=503, body="")
+            if request is not None:
+                return await self._record(
+                    req,
+                    event_id=request.event_id,
+                    address=request.address,
+                    payload=request.model_dump(mode="json"),
+                    occurred_at=request.occurred_at,
+                )
+        inbound = parse(req.body, bot_user_id=bot_user_id)
         if inbound is None or (
             # a reply in a thread the bot is not talking in
             inbound.origin == "thread" and not await self._continues(inbound.address)
         ):
             await next()
             return None
+        return await self._record(
+            req,
+            event_id=inbound.event_id,
+            address=inbound.address,
+            payload=inbound.model_dump(mode="json"),
+            occurred_at=inbound.occurred_at,
+        )
+
+    async def _record(
+        self,
+        req: AsyncBoltRequest,
+        *,
+        event_id: str,
+        address: str,
+        payload: dict[str, Any],
+        occurred_at: datetime,
+    ) -> BoltResponse:
         try:
             new = await self._worker.submit(
                 channel=CHANNEL,
-                event_id=inbound.event_id,
-                address=inbound.address,
-                payload=inbound.model_dump(mode="json"),
-                occurred_at=inbound.occurred_at,
+                event_id=event_id,
+                address=address,
+                payload=payload,
+                occurred_at=occurred_at,
             )
         except StoreError as error:
             # Not recorded, so not acknowledged: Slack retries, and the retry may get through.
-            log.error("Slack event %s not recorded: %s", inbound.event_id, error)
+            log.error("Slack event %s not recorded: %s", event_id, error)
             return BoltResponse(status=503, body="")
         retry = req.headers.get("x-slack-retry-num")
         if retry:
             outcome = "recorded now" if new else "already recorded"
-            log.info("Slack retry %s of %s: %s", retry[0], inbound.event_id, outcome)
+            log.info("Slack retry %s of %s: %s", retry[0], event_id, outcome)
         return _ack()
 
     async def _continues(self, address: str) -> bool:
@@ -319,6 +352,18 @@ class _Recorder(AsyncMiddleware):
         if await self._store.load(key) is not None:
             return True
         return bool(await self._store.pending_events(limit=1, channel=CHANNEL, address=address))
+
+
+def _routed(turns: SlackTurns, agents: SlackAgentActions) -> EventHandler:
+    """The worker's Slack handler: agent requests to the agent channel, the rest are turns."""
+
+    async def handle(event: InboxEvent) -> None:
+        if agents.owns(event):
+            await agents(event)
+        else:
+            await turns(event)
+
+    return handle
 
 
 async def _events(request: Request) -> Response:
@@ -344,7 +389,13 @@ def _web_client(token: str, base_url: str, runtime: Runtime) -> AsyncWebClient:
     )
 
 
-def _bolt_app(client: AsyncWebClient, signing_secret: str, runtime: Runtime) -> AsyncApp:
+def _bolt_app(
+    client: AsyncWebClient,
+    signing_secret: str,
+    runtime: Runtime,
+    *,
+    agents: SlackAgentActions | None = None,
+) -> AsyncApp:
     bolt = AsyncApp(
         name="yarigai",
         client=client,  # carries the token; passing `token` as well only earns a warning
@@ -355,7 +406,7 @@ def _bolt_app(client: AsyncWebClient, signing_secret: str, runtime: Runtime) -> 
         raise_error_for_unhandled_request=True,
         logger=log,
     )
-    bolt.use(_Recorder(worker=runtime.worker, store=runtime.store))
+    bolt.use(_Recorder(worker=runtime.worker, store=runtime.store, agents=agents))
     bolt.error(_unhandled)
     return bolt
 
@@ -372,24 +423,6 @@ async def _unhandled(error: Exception) -> BoltResponse | None:
         return _ack()
     log.error("Slack request failed: %s", type(error).__name__, exc_info=error)
     return None  # Bolt's 500: Slack retries, and a recorded event is deduplicated then
-
-
-async def _call(method: str, call: Awaitable[AsyncSlackResponse]) -> dict[str, Any]:
-    """Await one Web API call; any failure becomes a SlackApiFailure with Slack's error code.
-
-    429s are waited out inside the client (its rate-limit retry handler honours Retry-After);
-    what arrives here has already been retried as far as it sensibly can be.
-    """
-    try:
-        response = await call
-    except SlackApiError as error:
-        data = error.response.data
-        code = data.get("error") if isinstance(data, dict) else None
-        raise SlackApiFailure(method, str(code or f"http_{error.response.status_code}")) from error
-    except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
-        raise SlackApiFailure(method, type(error).__name__) from error
-    data = response.data
-    return data if isinstance(data, dict) else {}
 
 
 def _missing_secrets(settings: Settings) -> list[str]:

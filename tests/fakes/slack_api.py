@@ -1,10 +1,11 @@
 """A fake Slack Web API on 127.0.0.1, and Slack's side of the Events API for tests.
 
-`FakeSlackApi` serves `auth.test`, `chat.postMessage`, `chat.update`, `conversations.open` and
-`users.info` over real HTTP (aiohttp in its own thread, so it serves sync and async tests
-alike) with Slack's response shapes. It checks the bearer token, required arguments and the
-Block Kit limits, keeps every channel's messages as its members would see them (updates
-applied), records every call, and fails on request (429 with Retry-After, 500, `ok: false`).
+`FakeSlackApi` serves `auth.test`, `chat.postMessage`, `chat.update`, `chat.postEphemeral`,
+`conversations.open` and `users.info` over real HTTP (aiohttp in its own thread, so it serves
+sync and async tests alike) with Slack's response shapes. It checks the bearer token, required
+arguments and the Block Kit limits, keeps every channel's messages as its members would see
+them (updates applied) and each user's ephemeral messages apart (only they see those), records
+every call, and fails on request (429 with Retry-After, 500, `ok: false`).
 It is stricter than Slack in one way: a message with blocks but no `text` fallback is refused.
 
 `SlackEvents` builds what Slack sends to the app: signed `event_callback` JSON and
@@ -91,6 +92,17 @@ class Posted:
 
 
 @dataclass
+class Ephemeral:
+    """A message only `user` sees ("Only visible to you"); Slack keeps no history of it."""
+
+    channel: str
+    user: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None = None
+
+
+@dataclass
 class _Failure:
     status: int
     error: str | None
@@ -106,6 +118,7 @@ class FakeSlackApi:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: list[Posted] = []
+        self._ephemerals: list[Ephemeral] = []
         self._failures: dict[str, list[_Failure]] = {}
         self._clock = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -185,6 +198,11 @@ class FakeSlackApi:
 
     def dm(self, user: str) -> list[Posted]:
         return self.messages(dm_channel(user))
+
+    def ephemerals(self, user: str | None = None) -> list[Ephemeral]:
+        """Ephemeral messages shown, to `user` or to anyone."""
+        with self._lock:
+            return [e for e in self._ephemerals if user is None or e.user == user]
 
     def add_user_message(
         self, channel: str, text: str, *, user: str, thread_ts: str | None = None
@@ -318,6 +336,31 @@ class FakeSlackApi:
             "message": _shape(posted),
         }
 
+    def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, user = args.get("channel"), args.get("user")
+        if not channel or not channel.startswith(("C", "D", "G")):
+            return _error("channel_not_found")
+        if not user:
+            return _error("user_not_found")
+        problem = _message_problem(args)
+        if problem:
+            return problem
+        thread_ts = args.get("thread_ts") or None
+        if thread_ts and not any(
+            m.ts == thread_ts and m.channel == channel for m in self._messages
+        ):
+            return _error("thread_not_found")
+        self._ephemerals.append(
+            Ephemeral(
+                channel=channel,
+                user=user,
+                text=args.get("text", ""),
+                blocks=_blocks(args),
+                thread_ts=thread_ts,
+            )
+        )
+        return {"ok": True, "message_ts": self._next_ts()}
+
     def _open(self, args: dict[str, Any]) -> dict[str, Any]:
         users = str(args.get("users", "")).split(",")
         if users == [""]:
@@ -344,6 +387,7 @@ _METHODS = {
     "auth.test": FakeSlackApi._auth_test,
     "chat.postMessage": FakeSlackApi._post_message,
     "chat.update": FakeSlackApi._update,
+    "chat.postEphemeral": FakeSlackApi._post_ephemeral,
     "conversations.open": FakeSlackApi._open,
     "users.info": FakeSlackApi._users_info,
 }
