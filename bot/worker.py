@@ -11,13 +11,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Literal
 
-from bot.store.repo import InboxEvent, SqlStore
+from bot.batching import GroupCommit
+from bot.models import Channel
+from bot.store.repo import InboxEvent, NewEvent, SqlStore
 
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[InboxEvent], Awaitable[None]]
+MARKED: Final = "marked"
+"""What a handler returns when its own transaction marked the event processed (a turn saved
+with `inbox_id`): the worker then has nothing left to write for it."""
+
+EventHandler = Callable[[InboxEvent], Awaitable[Literal["marked"] | None]]
 
 
 class Worker:
@@ -29,6 +35,8 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._known: set[int] = set()  # inbox ids queued or being processed, never taken twice
         self._closed = False
+        # Webhook requests arriving together are recorded in one transaction.
+        self._inbox = GroupCommit(store.record_events)
 
     def register(self, channel: str, handler: EventHandler) -> None:
         self.handlers[channel] = handler
@@ -42,17 +50,22 @@ class Worker:
         payload: dict[str, Any],
         occurred_at: datetime,
     ) -> bool:
-        """Record the event durably and schedule it. False: seen before, nothing to do."""
-        new = await self.store.record_event(
-            channel=channel,
-            event_id=event_id,
-            address=address,
-            payload=payload,
-            occurred_at=occurred_at,
+        """Record the event durably and schedule it. False: seen before, nothing to do.
+
+        Returns once the event is committed (batched with concurrent submits)."""
+        recorded = await self._inbox.submit(
+            NewEvent(
+                channel=Channel(channel),
+                event_id=event_id,
+                address=address,
+                payload=payload,
+                occurred_at=occurred_at,
+            )
         )
-        if new:
-            self._schedule_pending(channel, address)
-        return new
+        if recorded is None:
+            return False
+        self._enqueue(recorded)
+        return True
 
     async def recover(self) -> int:
         """Schedule every recorded, unprocessed event (after a crash or restart)."""
@@ -84,16 +97,6 @@ class Worker:
 
     # ------------------------------------------------------------ internals
 
-    def _schedule_pending(self, channel: str, address: str) -> None:
-        # The event is re-read from the store (not passed along) so one code path serves both
-        # fresh events and recovered ones.
-        self.spawn(self._load_and_enqueue(channel, address))
-
-    async def _load_and_enqueue(self, channel: str, address: str) -> None:
-        events = await self.store.pending_events(limit=1000, channel=channel, address=address)
-        for event in events:
-            self._enqueue(event)
-
     def _enqueue(self, event: InboxEvent) -> None:
         key = (event.channel, event.address)
         if event.id in self._known:
@@ -108,11 +111,15 @@ class Worker:
 
     async def _drain(self, key: tuple[str, str]) -> None:
         try:
-            while self._queues.get(key):
-                queue = self._queues[key]
+            while queue := self._queues.get(key):
                 queue.sort(key=lambda e: (e.occurred_at, e.id))
                 event = queue.pop(0)
-                await self._process(event)
+                try:
+                    await self._process(event)
+                except Exception:
+                    # Bookkeeping failed (the store, say): the event stays pending in the inbox
+                    # and is retried at the next start; this user's later events go on.
+                    log.exception("could not settle %s event %s", event.channel, event.id)
         finally:
             self._running.pop(key, None)
             self._queues.pop(key, None)
@@ -125,10 +132,11 @@ class Worker:
             log.warning("no handler for %s event %s; left for later", event.channel, event.id)
             return
         try:
-            await handler(event)
+            outcome = await handler(event)
         except Exception as exc:
             # Recorded, never silently dropped: the error stays with the event in the inbox.
             log.exception("processing %s event %s failed", event.channel, event.id)
             await self.store.mark_processed(event.id, error=f"{type(exc).__name__}: {exc}")
             return
-        await self.store.mark_processed(event.id)
+        if outcome != MARKED:
+            await self.store.mark_processed(event.id)

@@ -20,6 +20,7 @@ from bot.errors import StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status
 from bot.store import (
     ConcurrentUpdate,
+    NewEvent,
     SqlStore,
     TranscriptEntry,
     UnknownConversation,
@@ -38,6 +39,10 @@ JST = timezone(timedelta(hours=9))
 T0 = datetime(2025, 4, 1, 9, 0, tzinfo=JST)
 KEY = ConversationKey(channel=Channel.LINE, address="U0123456789abcdef")
 STATE = ConversationState(flow="career", flow_version="3", state="ask_job")
+
+
+def vars_of(event: NewEvent) -> dict[str, Any]:
+    return {f: getattr(event, f) for f in ("event_id", "address", "payload", "occurred_at")}
 
 
 def said(text: str, **body: Any) -> TranscriptEntry:
@@ -350,6 +355,52 @@ async def test_record_event_is_race_safe(store: SqlStore) -> None:
     )
     assert sorted(results) == [False] * 9 + [True]
     assert len(await store.pending_events()) == 1
+
+
+def new_event(event_id: str, address: str = "U1", minutes: int = 0) -> NewEvent:
+    return NewEvent(
+        channel=Channel.LINE,
+        event_id=event_id,
+        address=address,
+        payload={"text": f"こんにちは {event_id}"},
+        occurred_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+async def test_record_events_answers_each_in_order(store: SqlStore) -> None:
+    assert await store.record_event(channel=Channel.LINE, **vars_of(new_event("seen"))) is True
+    events = [new_event("b", "U2", 1), new_event("seen"), new_event("a"), new_event("b", "U2", 1)]
+    recorded = await store.record_events(events)
+    # Seen before, or earlier in the same batch: None.
+    assert [r and (r.event_id, r.address) for r in recorded] == [
+        ("b", "U2"),
+        None,
+        ("a", "U1"),
+        None,
+    ]
+    b = recorded[0]
+    assert b is not None
+    assert (b.payload, b.occurred_at, b.processed_at, b.attempts) == (
+        {"text": "こんにちは b"},
+        T0 + timedelta(minutes=1),
+        None,
+        0,
+    )
+    pending = await store.pending_events()
+    assert [(e.id, e.event_id) for e in pending] == [
+        (pending[0].id, "seen"),
+        (recorded[2] and recorded[2].id, "a"),
+        (b.id, "b"),
+    ]
+    assert await store.record_events([]) == []
+
+
+async def test_record_events_is_race_safe(store: SqlStore) -> None:
+    batches = [[new_event(f"e{i}") for i in range(k, k + 20)] for k in range(0, 50, 10)]
+    results = await asyncio.gather(*(store.record_events(batch) for batch in batches))
+    won = [r.event_id for batch in results for r in batch if r is not None]
+    assert sorted(won) == sorted(f"e{i}" for i in range(60))  # each exactly once
+    assert len(await store.pending_events()) == 60
 
 
 async def test_pending_events_in_order_of_occurrence(store: SqlStore) -> None:

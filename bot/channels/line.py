@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Literal
 
 from fastapi import FastAPI
 from pydantic import TypeAdapter, ValidationError
@@ -57,6 +57,7 @@ from bot.models import (
 )
 from bot.runtime import Runtime
 from bot.store.records import InboxEvent, OutboxItem
+from bot.worker import MARKED
 
 log = logging.getLogger(__name__)
 
@@ -241,46 +242,55 @@ class LineBot:
         except MalformedWebhook as exc:
             log.warning("LINE webhook refused: %s", exc)
             return _refuse(400, str(exc))
-        for event in events:
-            await self.runtime.worker.submit(
-                channel=Channel.LINE.value,
-                event_id=event.id,
-                address=event.chat_id,
-                payload=event.model_dump(mode="json"),
-                occurred_at=event.occurred_at,
+        # Together, so the events of one body share a transaction (the worker orders them).
+        await asyncio.gather(
+            *(
+                self.runtime.worker.submit(
+                    channel=Channel.LINE.value,
+                    event_id=event.id,
+                    address=event.chat_id,
+                    payload=event.model_dump(mode="json"),
+                    occurred_at=event.occurred_at,
+                )
+                for event in events
             )
+        )
         return Response(status_code=200)
 
     # ------------------------------------------------------------ recorded events
 
-    async def handle(self, inbox: InboxEvent) -> None:
-        """Act on one recorded event (the worker runs a user's events one at a time)."""
+    async def handle(self, inbox: InboxEvent) -> Literal["marked"] | None:
+        """Act on one recorded event (the worker runs a user's events one at a time).
+
+        MARKED when the turn's own transaction marked the event processed; None leaves that
+        to the worker (events that save no turn)."""
         event = event_from_json(inbox.payload)
         if event is None:
             log.warning("LINE inbox event %s is not one of ours; ignored", inbox.id)
-            return
+            return None
         content = event.content
         if event.standby or isinstance(content, Ignored):
             # Standby: another channel answers this chat. Ignored: kept, nothing to do.
-            return
+            return None
         if isinstance(content, GroupJoined):
             await self._send_now(event, [TextOut(text=GROUP_NOTE)], inbox.id)
-            return
+            return None
         if not event.in_chat_with_user:
-            return
+            return None
         key = ConversationKey(channel=Channel.LINE, address=event.chat_id)
         if isinstance(content, Unfollowed):
             await self.runtime.store.mark_inactive(key)
-            return
+            return None
         if isinstance(content, Media):
             await self._kind_reply(event, key, content, inbox.id)
-            return
+            return None
         loading = self._loading_later(event)
         try:
             async with self._turns:
                 reply = await self.runtime.service.handle(
                     key, content, outbox=True, inbox_id=inbox.id
                 )
+            # From here on the turn (and the event's mark) is committed.
             if reply.outbox_id is not None and reply.messages:
                 await self._deliver(
                     outbox_id=reply.outbox_id,
@@ -293,6 +303,7 @@ class LineBot:
         finally:
             if loading is not None:
                 loading.cancel()
+        return MARKED
 
     # ------------------------------------------------------------ outbox
 

@@ -23,7 +23,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 from fastapi import FastAPI, Request
@@ -63,7 +63,7 @@ from bot.models import (
 from bot.runtime import Runtime
 from bot.service import ConversationService
 from bot.store.repo import InboxEvent, OutboxItem, SqlStore
-from bot.worker import EventHandler, Worker
+from bot.worker import MARKED, EventHandler, Worker
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class SlackTurns:
         self.store = store
         self.out = out
 
-    async def __call__(self, event: InboxEvent) -> None:
+    async def __call__(self, event: InboxEvent) -> Literal["marked"]:
         inbound = SlackInbound.model_validate(event.payload)
         key = event.key
         # Only a click that answers the current question changes its message; a stale click
@@ -192,6 +192,7 @@ class SlackTurns:
             messages = await self._settle(clicked, inbound, messages)
         if reply.outbox_id is not None:
             await self._deliver(reply.outbox_id, key.address, messages)
+        return MARKED  # the turn's transaction marked the event processed
 
     async def redeliver(self, items: Sequence[OutboxItem]) -> None:
         for item in items:
@@ -357,11 +358,11 @@ class _Recorder(AsyncMiddleware):
 def _routed(turns: SlackTurns, agents: SlackAgentActions) -> EventHandler:
     """The worker's Slack handler: agent requests to the agent channel, the rest are turns."""
 
-    async def handle(event: InboxEvent) -> None:
+    async def handle(event: InboxEvent) -> Literal["marked"] | None:
         if agents.owns(event):
             await agents(event)
-        else:
-            await turns(event)
+            return None
+        return await turns(event)
 
     return handle
 

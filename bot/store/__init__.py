@@ -17,6 +17,7 @@ from bot.store.handoffs import HandoffStore, Orphan
 from bot.store.records import (
     ConcurrentUpdate,
     InboxEvent,
+    NewEvent,
     OutboxItem,
     SavedTurn,
     StoredConversation,
@@ -35,6 +36,7 @@ __all__ = [
     "HandoffStore",
     "InboxEvent",
     "ModeChange",
+    "NewEvent",
     "Orphan",
     "OutboxItem",
     "SavedTurn",

@@ -60,7 +60,13 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
         if schema is not None:
             raise StoreError("schema is for PostgreSQL; SQLite has one schema per file")
         _make_parent_directory(parsed.database)
-        engine = create_async_engine(parsed, json_serializer=_dumps, hide_parameters=True)
+        pool: dict[str, Any] = {}
+        if parsed.database and parsed.database != ":memory:":
+            # One connection: SQLite writes one transaction at a time anyway, and callers
+            # queueing here (in order, without threads) is cheaper than connections contending
+            # for the file lock (busy_timeout polling, "database is locked" under load).
+            pool = {"pool_size": 1, "max_overflow": 0}
+        engine = create_async_engine(parsed, json_serializer=_dumps, hide_parameters=True, **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
     connect_args: dict[str, Any] = {}
@@ -162,6 +168,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # Writers queue for up to 5 s instead of failing at once with "database is locked".
     cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL (see migrate)
+    # With WAL, NORMAL syncs at checkpoints rather than at every commit: a crash of this
+    # process loses nothing (the commit is in the OS's copy of the WAL file), and only an OS
+    # crash or power loss may roll back the last transactions; the database stays consistent.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite, per connection
     cursor.close()

@@ -63,6 +63,17 @@ class SavedTurn:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    """An inbound event to record (see `SqlStore.record_events`)."""
+
+    channel: Channel
+    event_id: str  # unique per channel; the same on a redelivery
+    address: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboxEvent:
     """A recorded inbound event (as returned by `pending_events`: not processed yet)."""
 

@@ -19,6 +19,7 @@ from bot.store.db import create_engine, migrate
 from bot.store.records import (
     ConcurrentUpdate,
     InboxEvent,
+    NewEvent,
     OutboxItem,
     SavedTurn,
     StoredConversation,
@@ -30,6 +31,7 @@ from bot.store.tables import conversations, inbox, messages, outbox
 __all__ = [
     "ConcurrentUpdate",
     "InboxEvent",
+    "NewEvent",
     "OutboxItem",
     "SavedTurn",
     "SqlStore",
@@ -40,6 +42,7 @@ __all__ = [
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
 _PURGE_BATCH: Final = 500  # stays well under SQLite's and asyncpg's bound-parameter limits
+_INSERT_BATCH: Final = 500  # rows per INSERT (7 parameters each): under the same limits
 
 
 class SqlStore:
@@ -239,6 +242,41 @@ class SqlStore:
             )
             return inserted.scalar_one_or_none() is not None
 
+    async def record_events(
+        self, events: Sequence[NewEvent], *, now: datetime | None = None
+    ) -> list[InboxEvent | None]:
+        """Keep many inbound events in one transaction (a group commit of webhook requests).
+
+        Returns, in the order given, each event as recorded, or None where its (channel,
+        event_id) was seen before (also earlier in `events`).
+        """
+        received_at = _now(now)
+        first: dict[tuple[str, str], NewEvent] = {}
+        for new in events:
+            first.setdefault((Channel(new.channel).value, new.event_id), new)
+        recorded: dict[tuple[str, str], InboxEvent] = {}
+        async with self._begin() as connection:
+            rows = list(first.items())
+            for start in range(0, len(rows), _INSERT_BATCH):
+                batch = rows[start : start + _INSERT_BATCH]
+                # One INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows inserted now
+                # come back (in no promised order), so the losers of a race, here or in another
+                # process, learn it without an error.
+                inserted = await connection.execute(
+                    _insert(connection, inbox)
+                    .values([_new_event(key, new, received_at) for key, new in batch])
+                    .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
+                    .returning(*inbox.c)
+                )
+                for row in inserted:
+                    event = _event(row._mapping)
+                    recorded[(event.channel.value, event.event_id)] = event
+        answers: list[InboxEvent | None] = []
+        for new in events:
+            key = (Channel(new.channel).value, new.event_id)
+            answers.append(recorded.pop(key, None))  # a repeat within `events` gets None
+        return answers
+
     async def pending_events(
         self, *, limit: int = 100, channel: Channel | str | None = None, address: str | None = None
     ) -> list[InboxEvent]:
@@ -418,6 +456,19 @@ def _conversation(row: sa.RowMapping) -> StoredConversation:
         version=row["version"],
         updated_at=row["updated_at"],
     )
+
+
+def _new_event(key: tuple[str, str], new: NewEvent, received_at: datetime) -> dict[str, Any]:
+    channel, event_id = key
+    return {
+        "channel": channel,
+        "event_id": event_id,
+        "address": new.address,
+        "payload": dict(new.payload),
+        "occurred_at": new.occurred_at,
+        "received_at": received_at,
+        "attempts": 0,
+    }
 
 
 def _event(row: sa.RowMapping) -> InboxEvent:
