@@ -561,3 +561,18 @@ async def test_a_turn_marks_its_inbound_event_processed_atomically(store: SqlSto
             KEY, state=state, expected_version=None, inbound=[], outbound=[], inbox_id=second.id
         )
     assert [e.event_id for e in await store.pending_events()] == ["e2"]
+
+
+async def test_many_outbox_items_are_marked_sent_at_once(store: SqlStore) -> None:
+    first = await store.save_turn(
+        KEY, state=STATE, expected_version=None, inbound=[], outbound=[], deliver=[{"type": "text"}]
+    )
+    second = await store.save_turn(
+        KEY, state=STATE, expected_version=1, inbound=[], outbound=[], deliver=[{"type": "text"}]
+    )
+    third = await store.save_turn(
+        KEY, state=STATE, expected_version=2, inbound=[], outbound=[], deliver=[{"type": "text"}]
+    )
+    assert first.outbox_id and second.outbox_id and third.outbox_id
+    await store.mark_sent_many([first.outbox_id, second.outbox_id, first.outbox_id])
+    assert [item.id for item in await store.outbox_pending()] == [third.outbox_id]

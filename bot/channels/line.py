@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bot.batching import GroupCommit
 from bot.channels.line_api import REQUEST_TIMEOUT, LineApi
 from bot.channels.line_delivery import (
     REPLY_TOKEN_LIFE,
@@ -193,9 +194,12 @@ class LineBot:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _loading_window: tuple[float, int] = (0.0, 0)  # (second started, animations shown in it)
     _turns: asyncio.Semaphore = field(init=False)
+    _sent: GroupCommit[int, None] = field(init=False)
 
     def __post_init__(self) -> None:
         self._turns = asyncio.Semaphore(self.plugin.turns_at_once)
+        # Deliveries finishing together share one UPDATE; each still awaits its own commit.
+        self._sent = GroupCommit(self.runtime.store.mark_sent_many)
 
     async def start(self) -> None:
         """Deliver what a previous run left pending, then keep sweeping and purging."""
@@ -284,9 +288,14 @@ class LineBot:
         if isinstance(content, Media):
             await self._kind_reply(event, key, content, inbox.id)
             return None
-        loading = self._loading_later(event)
+        loading: asyncio.Task[None] | None = None
         try:
             async with self._turns:
+                # The animation's timer starts when the turn starts computing, not when the
+                # event arrived: it is for a turn that itself takes long. Under a backlog every
+                # queued event has already waited over LOADING_AFTER, and timing from arrival
+                # would fire an API call per event, slowing the backlog further.
+                loading = self._loading_later(event)
                 reply = await self.runtime.service.handle(
                     key, content, outbox=True, inbox_id=inbox.id
                 )
@@ -372,7 +381,7 @@ class LineBot:
             return
         finally:
             self._in_flight.discard(outbox_id)
-        await store.mark_sent(outbox_id)
+        await self._sent.submit(outbox_id)
 
     async def _give_up(self, outbox_id: int, reason: str) -> None:
         log.error("LINE message %s failed for good: %s", outbox_id, reason)

@@ -8,13 +8,14 @@ import logging
 import secrets
 from dataclasses import dataclass
 from importlib import resources
-from typing import Final
+from typing import Final, Literal
 
 import jinja2
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.config import Settings
 from bot.console import api, events, pages
@@ -25,6 +26,7 @@ from bot.store import AgentStore
 
 log = logging.getLogger(__name__)
 
+CONSOLE_PATH: Final = "/console"
 SESSION_COOKIE: Final = "yarigai_console"
 SESSION_HOURS: Final = 12  # one working day; agents sign in again the next
 
@@ -39,6 +41,52 @@ class Console:
     templates: jinja2.Environment
 
 
+class ConsoleSessions:
+    """Starlette's `SessionMiddleware`, for console paths only (/console and below).
+
+    Only the console's routes use sessions; everything else (webhooks above all) skips the
+    cookie's signature check and the per-request wrapping. A request elsewhere has no
+    `request.session`, so a route outside /console cannot come to depend on the console's
+    sign-in by accident: it fails loudly instead."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        /,
+        *,
+        secret_key: str,
+        session_cookie: str,
+        max_age: int,
+        path: str,
+        same_site: Literal["lax", "strict", "none"],
+        https_only: bool,
+    ) -> None:
+        self.app = app
+        self.sessions = SessionMiddleware(
+            app,
+            secret_key=secret_key,
+            session_cookie=session_cookie,
+            max_age=max_age,
+            path=path,
+            same_site=same_site,
+            https_only=https_only,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and _in_console(scope):
+            await self.sessions(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _in_console(scope: Scope) -> bool:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]  # Starlette's paths include the root path when one is set
+    return path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/")
+
+
 def mount(app: FastAPI, settings: Settings) -> None:
     secret = settings.session_secret.get_secret_value() if settings.session_secret else ""
     if not secret:
@@ -46,11 +94,11 @@ def mount(app: FastAPI, settings: Settings) -> None:
         log.warning("SESSION_SECRET is not set: console sessions are signed with a random key")
         secret = secrets.token_urlsafe(32)
     app.add_middleware(
-        SessionMiddleware,
+        ConsoleSessions,
         secret_key=secret,
         session_cookie=SESSION_COOKIE,
         max_age=SESSION_HOURS * 3600,
-        path="/console",  # the cookie never travels with web chat or API requests
+        path=CONSOLE_PATH,  # the cookie never travels with web chat or API requests
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),
     )
@@ -90,4 +138,4 @@ async def _sign_in_required(request: Request, _: Exception) -> Response:
     return JSONResponse({"detail": "sign in to the console first"}, status_code=401)
 
 
-__all__ = ["Console", "mount", "setup"]
+__all__ = ["Console", "ConsoleSessions", "mount", "setup"]

@@ -325,6 +325,23 @@ class SqlStore:
     async def mark_sent(self, outbox_id: int, *, now: datetime | None = None) -> None:
         await self._attempted(outbox_id, status="sent", sent_at=_now(now))
 
+    async def mark_sent_many(
+        self, outbox_ids: Sequence[int], *, now: datetime | None = None
+    ) -> list[None]:
+        """`mark_sent` for many items in one transaction (a group commit of deliveries).
+
+        Returns one None per id given, as `GroupCommit` expects."""
+        sent_at = _now(now)
+        unique = sorted(set(outbox_ids))
+        async with self._begin() as connection:
+            for start in range(0, len(unique), _PURGE_BATCH):
+                await connection.execute(
+                    sa.update(outbox)
+                    .where(outbox.c.id.in_(unique[start : start + _PURGE_BATCH]))
+                    .values(attempts=outbox.c.attempts + 1, status="sent", sent_at=sent_at)
+                )
+        return [None] * len(outbox_ids)
+
     async def mark_failed(self, outbox_id: int, error: str) -> None:
         """Give up on delivering this item."""
         await self._attempted(outbox_id, status="failed", last_error=error)
