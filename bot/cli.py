@@ -63,9 +63,11 @@ def chat(user: str) -> None:
 def _attach_groups() -> None:
     from bot.cli_agents import agents
     from bot.cli_flows import flows
+    from bot.cli_nlu import nlu
 
     main.add_command(flows)
     main.add_command(agents)
+    main.add_command(nlu)
 
 
 _attach_groups()

@@ -127,6 +127,7 @@ class _TurnBuilder:
         if self.conv.pending_confirm and event.choice in (YES, NO):
             self.on_confirm(event.choice == YES)
             return
+        self.update(pending_confirm=())  # answered otherwise: the guess is no longer in question
         if state.ask is None:
             self.on_idle()
             return
@@ -148,6 +149,7 @@ class _TurnBuilder:
             if verdict is not None:
                 self.on_confirm(verdict == YES)
                 return
+            self.update(pending_confirm=())  # answered otherwise: the guess is dropped
         commands = self._commands_for(ask)
         understood = self.engine.understand(
             text,

@@ -16,6 +16,7 @@ from bot.handoff import AgentSurface, HandoffDesk
 from bot.hours import AgentHours
 from bot.metrics import Metrics
 from bot.models import Channel
+from bot.nlu.classifier import build_understander, default_cache_dir
 from bot.service import ConversationService
 from bot.store.handoffs import HandoffStore
 from bot.store.repo import SqlStore
@@ -53,7 +54,8 @@ class Runtime:
         hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
         store = await SqlStore.open(settings.database_url)
         metrics = Metrics()
-        engines = {name: Engine(flow) for name, flow in flows.items()}
+        nlu = build_understander(flows.values(), cache_dir=default_cache_dir())
+        engines = {name: Engine(flow, understand=nlu) for name, flow in flows.items()}
         service = ConversationService(
             store=store, engines=engines, default_flow=settings.default_flow, metrics=metrics
         )

@@ -447,3 +447,17 @@ def test_a_withdrawn_handoff_goes_back_to_the_question_the_user_left() -> None:
     waiting = play(StartIn(), tap("x", "q1"), say("担当者"), engine=engine).conversation
     turn = engine.advance(waiting, ResumeIn(withdrawn=True))
     assert turn.conversation.state == "q2"  # not the after-agent question
+
+
+def test_answering_a_check_with_something_else_drops_the_guess() -> None:
+    guessing = Engine(
+        load_flow(MINI),
+        understand=lambda text, **_: Understanding(
+            intents=("thanks",), score=0.6, stage="classifier", confirm=True
+        ),
+    )
+    at_pains = play(StartIn(), tap("keiri", "role"), engine=guessing).conversation
+    checking = guessing.advance(at_pains, say("誰も褒めてくれない")).conversation
+    assert checking.pending_confirm == ("thanks",)
+    moved_on = guessing.advance(checking, tap("boring", "pains")).conversation
+    assert moved_on.pending_confirm == () and moved_on.selection == ("boring",)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from bot.errors import FlowError
 from bot.flows.expressions import ExpressionError, check_syntax, names_read
 from bot.flows.loader import Flow, Loc
-from bot.flows.schema import PREVIOUS, BranchSpec, FlowSpec, StateSpec
+from bot.flows.schema import PREVIOUS, BranchSpec, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
 
 LINE_QUICK_REPLY_ITEMS = 13
 LINE_LABEL_CHARS = 20
 SLACK_BUTTON_CHARS = 75
+MIN_EXAMPLES = 5  # once a question has examples, a choice with fewer is rarely the classifier's
 
 
 def lint(flow: Flow) -> list[FlowError]:
@@ -26,6 +27,7 @@ def lint(flow: Flow) -> list[FlowError]:
         *_unreachable(flow),
         *_dead_ends(flow),
         *_unfilled_reads(flow),
+        *_few_examples(flow),
     ]
     return sorted(problems, key=lambda e: (e.line, e.column))
 
@@ -259,6 +261,33 @@ def _unfilled_reads(flow: Flow) -> Iterator[FlowError]:
                         f"state '{name}' reads slot '{slot}', which is not filled on every path "
                         "to it (guard it with 'is defined' or fill it first)",
                     )
+
+
+def _few_examples(flow: Flow) -> Iterator[FlowError]:
+    """Examples are all or nothing within a question (and among the commands).
+
+    The classifier picks the intent with the nearest example: a choice with none or only a
+    couple loses to its neighbours even when the message means it.
+    """
+    groups: list[tuple[Loc, Sequence[ChoiceSpec | CommandSpec], str]] = [
+        (("commands",), flow.spec.commands, "command")
+    ]
+    for name, state in flow.spec.states.items():
+        if state.ask:
+            groups.append((("states", name, "ask", "choices"), state.ask.choices, f"'{name}'"))
+    for base, specs, where in groups:
+        if not any(spec.examples for spec in specs):
+            continue
+        for i, spec in enumerate(specs):
+            if len(spec.examples) < MIN_EXAMPLES:
+                what = f"command '{spec.id}'" if where == "command" else f"choice '{spec.id}'"
+                place = "" if where == "command" else f" in {where}"
+                yield flow.error(
+                    (*base, i, "id"),
+                    f"{what}{place} has {len(spec.examples)} examples; give it at least "
+                    f"{MIN_EXAMPLES} (its neighbours have examples, so the classifier would "
+                    "rarely pick it)",
+                )
 
 
 def _fills(state: StateSpec) -> set[str]:

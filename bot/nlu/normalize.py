@@ -1,4 +1,4 @@
-"""One normalisation for keywords, examples and user input alike."""
+"""One normalisation for keywords, examples and user input alike, and a lighter one for models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ _SMALL_KANA = str.maketrans("ぁぃぅぇぉっゃゅょゎ", "あいうえお�
 _LONG_VOWELS = re.compile(r"[ー〜~～]+")
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 _REPEATS = re.compile(r"(.)\1{2,}")
+_SPACES = re.compile(r"\s+")
+_PUNCT_RUNS = re.compile(r"([^\w\s])\1+")
 
 
 def normalize(text: str) -> str:
@@ -23,3 +25,16 @@ def normalize(text: str) -> str:
     text = _LONG_VOWELS.sub("", text)
     text = _NOISE.sub("", text)
     return _REPEATS.sub(r"\1", text)
+
+
+def tidy(text: str) -> str:
+    """What an embedding model reads: NFKC (width folded), runs collapsed, script kept.
+
+    Models know 「エクセル」 and 「つまらない」 as written; hiragana-folding them, as `normalize`
+    does for matching, would turn common words into spellings the model rarely saw.
+    """
+    text = unicodedata.normalize("NFKC", text).strip()
+    text = _SPACES.sub(" ", text)
+    text = _PUNCT_RUNS.sub(r"\1", text)
+    text = re.sub(r"[ー〜~]{2,}", "ー", text)
+    return _REPEATS.sub(r"\1\1", text)

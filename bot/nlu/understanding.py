@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Protocol
 
 from bot.flows.schema import ChoiceSpec, CommandSpec
 from bot.nlu.normalize import normalize
+from bot.nlu.rules import named_choices
 
 YES = "__yes__"
 NO = "__no__"
@@ -17,6 +19,12 @@ _NO_WORDS = (
     "いいえ",
     "ちがう",
     "違う",
+    "ちがいます",
+    "違います",
+    "でもない",
+    "ではありません",
+    "じゃありません",
+    "思わない",
     "ちゃう",
     "じゃない",
     "ではない",
@@ -75,7 +83,7 @@ def yes_or_no(text: str) -> str | None:
 
 
 def match_command(text: str, commands: Sequence[CommandSpec]) -> str | None:
-    """A command only when the message is essentially its keyword.
+    """A command only when the message is essentially its keyword (or one of its examples).
 
     「やめる」 stops; 「仕事をやめるか迷ってる」 must not, so the text may not be much longer.
     """
@@ -83,11 +91,25 @@ def match_command(text: str, commands: Sequence[CommandSpec]) -> str | None:
     if not norm:
         return None
     for command in commands:
-        for term in (command.label, *command.keywords):
-            key = normalize(term)
-            if key and key in norm and len(norm) <= len(key) + 4:
-                return command.id
+        terms, examples = _command_terms(command)
+        if norm in examples:
+            return command.id
+        if any(key in norm and len(norm) <= len(key) + 4 for key in terms):
+            return command.id
     return None
+
+
+def mentioned_commands(text: str, commands: Sequence[CommandSpec]) -> tuple[CommandSpec, ...]:
+    """Commands whose label or keywords appear anywhere in the message (see `match_command`)."""
+    norm = normalize(text)
+    return tuple(c for c in commands if norm and any(k in norm for k in _command_terms(c)[0]))
+
+
+@lru_cache(maxsize=256)
+def _command_terms(command: CommandSpec) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(normalised label and keywords, normalised examples), worked out once per command."""
+    terms = (normalize(t) for t in (command.label, *command.keywords))
+    return tuple(t for t in terms if t), frozenset(normalize(e) for e in command.examples)
 
 
 def keyword_understander(
@@ -97,24 +119,14 @@ def keyword_understander(
     commands: Sequence[CommandSpec],
     multi: bool,
 ) -> Understanding:
-    """Choices whose label, keywords or examples appear in the text."""
+    """Commands, then choices named by their labels, keywords or examples (see `rules`).
+
+    A single-answer question named twice over (「経理と人事を兼務してます」) is not guessed.
+    """
     command = match_command(text, commands)
     if command:
         return Understanding(command=command, score=1.0, stage="keyword")
-    norm = normalize(text)
-    hits: dict[str, int] = {}
-    for choice in choices:
-        for term in (choice.label, choice.id, *choice.keywords, *choice.examples):
-            key = normalize(term)
-            if key and key in norm:
-                hits[choice.id] = max(hits.get(choice.id, 0), len(key))
-    if not hits:
+    named = named_choices(text, choices)
+    if not named or (len(named) > 1 and not multi):
         return Understanding()
-    if multi:
-        return Understanding(
-            intents=tuple(c.id for c in choices if c.id in hits), score=1.0, stage="keyword"
-        )
-    ranked = sorted(hits.items(), key=lambda kv: -kv[1])
-    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-        return Understanding()  # two choices equally likely: ask back rather than guess
-    return Understanding(intents=(ranked[0][0],), score=1.0, stage="keyword")
+    return Understanding(intents=named, score=1.0, stage="keyword")
