@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await runtime.store.ping()
         except StoreError as exc:
-            return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
+            log.warning("not ready: the store does not answer (%s)", type(exc).__name__)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ready", "flows": sorted(runtime.flows)})
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)

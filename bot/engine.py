@@ -218,7 +218,10 @@ class _TurnBuilder:
             self.update(selection=tuple(picked), misses=0)
             self.messages.append(self.render_question(self.conv.state, ask, prompt=False))
             return
-        choice = next(c for c in ask.choices if c.id == intents[0])
+        choice = next((c for c in ask.choices if c.id == intents[0]), None)
+        if choice is None:  # an understander named something this question does not offer
+            self.miss(ask)
+            return
         self.fill(ask.slot, choice.id)
         self.leave(choice)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -77,7 +78,11 @@ class ConversationService:
     metrics: Metrics = field(default_factory=Metrics)
     listeners: list[TurnListener] = field(default_factory=list)
     hooks: HandoffHooks | None = None
-    _locks: dict[ConversationKey, asyncio.Lock] = field(default_factory=dict)
+    # A lock lives while a turn holds or awaits it (the awaiting coroutines keep it referenced),
+    # so the map never grows with every user ever seen and never drops a lock in use.
+    _locks: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
 
     async def handle(
         self,
@@ -93,7 +98,9 @@ class ConversationService:
         webhook event processed in the same transaction as the turn.
         """
         started = time.perf_counter()
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
         async with lock:
             for attempt in range(_SAVE_ATTEMPTS):
                 stored = await self.store.load(key)
@@ -105,9 +112,7 @@ class ConversationService:
                 except ConcurrentUpdate:
                     if attempt == _SAVE_ATTEMPTS - 1:
                         raise
-                    log.info("conversation %s changed under us; retrying", key)
-        if not lock.locked() and len(self._locks) > 10_000:
-            self._locks.pop(key, None)
+                    log.info("a %s conversation changed under us; retrying", key.channel.value)
         channel = key.channel.value
         if not isinstance(event, (StartIn, ResumeIn)):
             self.metrics.messages_in.labels(channel=channel).inc()

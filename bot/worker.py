@@ -14,10 +14,13 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from bot.batching import GroupCommit
+from bot.errors import StoreError
 from bot.models import Channel
 from bot.store.repo import InboxEvent, NewEvent, SqlStore
 
 log = logging.getLogger(__name__)
+
+_STORE_RETRIES = 3  # in-process tries for a store error; recover() takes over after a restart
 
 MARKED: Final = "marked"
 """What a handler returns when its own transaction marked the event processed (a turn saved
@@ -34,6 +37,7 @@ class Worker:
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._known: set[int] = set()  # inbox ids queued or being processed, never taken twice
+        self._store_failures: dict[int, int] = {}  # inbox id -> store errors so far
         self._closed = False
         # Webhook requests arriving together are recorded in one transaction.
         self._inbox = GroupCommit(store.record_events)
@@ -124,6 +128,21 @@ class Worker:
             self._running.pop(key, None)
             self._queues.pop(key, None)
 
+    async def _retry_later(self, event: InboxEvent, delay: float) -> None:
+        await asyncio.sleep(delay)
+        # Re-read: the failure may have come after the turn committed (and marked the event),
+        # in which case running it again would answer twice.
+        try:
+            pending = await self.store.pending_events(
+                limit=1000, channel=event.channel, address=event.address
+            )
+        except StoreError:
+            pending = [event]  # still failing: try once more; recover() covers a restart
+        again = next((e for e in pending if e.id == event.id), None)
+        self._known.discard(event.id)
+        if again is not None and not self._closed:
+            self._enqueue(again)
+
     async def _process(self, event: InboxEvent) -> None:
         if event.processed_at is not None:
             return
@@ -133,6 +152,22 @@ class Worker:
             return
         try:
             outcome = await handler(event)
+        except StoreError as exc:
+            # Likely passing (a locked SQLite file, a dropped connection, lost races): the
+            # event stays pending and is tried again shortly, and after a restart at the latest.
+            tries = self._store_failures.get(event.id, 0) + 1
+            self._store_failures[event.id] = tries
+            if tries <= _STORE_RETRIES:
+                log.warning(
+                    "%s event %s hit a store error (%s); retrying",
+                    event.channel,
+                    event.id,
+                    type(exc).__name__,
+                )
+                self.spawn(self._retry_later(event, 0.5 * 2**tries))
+                return
+            log.exception("processing %s event %s failed %d times", event.channel, event.id, tries)
+            return
         except Exception as exc:
             # Recorded, never silently dropped: the error stays with the event in the inbox.
             log.exception("processing %s event %s failed", event.channel, event.id)

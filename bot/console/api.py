@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from bot.console.auth import TokenAgent, token_agent
 from bot.console.views import (
@@ -59,7 +59,9 @@ class AgentOut(BaseModel):
 
 
 class TextBody(BaseModel):
-    text: str = Field(min_length=1, max_length=2000, description="Sent to the user as is.")
+    text: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+    ] = Field(description="Sent to the user as is (surrounding whitespace removed).")
 
 
 class MessageOut(BaseModel):
