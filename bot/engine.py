@@ -438,11 +438,12 @@ def _labels_by_slot(spec: FlowSpec) -> dict[str, dict[str, str]]:
 def _is_done_text(text: str, ask: QuestionSpec) -> bool:
     """「以上です」「これで全部かな」: the user finishes a multi-select in words."""
     norm = normalize(text)
-    words = {normalize(w) for w in (ask.done_label, *_DONE_WORDS)}
+    words = {normalize(ask.done_label), *_DONE_NORM}
     return any(norm.startswith(w) and len(norm) <= len(w) + 4 for w in words if w)
 
 
 _DONE_WORDS = ("以上", "おわり", "終わり", "これだけ", "これで全部", "それだけ", "ok", "done")
+_DONE_NORM = frozenset(normalize(w) for w in _DONE_WORDS)
 
 
 def _fit_bubbles(messages: list[Message]) -> tuple[Message, ...]:

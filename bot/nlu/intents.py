@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 from bot.flows.loader import Flow
 from bot.flows.schema import ChoiceSpec, CommandSpec
+from bot.nlu.memo import by_identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class Intent:
     texts: tuple[str, ...]
 
 
-@lru_cache(maxsize=4096)
+@by_identity
 def intent_key(spec: ChoiceSpec | CommandSpec) -> str:
     """The same id with other examples (e.g. 'talk' in two questions) is another intent."""
     kind = "command" if isinstance(spec, CommandSpec) else "choice"

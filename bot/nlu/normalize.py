@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _KATAKANA = {chr(c): chr(c - 0x60) for c in range(ord("ァ"), ord("ヶ") + 1)}
 _SMALL_KANA = str.maketrans("ぁぃぅぇぉっゃゅょゎ", "あいうえおつやゆよわ")
@@ -14,10 +15,13 @@ _SPACES = re.compile(r"\s+")
 _PUNCT_RUNS = re.compile(r"([^\w\s])\1+")
 
 
+@lru_cache(maxsize=256)
 def normalize(text: str) -> str:
     """NFKC, lower case, katakana to hiragana, small kana and long vowels folded, no punctuation.
 
     Repeated characters (3 or more) collapse to one, so 「つまんないいいい」 matches 「つまんない」.
+    The last few results are kept: one message is looked at by several rules in a row, and
+    flow words (a question's 「これで全部」) come back on every message.
     """
     text = unicodedata.normalize("NFKC", text).lower()
     text = "".join(_KATAKANA.get(ch, ch) for ch in text)

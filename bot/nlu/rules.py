@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Final
 
 from bot.flows.schema import ChoiceSpec
+from bot.nlu.memo import by_identity
 from bot.nlu.normalize import normalize
 
 REFUSALS: Final = ("いいえ", "違う", "ちがう", "ちゃう", "じゃない", "ではない", "ううん", "いや")
@@ -54,7 +54,9 @@ def named_choices(text: str, choices: Sequence[ChoiceSpec]) -> tuple[str, ...]:
     exact = [c.id for c in choices if norm == c.id or norm in _vocabulary(c).examples]
     if len(exact) == 1:
         return (exact[0],)
-    hits = list(_hits(norm, choices))
+    hits = list(
+        _hits(norm, _term_index(choices) if isinstance(choices, tuple) else _index(choices))
+    )
     hits = [h for h in hits if not any(h.inside(o) for o in hits if o.choice != h.choice)]
     refusing = {h.choice for h in hits if h.refusal}
     if refusing:
@@ -74,7 +76,7 @@ class _Vocabulary:
     examples: frozenset[str]
 
 
-@lru_cache(maxsize=4096)
+@by_identity
 def _vocabulary(choice: ChoiceSpec) -> _Vocabulary:
     """A choice's terms, normalised once (flows are immutable, so are their choices)."""
     examples = [normalize(e) for e in choice.examples]
@@ -84,10 +86,29 @@ def _vocabulary(choice: ChoiceSpec) -> _Vocabulary:
     return _Vocabulary(tuple((t, is_refusal(t)) for t in unique), frozenset(examples))
 
 
-def _hits(norm: str, choices: Sequence[ChoiceSpec]) -> Iterable[Hit]:
+_TermIndex = dict[str, tuple[tuple[str, str, bool], ...]]
+"""First character of a term -> (choice id, term, is a refusal) for every term starting so."""
+
+
+def _index(choices: Sequence[ChoiceSpec]) -> _TermIndex:
+    index: dict[str, list[tuple[str, str, bool]]] = {}
     for choice in choices:
         for key, refusal in _vocabulary(choice).terms:
+            index.setdefault(key[0], []).append((choice.id, key, refusal))
+    return {first: tuple(terms) for first, terms in index.items()}
+
+
+@by_identity
+def _term_index(choices: tuple[ChoiceSpec, ...]) -> _TermIndex:
+    """A question's choices (a tuple, as flows hold them) are indexed once."""
+    return _index(choices)
+
+
+def _hits(norm: str, index: _TermIndex) -> Iterable[Hit]:
+    """Every occurrence of every term; only terms starting with a character of `norm` can occur."""
+    for first in set(norm):
+        for choice, key, refusal in index.get(first, ()):
             start = norm.find(key)
             while start >= 0:
-                yield Hit(choice.id, start, start + len(key), refusal)
+                yield Hit(choice, start, start + len(key), refusal)
                 start = norm.find(key, start + 1)

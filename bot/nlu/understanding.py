@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal, Protocol
 
 from bot.flows.schema import ChoiceSpec, CommandSpec
+from bot.nlu.memo import by_identity
 from bot.nlu.normalize import normalize
 from bot.nlu.rules import named_choices
 
@@ -47,6 +47,9 @@ _YES_WORDS = (
     "そのとおり",
 )
 
+_NO_NORM = tuple(normalize(w) for w in _NO_WORDS)
+_YES_NORM = tuple(normalize(w) for w in _YES_WORDS)
+
 Stage = Literal["button", "keyword", "classifier", "none"]
 
 
@@ -75,9 +78,9 @@ class Understander(Protocol):
 def yes_or_no(text: str) -> str | None:
     """`YES`, `NO` or None for a reply to a 「〜ということですね？」 check."""
     norm = normalize(text)
-    if any(normalize(w) in norm for w in _NO_WORDS):
+    if any(w in norm for w in _NO_NORM):
         return NO
-    if any(normalize(w) in norm for w in _YES_WORDS):
+    if any(w in norm for w in _YES_NORM):
         return YES
     return None
 
@@ -91,9 +94,11 @@ def match_command(text: str, commands: Sequence[CommandSpec]) -> str | None:
     if not norm:
         return None
     for command in commands:
-        terms, examples = _command_terms(command)
+        terms, examples, longest = _command_terms(command)
         if norm in examples:
             return command.id
+        if len(norm) > longest + 4:  # longer than any keyword allows
+            continue
         if any(key in norm and len(norm) <= len(key) + 4 for key in terms):
             return command.id
     return None
@@ -105,11 +110,13 @@ def mentioned_commands(text: str, commands: Sequence[CommandSpec]) -> tuple[Comm
     return tuple(c for c in commands if norm and any(k in norm for k in _command_terms(c)[0]))
 
 
-@lru_cache(maxsize=256)
-def _command_terms(command: CommandSpec) -> tuple[tuple[str, ...], frozenset[str]]:
-    """(normalised label and keywords, normalised examples), worked out once per command."""
-    terms = (normalize(t) for t in (command.label, *command.keywords))
-    return tuple(t for t in terms if t), frozenset(normalize(e) for e in command.examples)
+@by_identity
+def _command_terms(command: CommandSpec) -> tuple[tuple[str, ...], frozenset[str], int]:
+    """(normalised label and keywords, normalised examples, the longest term's length),
+    worked out once per command."""
+    terms = tuple(t for t in (normalize(t) for t in (command.label, *command.keywords)) if t)
+    examples = frozenset(normalize(e) for e in command.examples)
+    return terms, examples, max(map(len, terms), default=0)
 
 
 def keyword_understander(
