@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from bot.errors import FlowError
 from bot.flows.expressions import ExpressionError, check_syntax, names_read
 from bot.flows.loader import Flow, Loc
-from bot.flows.schema import PREVIOUS, BranchSpec, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
+from bot.flows.schema import PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
 
 LINE_QUICK_REPLY_ITEMS = 13
 LINE_LABEL_CHARS = 20
@@ -327,6 +327,3 @@ def _state_sources(name: str, state: StateSpec) -> Iterator[tuple[Loc, str, bool
         for i, branch in enumerate(state.next):
             if branch.if_:
                 yield (*base, "next", i, "if"), branch.if_, True
-
-
-__all__ = ["BranchSpec", "entry_points", "lint", "targets"]

@@ -34,7 +34,7 @@ _ASYNC_SCHEMES: Final = {
 }
 _WAL_PATIENCE: Final = 10.0  # seconds
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Keep Japanese readable in the database rather than \uXXXX escapes.
+# Keep Japanese readable in the database rather than as \u escapes.
 _dumps: Final = partial(json.dumps, ensure_ascii=False)
 _alembic_turns: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
 
