@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--calm-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=90.0, help="bound on each phase")
     parser.add_argument("--no-validate", action="store_true", help="fake skips spec checks")
+    parser.add_argument("--profile", metavar="FILE", help="run the bot under cProfile, stats to FILE")
     args = parser.parse_args()
     asyncio.run(run(args))
 
@@ -121,17 +122,21 @@ async def run(args: argparse.Namespace) -> None:
         uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
         uvicorn += ["--log-level", "warning"]
         bot_cmd = [*uvicorn, "--port", str(bot_port), "--factory", "bot.app:create_app"]
+        if args.profile:
+            bot_cmd[1:1] = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())]
         bare_cmd = [*uvicorn, "--port", str(bare_port), "--app-dir", str(REPO / "bench")]
         bare_cmd += ["line_webhook:bare_app"]
         with (
             _process(fake_cmd, env, workdir, f"http://127.0.0.1:{fake_port}/_fake/stats"),
             _process(bare_cmd, env, workdir, f"http://127.0.0.1:{bare_port}/webhooks/line"),
-            _process(bot_cmd, env, workdir, f"http://127.0.0.1:{bot_port}/healthz"),
+            _process(bot_cmd, env, workdir, f"http://127.0.0.1:{bot_port}/healthz") as bot,
         ):
-            await bench(args, fake_port, bot_port, bare_port)
+            await bench(args, fake_port, bot_port, bare_port, bot.pid)
 
 
-async def bench(args: argparse.Namespace, fake_port: int, bot_port: int, bare_port: int) -> None:
+async def bench(
+    args: argparse.Namespace, fake_port: int, bot_port: int, bare_port: int, bot_pid: int
+) -> None:
     fake = f"http://127.0.0.1:{fake_port}"
     bare_url = f"http://127.0.0.1:{bare_port}/webhooks/line"
     bot_url = f"http://127.0.0.1:{bot_port}/webhooks/line"
@@ -143,8 +148,10 @@ async def bench(args: argparse.Namespace, fake_port: int, bot_port: int, bare_po
         await _answered(http, fake, 200, args.timeout)
 
         bare = await _burst(http, bare_url, _users(args.users), args.events, args)
+        cpu_before = _cpu_seconds(bot_pid)
         burst = await _burst(http, bot_url, _users(args.users), args.events, args)
         answered = await _answered(http, fake, 200 + burst.ok, args.timeout)
+        burst_cpu = _cpu_seconds(bot_pid) - cpu_before
         burst_replies = [r for r in answered if r[1] >= burst.started]
         e2e = len(burst_replies) / (max(r[2] for r in burst_replies) - burst.started)
 
@@ -153,8 +160,10 @@ async def bench(args: argparse.Namespace, fake_port: int, bot_port: int, bare_po
         paced_replies = [r for r in answered if r[1] >= paced.started]
 
         calm_rate = max(10.0, e2e / 2)
+        cpu_before = _cpu_seconds(bot_pid)
         calm = await _paced(http, bot_url, _users(args.users), calm_rate, args.calm_seconds)
         answered = await _answered(http, fake, len(answered) + calm.ok, args.timeout)
+        calm_cpu = _cpu_seconds(bot_pid) - cpu_before
         calm_replies = [r for r in answered if r[1] >= calm.started]
         stats = await _stats(http, fake)
 
@@ -175,6 +184,10 @@ async def bench(args: argparse.Namespace, fake_port: int, bot_port: int, bare_po
         f"  answered end to end   {e2e:7.0f} messages/s ({len(burst_replies)}/{burst.sent} "
         f"answered; reply latency behind the backlog p50 {_ms(_latency(burst_replies), 50)} "
         f"p99 {_ms(_latency(burst_replies), 99)})"
+    )
+    print(
+        f"  bot CPU per message   {burst_cpu / max(1, len(burst_replies)) * 1000:7.2f} ms "
+        f"(acknowledge, turn and reply; calm: {calm_cpu / max(1, len(calm_replies)) * 1000:.2f} ms)"
     )
     for name, run, replies in (("paced", paced, paced_replies), ("calm", calm, calm_replies)):
         print(
@@ -315,16 +328,27 @@ def _ms(values: list[float], percentile: int) -> str:
     return f"{ordered[index] * 1000:6.1f} ms"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def _process(command: list[str], env: dict[str, str], cwd: Path, ready: str) -> Iterator[None]:
+def _process(
+    command: list[str], env: dict[str, str], cwd: Path, ready: str
+) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(command, env=env, cwd=cwd)
     try:
         _wait_ready(process, ready)
-        yield
+        yield process
     finally:
         process.terminate()
         try:
-            process.wait(10)
+            process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
 

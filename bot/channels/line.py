@@ -57,6 +57,7 @@ from bot.models import (
     TextOut,
 )
 from bot.runtime import Runtime
+from bot.service import TURNS_PER_BATCH
 from bot.store.records import InboxEvent, OutboxItem
 from bot.worker import MARKED
 
@@ -76,10 +77,10 @@ ORPHAN_AFTER: Final = 60.0
 """Age (seconds) after which a pending item is nobody's in-process delivery any more."""
 MAX_DELIVERY_ROUNDS: Final = 10
 """Rounds of delivery (each with its own retries) before an outbox item is marked failed."""
-TURNS_AT_ONCE: Final = 2
-"""Turns computed at once (delivery not included). SQLite writes one at a time anyway; more
-turns in parallel only contend for it and starve the webhook, whose fast 200 matters more
-under load than any one reply (the backlog is durable)."""
+TURNS_AT_ONCE: Final = TURNS_PER_BATCH
+"""Turns computed at once (delivery not included): enough to fill a batch, which the service
+saves in one transaction, and few enough that a batch's thinking never holds the event loop
+(and the webhook's fast 200) for long."""
 PURGE_EVERY: Final = 6 * 3600.0
 """Seconds between retention purges of conversations whose users left (RETENTION_DAYS)."""
 PURGE_FIRST_AFTER: Final = 60.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -53,6 +54,20 @@ class StoredConversation:
     agent: str | None
     version: int  # pass back as `expected_version` when saving
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnWrite:
+    """Everything one turn writes (see `SqlStore.save_turns`)."""
+
+    key: ConversationKey
+    state: ConversationState
+    expected_version: int | None  # None: create the conversation
+    inbound: Sequence[TranscriptEntry] = ()
+    outbound: Sequence[TranscriptEntry] = ()
+    deliver: Sequence[Mapping[str, Any]] | None = None  # messages for the outbox
+    mode: Mode | None = None  # a new mode, or None to keep it
+    inbox_id: int | None = None  # the recorded inbound event this turn answers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -11,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from bot.errors import StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
@@ -24,6 +24,7 @@ from bot.store.records import (
     SavedTurn,
     StoredConversation,
     TranscriptEntry,
+    TurnWrite,
     UnknownConversation,
 )
 from bot.store.tables import conversations, inbox, messages, outbox
@@ -37,12 +38,14 @@ __all__ = [
     "SqlStore",
     "StoredConversation",
     "TranscriptEntry",
+    "TurnWrite",
     "UnknownConversation",
 ]
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
 _PURGE_BATCH: Final = 500  # stays well under SQLite's and asyncpg's bound-parameter limits
 _INSERT_BATCH: Final = 500  # rows per INSERT (7 parameters each): under the same limits
+_IN_LIST: Final = 500  # values in one IN (...): under the same limits
 
 
 class SqlStore:
@@ -83,6 +86,29 @@ class SqlStore:
             ).one_or_none()
         return None if row is None else _conversation(row._mapping)
 
+    async def load_many(
+        self, keys: Iterable[ConversationKey]
+    ) -> dict[ConversationKey, StoredConversation]:
+        """The conversations that exist among `keys`, in one query (a batch of turns)."""
+        wanted = {(key.channel.value, key.address) for key in keys}
+        found: dict[ConversationKey, StoredConversation] = {}
+        if not wanted:
+            return found
+        c = conversations.c
+        async with self._begin() as connection:
+            for channel, addresses in _group(wanted).items():
+                for start in range(0, len(addresses), _IN_LIST):
+                    rows = await connection.execute(
+                        sa.select(conversations).where(
+                            c.channel == channel,
+                            c.address.in_(addresses[start : start + _IN_LIST]),
+                        )
+                    )
+                    for row in rows:
+                        stored = _conversation(row._mapping)
+                        found[stored.key] = stored
+        return found
+
     async def save_turn(
         self,
         key: ConversationKey,
@@ -105,38 +131,100 @@ class SqlStore:
         either way a lost race raises ConcurrentUpdate and nothing is written. A `mode` other
         than AGENT clears the agent (the bot path never assigns one; see `set_mode`).
         """
+        write = TurnWrite(
+            key=key,
+            state=state,
+            expected_version=expected_version,
+            inbound=inbound,
+            outbound=outbound,
+            deliver=deliver,
+            mode=mode,
+            inbox_id=inbox_id,
+        )
+        (saved,) = await self.save_turns([write], now=now)
+        if isinstance(saved, ConcurrentUpdate):
+            raise saved
+        return saved
+
+    async def save_turns(
+        self, writes: Sequence[TurnWrite], *, now: datetime | None = None
+    ) -> list[SavedTurn | ConcurrentUpdate]:
+        """`save_turn` for many conversations in one transaction (a batch of turns).
+
+        Answers in the order given: what was saved, or the ConcurrentUpdate of a turn that lost
+        its race, of which nothing is written (the others are). Keys must be distinct.
+        """
         now = _now(now)
-        values: dict[str, Any] = {**state.model_dump(mode="json"), "updated_at": now}
-        if mode is not None:
-            values["mode"] = mode.value
-            if mode is not Mode.AGENT:
-                values["agent"] = None
+        answers: list[SavedTurn | ConcurrentUpdate] = []
+        lines: list[dict[str, Any]] = []
+        deliveries: list[tuple[int, dict[str, Any]]] = []  # (index in answers, outbox row)
+        handled: list[int] = []
         async with self._begin() as connection:
-            upsert: ReturningInsert[int, int] | ReturningUpdate[int, int] = (
-                _create(connection, key, values, now)
-                if expected_version is None
-                else _update(key, values, expected_version)
+            # A few statements for the whole batch, whatever its size: the versions of the
+            # conversations it updates (locked until commit), one INSERT of those it creates,
+            # one UPDATE of the rest, then one INSERT per table of everything they wrote.
+            current = await _lock_versions(
+                connection, [w.key for w in writes if w.expected_version is not None]
             )
-            row = (await connection.execute(upsert)).one_or_none()
-            if row is None:
-                raise ConcurrentUpdate(key, expected_version)
-            conversation_id, version = row.id, row.version
-            entries = [*inbound, *outbound]
-            if entries:
-                await connection.execute(
-                    sa.insert(messages), [_message(conversation_id, e, now) for e in entries]
+            created = await _create_many(
+                connection, [w for w in writes if w.expected_version is None], now
+            )
+            updates: list[dict[str, Any]] = []
+            for write in writes:
+                if write.expected_version is None:
+                    conversation_id, version = created.get(write.key, 0), 1
+                    won = conversation_id != 0
+                else:
+                    found = current.get(write.key)
+                    won = found is not None and found.version == write.expected_version
+                    if found is not None and won:
+                        conversation_id, version = found.id, found.version + 1
+                        updates.append(_updated_row(found, write, now))
+                if not won:
+                    answers.append(ConcurrentUpdate(write.key, write.expected_version))
+                    continue
+                answers.append(
+                    SavedTurn(conversation_id=conversation_id, version=version, outbox_id=None)
                 )
-            outbox_id = None
-            if deliver is not None:
-                enqueue = _enqueue(conversation_id, key, deliver, now)
-                outbox_id = (await connection.execute(enqueue)).scalar_one()
-            if inbox_id is not None:
+                lines += [
+                    _message(conversation_id, e, now) for e in (*write.inbound, *write.outbound)
+                ]
+                if write.deliver is not None:
+                    deliveries.append((len(answers) - 1, _outbox_row(conversation_id, write, now)))
+                if write.inbox_id is not None:
+                    handled.append(write.inbox_id)
+            if updates:
+                updated = await connection.execute(_UPDATE_CONVERSATION, updates)
+                if connection.dialect.supports_sane_multi_rowcount and updated.rowcount != len(
+                    updates
+                ):
+                    # The rows are locked, so only a broken lock gets here: write nothing.
+                    raise StoreError("conversations changed while their turns were saved")
+            if lines:
+                await connection.execute(sa.insert(messages), lines)
+            if deliveries:
+                ids = await connection.execute(
+                    sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
+                    [row for _, row in deliveries],
+                )
+                for (index, _), outbox_id in zip(deliveries, ids.scalars(), strict=True):
+                    saved = answers[index]
+                    assert isinstance(saved, SavedTurn)
+                    answers[index] = SavedTurn(
+                        conversation_id=saved.conversation_id,
+                        version=saved.version,
+                        outbox_id=outbox_id,
+                    )
+            for start in range(0, len(handled), _IN_LIST):
                 await connection.execute(
                     sa.update(inbox)
-                    .where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
+                    .where(
+                        inbox.c.id.in_(handled[start : start + _IN_LIST]),
+                        inbox.c.processed_at.is_(None),
+                    )
                     .values(processed_at=now)
                 )
-        return SavedTurn(conversation_id=conversation_id, version=version, outbox_id=outbox_id)
+        return answers
 
     async def set_mode(
         self,
@@ -392,59 +480,116 @@ def _insert(connection: AsyncConnection, table: sa.Table) -> sqlite.Insert | pos
     return postgresql.insert(table)
 
 
-def _create(
-    connection: AsyncConnection, key: ConversationKey, values: dict[str, Any], now: datetime
-) -> ReturningInsert[int, int]:
+@dataclass(frozen=True, slots=True)
+class _Current:
+    id: int
+    version: int
+    mode: str
+    agent: str | None
+
+
+async def _lock_versions(
+    connection: AsyncConnection, keys: Sequence[ConversationKey]
+) -> dict[ConversationKey, _Current]:
+    """Id, version, mode and agent of existing conversations, locked until the transaction
+    ends (FOR UPDATE on PostgreSQL; SQLite has one writer at a time, and a write after another
+    connection's commit fails rather than overwrite it)."""
     c = conversations.c
-    return (
-        _insert(connection, conversations)
-        .values(
+    found: dict[ConversationKey, _Current] = {}
+    for channel, addresses in _group((key.channel.value, key.address) for key in keys).items():
+        for start in range(0, len(addresses), _IN_LIST):
+            rows = await connection.execute(
+                sa.select(c.id, c.address, c.version, c.mode, c.agent)
+                .where(c.channel == channel, c.address.in_(addresses[start : start + _IN_LIST]))
+                .with_for_update()
+            )
+            for row in rows:
+                key = ConversationKey(channel=Channel(channel), address=row.address)
+                found[key] = _Current(
+                    id=row.id, version=row.version, mode=row.mode, agent=row.agent
+                )
+    return found
+
+
+async def _create_many(
+    connection: AsyncConnection, writes: Sequence[TurnWrite], now: datetime
+) -> dict[ConversationKey, int]:
+    """Create conversations; the ids of those created (whoever created one first wins: the
+    loser finds its key missing, not an IntegrityError)."""
+    c = conversations.c
+    created: dict[ConversationKey, int] = {}
+    for start in range(0, len(writes), _INSERT_BATCH // 4):  # 17 parameters per row
+        rows = [
             {
-                "mode": Mode.BOT.value,
-                **values,
-                "channel": key.channel.value,
-                "address": key.address,
+                **_state_values(write, now),
+                "mode": (write.mode or Mode.BOT).value,
+                "agent": None,
+                "channel": write.key.channel.value,
+                "address": write.key.address,
                 "version": 1,
                 "created_at": now,
             }
+            for write in writes[start : start + _INSERT_BATCH // 4]
+        ]
+        inserted = await connection.execute(
+            _insert(connection, conversations)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[c.channel, c.address])
+            .returning(c.id, c.channel, c.address)
         )
-        # Whoever created it first wins; the loser sees no row, not an IntegrityError.
-        .on_conflict_do_nothing(index_elements=[c.channel, c.address])
-        .returning(c.id, c.version)
+        for row in inserted:
+            created[ConversationKey(channel=Channel(row.channel), address=row.address)] = row.id
+    return created
+
+
+def _state_values(write: TurnWrite, now: datetime) -> dict[str, Any]:
+    return {**write.state.model_dump(mode="json"), "updated_at": now}
+
+
+def _updated_row(current: _Current, write: TurnWrite, now: datetime) -> dict[str, Any]:
+    """Parameters of `_UPDATE_CONVERSATION`. A `mode` other than AGENT clears the agent (the
+    bot path never assigns one; see `set_mode`)."""
+    mode, agent = current.mode, current.agent
+    if write.mode is not None:
+        mode = write.mode.value
+        agent = agent if write.mode is Mode.AGENT else None
+    return {
+        **_state_values(write, now),
+        "mode": mode,
+        "agent": agent,
+        "row_id": current.id,
+        "row_version": current.version,
+    }
+
+
+_UPDATE_CONVERSATION: Final = (
+    sa.update(conversations)
+    .where(
+        conversations.c.id == sa.bindparam("row_id"),
+        conversations.c.version == sa.bindparam("row_version"),
     )
-
-
-def _update(
-    key: ConversationKey, values: dict[str, Any], expected_version: int
-) -> ReturningUpdate[int, int]:
-    c = conversations.c
-    return (
-        sa.update(conversations)
-        .where(*_is(key), c.version == expected_version)
-        .values(version=c.version + 1, **values)
-        .returning(c.id, c.version)
+    .values(
+        {
+            **{
+                name: sa.bindparam(name) for name in (*_STATE_FIELDS, "updated_at", "mode", "agent")
+            },
+            "version": conversations.c.version + 1,
+        }
     )
+)
+"""One turn's new state, for an executemany over the batch (versions checked beforehand)."""
 
 
-def _enqueue(
-    conversation_id: int,
-    key: ConversationKey,
-    deliver: Sequence[Mapping[str, Any]],
-    now: datetime,
-) -> ReturningInsert[int]:
-    return (
-        sa.insert(outbox)
-        .values(
-            conversation_id=conversation_id,
-            channel=key.channel.value,
-            address=key.address,
-            payload=[dict(message) for message in deliver],
-            status="pending",
-            attempts=0,
-            created_at=now,
-        )
-        .returning(outbox.c.id)
-    )
+def _outbox_row(conversation_id: int, write: TurnWrite, now: datetime) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "channel": write.key.channel.value,
+        "address": write.key.address,
+        "payload": [dict(message) for message in write.deliver or ()],
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+    }
 
 
 def _touch(key: ConversationKey, now: datetime) -> sa.Update:
