@@ -97,7 +97,6 @@ def main() -> None:
     parser.add_argument("--calm-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=90.0, help="bound on each phase")
     parser.add_argument("--no-validate", action="store_true", help="fake skips spec checks")
-    parser.add_argument("--profile", metavar="FILE", help="run the bot under cProfile, stats to FILE")
     args = parser.parse_args()
     asyncio.run(run(args))
 
@@ -122,8 +121,6 @@ async def run(args: argparse.Namespace) -> None:
         uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
         uvicorn += ["--log-level", "warning"]
         bot_cmd = [*uvicorn, "--port", str(bot_port), "--factory", "bot.app:create_app"]
-        if args.profile:
-            bot_cmd[1:1] = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())]
         bare_cmd = [*uvicorn, "--port", str(bare_port), "--app-dir", str(REPO / "bench")]
         bare_cmd += ["line_webhook:bare_app"]
         with (

@@ -30,7 +30,7 @@ def fake() -> Iterator[FakeLineApi]:
 
 @pytest.fixture
 async def api(fake: FakeLineApi) -> AsyncIterator[LineApi]:
-    client = LineApi.open(base_url=fake.url, access_token=ACCESS_TOKEN, timeout=2)
+    client = await LineApi.open(base_url=fake.url, access_token=ACCESS_TOKEN, request_timeout=2)
     yield client
     await client.close()
 
@@ -80,7 +80,7 @@ async def test_requests_outside_the_spec_are_refused_with_details(
 
 
 async def test_a_wrong_access_token_is_refused(fake: FakeLineApi) -> None:
-    client = LineApi.open(base_url=fake.url, access_token="not-the-token")
+    client = await LineApi.open(base_url=fake.url, access_token="not-the-token")
     try:
         with pytest.raises(LineBadRequest) as refused:
             await client.push(new_user_id(), texts("a"), retry_key=str(uuid.uuid4()))
@@ -142,3 +142,20 @@ async def test_retry_keys_are_stable_uuids() -> None:
     assert retry_key("line-outbox:1:1:U1", 0) == retry_key("line-outbox:1:1:U1", 0)
     assert retry_key("line-outbox:1:1:U1", 0) != retry_key("line-outbox:1:1:U1", 1)
     assert uuid.UUID(retry_key("x", 0)).version == 5
+
+
+async def test_a_proxy_named_in_the_environment_carries_the_calls(
+    fake: FakeLineApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The proxy is read once when the client opens (not per call): here the fake stands in
+    # for it, so a call to a host that does not exist still arrives.
+    monkeypatch.setenv("HTTP_PROXY", fake.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = await LineApi.open(base_url="http://api.line.invalid", access_token=ACCESS_TOKEN)
+    user = new_user_id()
+    try:
+        await client.push(user, texts("プロキシ経由"), retry_key=str(uuid.uuid4()))
+    finally:
+        await client.close()
+    assert fake.texts(user) == ["プロキシ経由"]

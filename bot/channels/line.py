@@ -158,10 +158,10 @@ class LineChannel:
         if secrets is None:
             return
         secret, access_token = secrets
-        api = LineApi.open(
+        api = await LineApi.open(
             base_url=settings.line_api_base_url,
             access_token=access_token,
-            timeout=self.request_timeout,
+            request_timeout=self.request_timeout,
         )
         delivery = Delivery(
             api=api, retry_delays=self.retry_delays, reply_token_life=self.reply_token_life

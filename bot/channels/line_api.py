@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Final
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from linebot.v3.messaging import (
     ApiException,
     AsyncApiClient,
@@ -19,6 +21,7 @@ from linebot.v3.messaging import (
     ReplyMessageRequest,
     ShowLoadingAnimationRequest,
 )
+from yarl import URL
 
 from bot.errors import ChannelError
 
@@ -109,11 +112,24 @@ class LineApi:
         self._timeout = timeout
 
     @classmethod
-    def open(cls, *, base_url: str, access_token: str, timeout: float = REQUEST_TIMEOUT) -> LineApi:
+    async def open(
+        cls, *, base_url: str, access_token: str, request_timeout: float = REQUEST_TIMEOUT
+    ) -> LineApi:
         """Build the SDK client; needs a running event loop (aiohttp's session binds to it)."""
         configuration = Configuration(host=base_url.rstrip("/"), access_token=access_token)
         configuration.connection_pool_maxsize = CONNECTIONS
-        return cls(client=AsyncApiClient(configuration), timeout=timeout)
+        # The SDK's aiohttp session trusts the environment, which costs two trips to a thread
+        # on every call (proxy variables, ~/.netrc). The proxy is read once here instead, and
+        # the SDK is given a session that does not look again.
+        configuration.proxy = _proxy_for(configuration.host)
+        client = AsyncApiClient(configuration)
+        trusting = client.rest_client.pool_manager
+        client.rest_client.pool_manager = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=ssl.create_default_context()),
+            trust_env=False,
+        )
+        await trusting.close()
+        return cls(client=client, timeout=request_timeout)
 
     async def close(self) -> None:
         await self._client.close()
@@ -154,6 +170,15 @@ class LineApi:
             # Connection refused, reset, or no answer in time: LINE may or may not have
             # acted on the request.
             raise LineTimedOut(operation, message=type(exc).__name__) from None
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy HTTPS_PROXY/HTTP_PROXY name for `url` (NO_PROXY respected), if any."""
+    try:
+        proxy, _ = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None
+    return str(proxy)
 
 
 def _translate(operation: str, exc: ApiException) -> LineApiError:

@@ -6,6 +6,7 @@ user's own bubble), the summary card a Flex bubble, long text several bubbles.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Final, TypeVar
@@ -43,6 +44,9 @@ MAX_POSTBACK_DATA: Final = 300
 MAX_DISPLAY_TEXT: Final = 300
 MAX_SENDER_NAME: Final = 20
 
+RENDERED_KEPT: Final = 4096
+"""Rendered messages kept for reuse (questions mostly; a few kilobytes each)."""
+
 SELECTED_MARK: Final = "✓ "
 """Prefix of a multi-select button already picked: LINE buttons have no toggled state."""
 
@@ -53,22 +57,14 @@ _GREY: Final = "#888888"
 def render(
     messages: Sequence[TextOut | ChoicesOut | CardOut], *, sender_name: str | None = None
 ) -> list[Message]:
-    """LINE message objects for a turn, in order; may be more than one request's worth."""
-    sender = Sender(name=clip(sender_name, MAX_SENDER_NAME)) if sender_name else None
-    rendered: list[Message] = []
-    for message in messages:
-        if isinstance(message, CardOut):
-            rendered.append(_flex(message))
-        elif isinstance(message, ChoicesOut):
-            parts = split_text(message.text)
-            rendered += [TextMessage(text=part) for part in parts[:-1]]
-            # Quick replies show under the newest message only, so they ride on the last part.
-            rendered.append(TextMessage(text=parts[-1], quickReply=_quick_reply(message)))
-        else:
-            rendered += [TextMessage(text=part) for part in split_text(message.text)]
-    if sender is not None:
-        for item in rendered:
-            item.sender = sender
+    """LINE message objects for a turn, in order; may be more than one request's worth.
+
+    The objects may be shared with other turns' (see `_render_one`): read them, never change
+    them."""
+    rendered = [item for message in messages for item in _render_one(message)]
+    if sender_name:
+        sender = Sender(name=clip(sender_name, MAX_SENDER_NAME))
+        rendered = [item.copy(update={"sender": sender}) for item in rendered]
     return rendered
 
 
@@ -103,6 +99,20 @@ def clip(text: str, limit: int) -> str:
 
 
 # ------------------------------------------------------------ private
+
+
+@functools.lru_cache(maxsize=RENDERED_KEPT)
+def _render_one(message: TextOut | ChoicesOut | CardOut) -> tuple[Message, ...]:
+    """One message as LINE objects. Kept: a flow asks the same questions of every user, and
+    building the SDK's objects (validated on creation) costs more than the rest of a reply."""
+    if isinstance(message, CardOut):
+        return (_flex(message),)
+    parts = split_text(message.text)
+    if isinstance(message, ChoicesOut):
+        # Quick replies show under the newest message only, so they ride on the last part.
+        last = TextMessage(text=parts[-1], quickReply=_quick_reply(message))
+        return (*(TextMessage(text=part) for part in parts[:-1]), last)
+    return tuple(TextMessage(text=part) for part in parts)
 
 
 def _quick_reply(question: ChoicesOut) -> QuickReply | None:
