@@ -33,6 +33,7 @@ from bot.models import (
     Turn,
     outbound_text,
 )
+from bot.priority import Foreground
 from bot.store.repo import (
     ConcurrentUpdate,
     SavedTurn,
@@ -89,6 +90,8 @@ class ConversationService:
     metrics: Metrics = field(default_factory=Metrics)
     listeners: list[TurnListener] = field(default_factory=list)
     hooks: HandoffHooks | None = None
+    # Webhook acknowledgements go first: each batch of turns waits for them (bot/priority.py).
+    foreground: Foreground = field(default_factory=Foreground)
     # A lock lives while a turn holds or awaits it (the awaiting coroutines keep it referenced),
     # so the map never grows with every user ever seen and never drops a lock in use.
     _locks: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = field(
@@ -143,6 +146,7 @@ class ConversationService:
     async def _run_batch(self, asks: Sequence[_Ask]) -> list[_Outcome]:
         """One load and one save for the turns of many conversations. A turn that needs more
         (withdrawing a handoff) or lost a race to another writer is run on its own after."""
+        await self.foreground.step_aside()
         outcomes: list[_Outcome | None] = [None] * len(asks)
         alone: list[int] = []
         planned: list[tuple[int, _Plan]] = []

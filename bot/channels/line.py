@@ -231,6 +231,10 @@ class LineBot:
     # ------------------------------------------------------------ webhook
 
     async def webhook(self, request: Request) -> Response:
+        with self.runtime.service.foreground.serving():
+            return await self._acknowledge(request)
+
+    async def _acknowledge(self, request: Request) -> Response:
         body = await _read_capped(request, self.max_body)
         if body is None:
             return _refuse(413, "body too large")

@@ -371,7 +371,9 @@ async def _events(request: Request) -> Response:
     handler: AsyncSlackRequestHandler | None = getattr(request.app.state, "slack", None)
     if handler is None:  # the lifespan has not set the channel up (yet)
         return Response(status_code=503)
-    return await handler.handle(request)
+    runtime: Runtime = request.app.state.runtime
+    with runtime.service.foreground.serving():
+        return await handler.handle(request)
 
 
 def _web_client(token: str, base_url: str, runtime: Runtime) -> AsyncWebClient:

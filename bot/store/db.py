@@ -17,6 +17,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolResetState
 
 from bot.errors import StoreError
 
@@ -66,8 +67,17 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
             # queueing here (in order, without threads) is cheaper than connections contending
             # for the file lock (busy_timeout polling, "database is locked" under load).
             pool = {"pool_size": 1, "max_overflow": 0}
-        engine = create_async_engine(parsed, json_serializer=_dumps, hide_parameters=True, **pool)
+        engine = create_async_engine(
+            parsed,
+            json_serializer=_dumps,
+            hide_parameters=True,
+            # The pool's ROLLBACK on every check-in is a trip to the driver's thread even after
+            # a COMMIT; `_sqlite_reset` rolls back only a transaction still open.
+            pool_reset_on_return=None,
+            **pool,
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "reset", _sqlite_reset)
         return engine
     connect_args: dict[str, Any] = {}
     if schema is not None:
@@ -162,6 +172,14 @@ def _make_parent_directory(database: str | None) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_reset(dbapi_connection: Any, _record: Any, reset_state: PoolResetState) -> None:
+    """What the pool does when a connection comes back (SQLAlchemy's documented custom reset)."""
+    if reset_state.terminate_only:
+        return
+    if dbapi_connection.driver_connection.in_transaction:
+        dbapi_connection.rollback()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

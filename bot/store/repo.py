@@ -342,27 +342,40 @@ class SqlStore:
         first: dict[tuple[str, str], NewEvent] = {}
         for new in events:
             first.setdefault((Channel(new.channel).value, new.event_id), new)
-        recorded: dict[tuple[str, str], InboxEvent] = {}
+        recorded: dict[tuple[str, str], int] = {}  # (channel, event_id) -> inbox id
+        if not first:
+            return []
         async with self._begin() as connection:
-            rows = list(first.items())
-            for start in range(0, len(rows), _INSERT_BATCH):
-                batch = rows[start : start + _INSERT_BATCH]
-                # One INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows inserted now
-                # come back (in no promised order), so the losers of a race, here or in another
-                # process, learn it without an error.
-                inserted = await connection.execute(
-                    _insert(connection, inbox)
-                    .values([_new_event(key, new, received_at) for key, new in batch])
-                    .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
-                    .returning(*inbox.c)
-                )
-                for row in inserted:
-                    event = _event(row._mapping)
-                    recorded[(event.channel.value, event.event_id)] = event
+            # One INSERT ... ON CONFLICT DO NOTHING RETURNING for the lot (SQLAlchemy sends it
+            # as multi-row statements from one cached compilation): only the rows inserted now
+            # come back, in no promised order, so the losers of a race, here or in another
+            # process, learn it without an error.
+            inserted = await connection.execute(
+                _insert(connection, inbox)
+                .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
+                .returning(inbox.c.id, inbox.c.channel, inbox.c.event_id),
+                [_new_event(key, new, received_at) for key, new in first.items()],
+            )
+            for row in inserted:
+                recorded[(row.channel, row.event_id)] = row.id
         answers: list[InboxEvent | None] = []
         for new in events:
             key = (Channel(new.channel).value, new.event_id)
-            answers.append(recorded.pop(key, None))  # a repeat within `events` gets None
+            inbox_id = recorded.pop(key, None)  # a repeat within `events` gets None
+            answers.append(
+                None
+                if inbox_id is None
+                else InboxEvent(
+                    id=inbox_id,
+                    channel=Channel(new.channel),
+                    event_id=new.event_id,
+                    address=new.address,
+                    payload=dict(new.payload),
+                    occurred_at=new.occurred_at,
+                    received_at=received_at,
+                    attempts=0,
+                )
+            )
         return answers
 
     async def pending_events(
