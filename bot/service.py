@@ -209,6 +209,7 @@ class ConversationService:
                 key=ask.key,
                 state=stored.state,
                 expected_version=stored.version,
+                conversation_id=stored.id,
                 inbound=[inbound] if inbound else [],
                 inbox_id=ask.inbox_id,
             )
@@ -241,6 +242,7 @@ class ConversationService:
             key=ask.key,
             state=turn.conversation,
             expected_version=stored.version if stored else None,
+            conversation_id=stored.id if stored else None,
             inbound=[inbound] if inbound else [],
             outbound=outbound,
             deliver=bodies if ask.outbox and said else None,

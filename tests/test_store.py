@@ -21,8 +21,10 @@ from bot.models import Channel, ConversationKey, ConversationState, Mode, Status
 from bot.store import (
     ConcurrentUpdate,
     NewEvent,
+    SavedTurn,
     SqlStore,
     TranscriptEntry,
+    TurnWrite,
     UnknownConversation,
     create_engine,
     database_url,
@@ -247,6 +249,42 @@ async def test_stale_version_is_refused_and_writes_nothing(store: SqlStore) -> N
     assert loaded is not None and (loaded.state, loaded.version) == (moved, 2)
     assert [m.text for m in await store.transcript(conversation_id)] == ["経理"]
     assert await store.outbox_pending() == []
+
+
+async def test_a_batch_of_turns_saves_all_or_tells_each_to_retry(store: SqlStore) -> None:
+    keys = [ConversationKey(channel=Channel.LINE, address=f"U{n:032x}") for n in range(4)]
+    ids = [await start(store, key) for key in keys[:3]]
+    moved = STATE.model_copy(update={"state": "ask_years"})
+
+    def turn(index: int, version: int | None) -> TurnWrite:
+        return TurnWrite(
+            key=keys[index],
+            state=moved,
+            expected_version=version,
+            conversation_id=ids[index] if version is not None and index < 3 else None,
+            inbound=[said(f"m{index}")],
+            deliver=[{"type": "text", "text": f"r{index}"}],
+        )
+
+    first = await store.save_turns([turn(0, 1), turn(1, 1), turn(3, None)])
+    assert [type(s).__name__ for s in first] == ["SavedTurn"] * 3
+    assert [s.version for s in first if isinstance(s, SavedTurn)] == [2, 2, 1]
+    assert len({s.outbox_id for s in first if isinstance(s, SavedTurn)}) == 3
+
+    # Conversation 0 is at version 2 now: its stale turn loses. The others either win or, where
+    # the batch cannot tell who lost (SQLite), are told to retry; nothing of a loser is written.
+    second = await store.save_turns([turn(2, 1), turn(0, 1), turn(1, 2)])
+    assert isinstance(second[1], ConcurrentUpdate) and second[1].key == keys[0]
+    for index, (key, saved) in enumerate(zip([keys[2], keys[0], keys[1]], second, strict=True)):
+        loaded = await store.load(key)
+        assert loaded is not None
+        expected = (saved.version, "ask_years") if isinstance(saved, SavedTurn) else None
+        if expected is None:
+            assert loaded.version == (1 if key == keys[2] else 2), index
+        else:
+            assert (loaded.version, loaded.state.state) == expected
+    lines = [m.text for m in await store.transcript(ids[0])]
+    assert lines == ["m0"]  # the lost turn left no line
 
 
 async def test_concurrent_turns_one_wins(store: SqlStore) -> None:

@@ -22,6 +22,7 @@ from bot.store.records import (
     SavedTurn,
     StoredConversation,
     TranscriptEntry,
+    TurnWrite,
     UnknownConversation,
 )
 from bot.store.repo import SqlStore
@@ -44,6 +45,7 @@ __all__ = [
     "StoredConversation",
     "SurfaceRef",
     "TranscriptEntry",
+    "TurnWrite",
     "UnknownConversation",
     "create_engine",
     "database_url",

@@ -63,6 +63,7 @@ class TurnWrite:
     key: ConversationKey
     state: ConversationState
     expected_version: int | None  # None: create the conversation
+    conversation_id: int | None = None  # needed to update (as loaded with its version)
     inbound: Sequence[TranscriptEntry] = ()
     outbound: Sequence[TranscriptEntry] = ()
     deliver: Sequence[Mapping[str, Any]] | None = None  # messages for the outbox

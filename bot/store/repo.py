@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -131,10 +131,17 @@ class SqlStore:
         either way a lost race raises ConcurrentUpdate and nothing is written. A `mode` other
         than AGENT clears the agent (the bot path never assigns one; see `set_mode`).
         """
+        conversation_id = None
+        if expected_version is not None:
+            stored = await self.load(key)
+            if stored is None:
+                raise ConcurrentUpdate(key, expected_version)
+            conversation_id = stored.id
         write = TurnWrite(
             key=key,
             state=state,
             expected_version=expected_version,
+            conversation_id=conversation_id,
             inbound=inbound,
             outbound=outbound,
             deliver=deliver,
@@ -151,79 +158,81 @@ class SqlStore:
     ) -> list[SavedTurn | ConcurrentUpdate]:
         """`save_turn` for many conversations in one transaction (a batch of turns).
 
-        Answers in the order given: what was saved, or the ConcurrentUpdate of a turn that lost
-        its race, of which nothing is written (the others are). Keys must be distinct.
+        Answers in the order given: what was saved, or a ConcurrentUpdate, of which nothing is
+        written: the turn lost its race, or (SQLite) some turn of the batch did and the batch
+        cannot tell which, so every turn of it is to be retried. Keys must be distinct; an
+        update names the `conversation_id` it loaded with its version.
         """
         now = _now(now)
+        for write in writes:
+            if write.expected_version is not None and write.conversation_id is None:
+                raise ValueError(f"{write.key}: an update needs the conversation's id")
         answers: list[SavedTurn | ConcurrentUpdate] = []
         lines: list[dict[str, Any]] = []
         deliveries: list[tuple[int, dict[str, Any]]] = []  # (index in answers, outbox row)
         handled: list[int] = []
-        async with self._begin() as connection:
-            # A few statements for the whole batch, whatever its size: the versions of the
-            # conversations it updates (locked until commit), one INSERT of those it creates,
-            # one UPDATE of the rest, then one INSERT per table of everything they wrote.
-            current = await _lock_versions(
-                connection, [w.key for w in writes if w.expected_version is not None]
-            )
-            created = await _create_many(
-                connection, [w for w in writes if w.expected_version is None], now
-            )
-            updates: list[dict[str, Any]] = []
-            for write in writes:
-                if write.expected_version is None:
-                    conversation_id, version = created.get(write.key, 0), 1
-                    won = conversation_id != 0
-                else:
-                    found = current.get(write.key)
-                    won = found is not None and found.version == write.expected_version
-                    if found is not None and won:
-                        conversation_id, version = found.id, found.version + 1
-                        updates.append(_updated_row(found, write, now))
-                if not won:
-                    answers.append(ConcurrentUpdate(write.key, write.expected_version))
-                    continue
-                answers.append(
-                    SavedTurn(conversation_id=conversation_id, version=version, outbox_id=None)
+        try:
+            async with self._begin() as connection:
+                # A few statements for the whole batch, whatever its size. Writes come first:
+                # on SQLite a transaction that reads before writing fails outright when another
+                # process wrote in between, where one that writes first waits its turn.
+                created = await _create_many(
+                    connection, [w for w in writes if w.expected_version is None], now
                 )
-                lines += [
-                    _message(conversation_id, e, now) for e in (*write.inbound, *write.outbound)
-                ]
-                if write.deliver is not None:
-                    deliveries.append((len(answers) - 1, _outbox_row(conversation_id, write, now)))
-                if write.inbox_id is not None:
-                    handled.append(write.inbox_id)
-            if updates:
-                updated = await connection.execute(_UPDATE_CONVERSATION, updates)
-                if connection.dialect.supports_sane_multi_rowcount and updated.rowcount != len(
-                    updates
-                ):
-                    # The rows are locked, so only a broken lock gets here: write nothing.
-                    raise StoreError("conversations changed while their turns were saved")
-            if lines:
-                await connection.execute(sa.insert(messages), lines)
-            if deliveries:
-                ids = await connection.execute(
-                    sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
-                    [row for _, row in deliveries],
+                lost = await _update_many(
+                    connection, [w for w in writes if w.expected_version is not None], now
                 )
-                for (index, _), outbox_id in zip(deliveries, ids.scalars(), strict=True):
-                    saved = answers[index]
-                    assert isinstance(saved, SavedTurn)
-                    answers[index] = SavedTurn(
-                        conversation_id=saved.conversation_id,
-                        version=saved.version,
-                        outbox_id=outbox_id,
+                for write in writes:
+                    if write.expected_version is None:
+                        conversation_id, version = created.get(write.key, 0), 1
+                        won = conversation_id != 0
+                    else:
+                        assert write.conversation_id is not None
+                        conversation_id, version = write.conversation_id, write.expected_version + 1
+                        won = write.key not in lost
+                    if not won:
+                        answers.append(ConcurrentUpdate(write.key, write.expected_version))
+                        continue
+                    answers.append(
+                        SavedTurn(conversation_id=conversation_id, version=version, outbox_id=None)
                     )
-            for start in range(0, len(handled), _IN_LIST):
-                await connection.execute(
-                    sa.update(inbox)
-                    .where(
-                        inbox.c.id.in_(handled[start : start + _IN_LIST]),
-                        inbox.c.processed_at.is_(None),
+                    lines += [
+                        _message(conversation_id, e, now) for e in (*write.inbound, *write.outbound)
+                    ]
+                    if write.deliver is not None:
+                        deliveries.append(
+                            (len(answers) - 1, _outbox_row(conversation_id, write, now))
+                        )
+                    if write.inbox_id is not None:
+                        handled.append(write.inbox_id)
+                if lines:
+                    await connection.execute(sa.insert(messages), lines)
+                if deliveries:
+                    ids = await connection.execute(
+                        sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
+                        [row for _, row in deliveries],
                     )
-                    .values(processed_at=now)
-                )
+                    for (index, _), outbox_id in zip(deliveries, ids.scalars(), strict=True):
+                        saved = answers[index]
+                        assert isinstance(saved, SavedTurn)
+                        answers[index] = SavedTurn(
+                            conversation_id=saved.conversation_id,
+                            version=saved.version,
+                            outbox_id=outbox_id,
+                        )
+                for start in range(0, len(handled), _IN_LIST):
+                    await connection.execute(
+                        sa.update(inbox)
+                        .where(
+                            inbox.c.id.in_(handled[start : start + _IN_LIST]),
+                            inbox.c.processed_at.is_(None),
+                        )
+                        .values(processed_at=now)
+                    )
+        except _RaceInBatch:
+            # Someone else saved one of these conversations meanwhile and the batch cannot
+            # tell which: nothing was written; each turn is retried on its own.
+            return [ConcurrentUpdate(write.key, write.expected_version) for write in writes]
         return answers
 
     async def set_mode(
@@ -493,34 +502,54 @@ def _insert(connection: AsyncConnection, table: sa.Table) -> sqlite.Insert | pos
     return postgresql.insert(table)
 
 
-@dataclass(frozen=True, slots=True)
-class _Current:
-    id: int
-    version: int
-    mode: str
-    agent: str | None
+class _RaceInBatch(Exception):
+    """A batch's UPDATE matched fewer rows than it had turns (see `_update_many`)."""
+
+
+async def _update_many(
+    connection: AsyncConnection, writes: Sequence[TurnWrite], now: datetime
+) -> set[ConversationKey]:
+    """Update conversations still at their expected versions; the keys of those that were not
+    (their turns lost a race, and nothing of theirs may be written)."""
+    rows: dict[tuple[str, ...], list[tuple[TurnWrite, dict[str, Any]]]] = {}
+    for write in writes:
+        row = _updated_row(write, now)
+        rows.setdefault(tuple(sorted(row)), []).append((write, row))
+    lost: set[ConversationKey] = set()
+    if not connection.dialect.supports_sane_multi_rowcount:
+        # PostgreSQL: lock the rows, compare versions, update the winners.
+        versions = await _lock_versions(connection, [w.key for w in writes])
+        lost = {w.key for w in writes if versions.get(w.key) != w.expected_version}
+    for columns, group in rows.items():
+        group = [(write, row) for write, row in group if write.key not in lost]
+        if not group:
+            continue
+        result = await connection.execute(_update_statement(columns), [row for _, row in group])
+        if not connection.dialect.supports_sane_multi_rowcount:
+            continue
+        # SQLite counts the rows an executemany matched: each turn's version is in its WHERE.
+        if len(group) == 1 and result.rowcount == 0:
+            lost.add(group[0][0].key)
+        elif result.rowcount != len(group):
+            raise _RaceInBatch()
+    return lost
 
 
 async def _lock_versions(
     connection: AsyncConnection, keys: Sequence[ConversationKey]
-) -> dict[ConversationKey, _Current]:
-    """Id, version, mode and agent of existing conversations, locked until the transaction
-    ends (FOR UPDATE on PostgreSQL; SQLite has one writer at a time, and a write after another
-    connection's commit fails rather than overwrite it)."""
+) -> dict[ConversationKey, int]:
+    """Versions of existing conversations, locked until the transaction ends (PostgreSQL)."""
     c = conversations.c
-    found: dict[ConversationKey, _Current] = {}
+    found: dict[ConversationKey, int] = {}
     for channel, addresses in _group((key.channel.value, key.address) for key in keys).items():
         for start in range(0, len(addresses), _IN_LIST):
             rows = await connection.execute(
-                sa.select(c.id, c.address, c.version, c.mode, c.agent)
+                sa.select(c.address, c.version)
                 .where(c.channel == channel, c.address.in_(addresses[start : start + _IN_LIST]))
                 .with_for_update()
             )
             for row in rows:
-                key = ConversationKey(channel=Channel(channel), address=row.address)
-                found[key] = _Current(
-                    id=row.id, version=row.version, mode=row.mode, agent=row.agent
-                )
+                found[ConversationKey(channel=Channel(channel), address=row.address)] = row.version
     return found
 
 
@@ -559,38 +588,31 @@ def _state_values(write: TurnWrite, now: datetime) -> dict[str, Any]:
     return {**write.state.model_dump(mode="json"), "updated_at": now}
 
 
-def _updated_row(current: _Current, write: TurnWrite, now: datetime) -> dict[str, Any]:
-    """Parameters of `_UPDATE_CONVERSATION`. A `mode` other than AGENT clears the agent (the
-    bot path never assigns one; see `set_mode`)."""
-    mode, agent = current.mode, current.agent
+def _updated_row(write: TurnWrite, now: datetime) -> dict[str, Any]:
+    """Parameters of `_update_statement`. A `mode` other than AGENT clears the agent (the bot
+    path never assigns one; see `set_mode`)."""
+    row = _state_values(write, now)
     if write.mode is not None:
-        mode = write.mode.value
-        agent = agent if write.mode is Mode.AGENT else None
-    return {
-        **_state_values(write, now),
-        "mode": mode,
-        "agent": agent,
-        "row_id": current.id,
-        "row_version": current.version,
-    }
+        row["mode"] = write.mode.value
+        if write.mode is not Mode.AGENT:
+            row["agent"] = None
+    return {**row, "row_id": write.conversation_id, "row_version": write.expected_version}
 
 
-_UPDATE_CONVERSATION: Final = (
-    sa.update(conversations)
-    .where(
-        conversations.c.id == sa.bindparam("row_id"),
-        conversations.c.version == sa.bindparam("row_version"),
+@functools.cache
+def _update_statement(columns: tuple[str, ...]) -> sa.Update:
+    """UPDATE of `columns` (bound by name) of the row at `row_id` if still at `row_version`."""
+    c = conversations.c
+    return (
+        sa.update(conversations)
+        .where(c.id == sa.bindparam("row_id"), c.version == sa.bindparam("row_version"))
+        .values(
+            {
+                **{name: sa.bindparam(name) for name in columns if not name.startswith("row_")},
+                "version": c.version + 1,
+            }
+        )
     )
-    .values(
-        {
-            **{
-                name: sa.bindparam(name) for name in (*_STATE_FIELDS, "updated_at", "mode", "agent")
-            },
-            "version": conversations.c.version + 1,
-        }
-    )
-)
-"""One turn's new state, for an executemany over the batch (versions checked beforehand)."""
 
 
 def _outbox_row(conversation_id: int, write: TurnWrite, now: datetime) -> dict[str, Any]:
