@@ -97,6 +97,12 @@ def main() -> None:
     parser.add_argument("--calm-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=90.0, help="bound on each phase")
     parser.add_argument("--no-validate", action="store_true", help="fake skips spec checks")
+    parser.add_argument(
+        "--worker-mode",
+        choices=("separate", "inline"),
+        default="separate",
+        help="separate: the server answers webhooks and `yarigai worker` runs the turns",
+    )
     args = parser.parse_args()
     asyncio.run(run(args))
 
@@ -117,22 +123,28 @@ async def run(args: argparse.Namespace) -> None:
             "LINE_API_BASE_URL": f"http://127.0.0.1:{fake_port}",
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(REPO),
+            "WORKER_MODE": args.worker_mode,
         }
         uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
         uvicorn += ["--log-level", "warning"]
         bot_cmd = [*uvicorn, "--port", str(bot_port), "--factory", "bot.app:create_app"]
         bare_cmd = [*uvicorn, "--port", str(bare_port), "--app-dir", str(REPO / "bench")]
         bare_cmd += ["line_webhook:bare_app"]
+        worker_cmd = [sys.executable, "-m", "bot.cli", "worker"]
         with (
             _process(fake_cmd, env, workdir, f"http://127.0.0.1:{fake_port}/_fake/stats"),
             _process(bare_cmd, env, workdir, f"http://127.0.0.1:{bare_port}/webhooks/line"),
             _process(bot_cmd, env, workdir, f"http://127.0.0.1:{bot_port}/healthz") as bot,
+            _process(
+                worker_cmd if args.worker_mode == "separate" else [], env, workdir, ""
+            ) as worker,
         ):
-            await bench(args, fake_port, bot_port, bare_port, bot.pid)
+            pids = [bot.pid] + ([worker.pid] if worker else [])
+            await bench(args, fake_port, bot_port, bare_port, pids)
 
 
 async def bench(
-    args: argparse.Namespace, fake_port: int, bot_port: int, bare_port: int, bot_pid: int
+    args: argparse.Namespace, fake_port: int, bot_port: int, bare_port: int, bot_pids: list[int]
 ) -> None:
     fake = f"http://127.0.0.1:{fake_port}"
     bare_url = f"http://127.0.0.1:{bare_port}/webhooks/line"
@@ -145,10 +157,10 @@ async def bench(
         await _answered(http, fake, 200, args.timeout)
 
         bare = await _burst(http, bare_url, _users(args.users), args.events, args)
-        cpu_before = _cpu_seconds(bot_pid)
+        cpu_before = _cpu_seconds(bot_pids)
         burst = await _burst(http, bot_url, _users(args.users), args.events, args)
         answered = await _answered(http, fake, 200 + burst.ok, args.timeout)
-        burst_cpu = _cpu_seconds(bot_pid) - cpu_before
+        burst_cpu = _cpu_seconds(bot_pids) - cpu_before
         burst_replies = [r for r in answered if r[1] >= burst.started]
         e2e = len(burst_replies) / (max(r[2] for r in burst_replies) - burst.started)
 
@@ -157,15 +169,23 @@ async def bench(
         paced_replies = [r for r in answered if r[1] >= paced.started]
 
         calm_rate = max(10.0, e2e / 2)
-        cpu_before = _cpu_seconds(bot_pid)
+        cpu_before = _cpu_seconds(bot_pids)
         calm = await _paced(http, bot_url, _users(args.users), calm_rate, args.calm_seconds)
         answered = await _answered(http, fake, len(answered) + calm.ok, args.timeout)
-        calm_cpu = _cpu_seconds(bot_pid) - cpu_before
+        calm_cpu = _cpu_seconds(bot_pids) - cpu_before
         calm_replies = [r for r in answered if r[1] >= calm.started]
         stats = await _stats(http, fake)
 
     validating = "no spec checks" if args.no_validate else "checking every request against the spec"
-    print(f"LINE webhook benchmark: {os.cpu_count()} CPUs, SQLite, fake LINE API {validating}")
+    processes = (
+        "web server + `yarigai worker`"
+        if args.worker_mode == "separate"
+        else "one process (WORKER_MODE=inline)"
+    )
+    print(
+        f"LINE webhook benchmark: {os.cpu_count()} CPUs, SQLite, bot as {processes}, "
+        f"fake LINE API {validating}"
+    )
     print(
         f"burst: {args.events} signed requests (1 text message each, {args.users} users) "
         f"over {args.connections} connections"
@@ -325,22 +345,30 @@ def _ms(values: list[float], percentile: int) -> str:
     return f"{ordered[index] * 1000:6.1f} ms"
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far (Linux /proc; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used so far (Linux /proc; NaN elsewhere)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
 def _process(
     command: list[str], env: dict[str, str], cwd: Path, ready: str
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[subprocess.Popen[bytes] | None]:
+    """`command` running (and answering at `ready`, when given); none for an empty command."""
+    if not command:
+        yield None
+        return
     process = subprocess.Popen(command, env=env, cwd=cwd)
     try:
-        _wait_ready(process, ready)
+        if ready:
+            _wait_ready(process, ready)
         yield process
     finally:
         process.terminate()

@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 CHANNELS: list[ChannelPlugin] = [LineChannel(), SlackChannel()]
 
 
+async def start_background(runtime: Runtime) -> None:
+    """Handoff timeouts and repairs, and the events recorded before the last stop."""
+    runtime.desk.start()
+    runtime.teardown.append(runtime.desk.close)
+    recovered = await runtime.worker.recover()
+    if recovered:
+        log.info("resuming %d events recorded before the last stop", recovered)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -36,11 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for plugin in CHANNELS:
             await plugin.setup(app, runtime)
         await console.setup(app, runtime)
-        runtime.desk.start()  # handoff timeouts and repairs
-        runtime.teardown.append(runtime.desk.close)
-        recovered = await runtime.worker.recover()
-        if recovered:
-            log.info("resuming %d events recorded before the last stop", recovered)
+        if runtime.background:
+            await start_background(runtime)
+        else:
+            log.info("WORKER_MODE=separate: LINE and Slack events are run by `yarigai worker`")
         try:
             yield
         finally:

@@ -20,7 +20,13 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="Overrides HOST.")
 @click.option("--port", type=int, default=None, help="Overrides PORT.")
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--with-worker/--no-worker",
+    default=True,
+    help="With WORKER_MODE=separate: start `yarigai worker` beside the server (default), "
+    "or leave it to be run elsewhere.",
+)
+def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     """Run the web server (web chat, webhooks, console)."""
     import uvicorn
 
@@ -34,13 +40,42 @@ def serve(host: str | None, port: int | None) -> None:
     except BotError as exc:
         click.echo(f"refusing to start: a flow is broken\n{exc}", err=True)
         sys.exit(1)
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        proxy_headers=True,
-    )
+    worker = None
+    if settings.worker_mode == "separate" and with_worker:
+        from bot.worker_process import Companion
+
+        worker = Companion.start()
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_config=None,
+            proxy_headers=True,
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+@main.command()
+@click.option(
+    "--nice",
+    type=click.IntRange(0, 19),
+    default=10,
+    help="Niceness: how far behind the web server it stays for the CPU (0: level with it).",
+)
+def worker(nice: int) -> None:
+    """Run LINE and Slack events for web servers in WORKER_MODE=separate (one per database)."""
+    from bot.worker_process import run
+
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(run(settings, nice=nice))
+    except BotError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
 
 
 @main.command()

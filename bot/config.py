@@ -48,3 +48,10 @@ class Settings(BaseSettings):
 
     # Data
     retention_days: int = Field(default=90, ge=1)
+
+    # Processes
+    worker_mode: Literal["inline", "separate"] = Field(
+        default="inline",
+        description="inline: the web server also runs the turns of LINE and Slack events; "
+        "separate: it only records them and `yarigai worker` runs them.",
+    )

@@ -40,10 +40,16 @@ class Runtime:
     teardown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Where agents see handoffs (web console feed, Slack agent channel); the desk tells each.
     surfaces: list[AgentSurface] = field(default_factory=list)
+    # This process runs recorded events and the background jobs (sweeps, purges, handoff
+    # timeouts): a web server in WORKER_MODE=inline, or `yarigai worker`.
+    background: bool = True
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
-        """Load flows (refusing broken ones), open and migrate the store."""
+    async def start(cls, settings: Settings, *, worker_process: bool = False) -> Runtime:
+        """Load flows (refusing broken ones), open and migrate the store.
+
+        `worker_process`: this is `yarigai worker`, which runs the recorded events (and the
+        background jobs) for web servers started with WORKER_MODE=separate."""
         flows = load_flows(settings.flows_dir)
         if settings.default_flow not in flows:
             raise FlowError(
@@ -59,7 +65,8 @@ class Runtime:
         service = ConversationService(
             store=store, engines=engines, default_flow=settings.default_flow, metrics=metrics
         )
-        worker = Worker(store=store)
+        background = worker_process or settings.worker_mode == "inline"
+        worker = Worker(store=store, local=background)
         senders: dict[Channel, Any] = {}
         surfaces: list[AgentSurface] = []
         desk = HandoffDesk(
@@ -85,6 +92,7 @@ class Runtime:
             desk=desk,
             senders=senders,
             surfaces=surfaces,
+            background=background,
         )
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ parallel. Whatever was recorded but not processed when the process stopped is pi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 
 _STORE_RETRIES = 3  # in-process tries for a store error; recover() takes over after a restart
 
+# `follow` (a separate worker process): how it looks for events the web servers recorded.
+FOLLOW_BATCH: Final = 500  # events read at once
+FOLLOW_BUSY: Final = 0.005  # seconds between looks while events are coming
+FOLLOW_IDLE: Final = 0.05  # ... once none came for FOLLOW_QUIET_AFTER seconds
+FOLLOW_QUIET_AFTER: Final = 2.0
+FOLLOW_RESCAN: Final = 5.0  # seconds between looks at every pending event, old ones too
+FOLLOW_BACKLOG: Final = 2000  # queued events above which it stops reading more for a moment
+
 MARKED: Final = "marked"
 """What a handler returns when its own transaction marked the event processed (a turn saved
 with `inbox_id`): the worker then has nothing left to write for it."""
@@ -30,8 +39,11 @@ EventHandler = Callable[[InboxEvent], Awaitable[Literal["marked"] | None]]
 
 
 class Worker:
-    def __init__(self, *, store: SqlStore) -> None:
+    def __init__(self, *, store: SqlStore, local: bool = True) -> None:
+        """`local` False: events are only recorded here; another process (`yarigai worker`)
+        runs them, finding them with `follow`."""
         self.store = store
+        self.local = local
         self.handlers: dict[str, EventHandler] = {}
         self._queues: dict[tuple[str, str], list[InboxEvent]] = {}
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -68,7 +80,8 @@ class Worker:
         )
         if recorded is None:
             return False
-        self._enqueue(recorded)
+        if self.local:
+            self._enqueue(recorded)
         return True
 
     async def recover(self) -> int:
@@ -77,6 +90,42 @@ class Worker:
         for event in events:
             self._enqueue(event)
         return len(events)
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Run what web servers record, until `stop` is set (`yarigai worker`).
+
+        Looks for events newer than the last seen every few milliseconds while they come, less
+        often when quiet, and now and then for any pending event at all (one recorded late by
+        a slower transaction, or retried)."""
+        loop = asyncio.get_running_loop()
+        newest = 0
+        quiet_since = loop.time()
+        rescan_at = loop.time()
+        while not stop.is_set():
+            if loop.time() >= rescan_at:
+                found = await self.store.pending_events(limit=FOLLOW_BATCH)
+                rescan_at = loop.time() + FOLLOW_RESCAN
+            else:
+                found = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=newest)
+            for event in found:
+                newest = max(newest, event.id)
+                self._enqueue(event)
+            if found:
+                quiet_since = loop.time()
+            if self.backlog() >= FOLLOW_BACKLOG:
+                pause = FOLLOW_BUSY  # enough queued here: let it drain before reading more
+            elif len(found) == FOLLOW_BATCH:
+                pause = 0.0
+            elif loop.time() - quiet_since < FOLLOW_QUIET_AFTER:
+                pause = FOLLOW_BUSY
+            else:
+                pause = FOLLOW_IDLE
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+
+    def backlog(self) -> int:
+        """Events queued or running here."""
+        return sum(len(queue) for queue in self._queues.values()) + len(self._running)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background task, keeping a reference so it is neither lost nor collected."""

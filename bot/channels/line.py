@@ -178,7 +178,8 @@ class LineChannel:
         runtime.worker.register(Channel.LINE.value, bot.handle)
         runtime.senders[Channel.LINE] = LineSender(delivery=delivery)
         runtime.teardown.append(bot.close)
-        await bot.start()
+        if runtime.background:
+            await bot.start()
 
 
 @dataclass(eq=False)

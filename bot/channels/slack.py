@@ -115,7 +115,9 @@ class SlackChannel:
         # the worker resumes anything, so no reply produced from here on is delivered twice.
         undelivered = [
             item
-            for item in await runtime.store.outbox_pending(limit=1000)
+            for item in (
+                await runtime.store.outbox_pending(limit=1000) if runtime.background else []
+            )
             if item.channel is Channel.SLACK
         ]
         if undelivered:

@@ -388,11 +388,23 @@ class SqlStore:
         return answers
 
     async def pending_events(
-        self, *, limit: int = 100, channel: Channel | str | None = None, address: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        channel: Channel | str | None = None,
+        address: str | None = None,
+        after_id: int | None = None,
     ) -> list[InboxEvent]:
-        """Unprocessed events in the order they happened; optionally of one channel/address."""
+        """Unprocessed events in the order they happened; optionally of one channel/address.
+
+        `after_id`: only events recorded after that one, in the order they were recorded (what
+        a worker following the inbox has not seen yet)."""
         i = inbox.c
         where: list[sa.ColumnElement[bool]] = [i.processed_at.is_(None)]
+        order: tuple[sa.ColumnElement[Any], ...] = (i.occurred_at, i.id)
+        if after_id is not None:
+            where.append(i.id > after_id)
+            order = (i.id,)
         if channel is not None:
             where.append(i.channel == Channel(channel).value)
         if address is not None:
@@ -400,7 +412,7 @@ class SqlStore:
         async with self._begin() as connection:
             rows = (
                 await connection.execute(
-                    sa.select(inbox).where(*where).order_by(i.occurred_at, i.id).limit(limit)
+                    sa.select(inbox).where(*where).order_by(*order).limit(limit)
                 )
             ).all()
         return [_event(row._mapping) for row in rows]

@@ -1,0 +1,83 @@
+"""`yarigai worker`: runs the LINE and Slack events that web servers in WORKER_MODE=separate
+record, and the background jobs (delivery sweeps, retention purges, handoff timeouts).
+
+Only one worker may run per database: events of one user must be run one at a time, in order.
+It talks to LINE and Slack itself, with the same channel set-up as a web server, and finds new
+events by reading the inbox (see `Worker.follow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from bot.app import CHANNELS, start_background
+from bot.config import Settings
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: Settings, *, nice: int = 0) -> None:
+    """Until SIGTERM or SIGINT; then finish what is running (a few seconds at most) and stop."""
+    if nice:
+        # Behind the web server for the CPU: its quick 200 to a webhook matters more than any
+        # one reply, and what waits here is durable.
+        os.nice(nice)
+    runtime = await Runtime.start(settings, worker_process=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        # The channels keep their state on an app, as in a web server; this one serves nothing.
+        holder = FastAPI()
+        for plugin in CHANNELS:
+            await plugin.setup(holder, runtime)
+        await start_background(runtime)
+        log.info("worker running events recorded by the web servers")
+        await runtime.worker.follow(stop)
+    finally:
+        log.info("worker stopping")
+        await runtime.close()
+
+
+@dataclass
+class Companion:
+    """`yarigai worker` started by `yarigai serve` (WORKER_MODE=separate): if it dies, the
+    server stops too, so that whatever restarts one restarts both."""
+
+    process: subprocess.Popen[bytes]
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def start(cls) -> Companion:
+        command = [sys.executable, "-m", "bot.cli", "worker"]
+        companion = cls(process=subprocess.Popen(command))
+        threading.Thread(target=companion._watch, name="worker-watch", daemon=True).start()
+        log.info("started `yarigai worker` (pid %d)", companion.process.pid)
+        return companion
+
+    def stop(self, grace: float = 15.0) -> None:
+        self._stopping.set()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _watch(self) -> None:
+        code = self.process.wait()
+        if not self._stopping.is_set():
+            log.error("`yarigai worker` exited with %s; stopping the server as well", code)
+            os.kill(os.getpid(), signal.SIGTERM)
