@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from fakes.line_api import ACCESS_TOKEN, FakeLineApi, new_user_id, require_spec
-from linebot.v3.messaging import TextMessage
+from linebot.v3.messaging import PushMessageRequest, ReplyMessageRequest, TextMessage
 
 from bot.channels.line_api import (
     LineApi,
@@ -19,7 +19,7 @@ from bot.channels.line_api import (
 from bot.channels.line_delivery import Delivery, LineDeliveryFailed, retry_key
 from bot.channels.line_render import render
 from bot.errors import DeliveryFailed
-from bot.models import TextOut
+from bot.models import CardField, CardOut, Choice, ChoicesOut, TextOut
 
 
 @pytest.fixture
@@ -159,3 +159,43 @@ async def test_a_proxy_named_in_the_environment_carries_the_calls(
     finally:
         await client.close()
     assert fake.texts(user) == ["プロキシ経由"]
+
+
+async def test_what_line_receives_is_what_the_sdk_alone_would_send(
+    fake: FakeLineApi, api: LineApi
+) -> None:
+    # Messages are serialised once per rendered object and reused; the bodies must still be
+    # exactly the SDK's own serialisation, the first time and every time after.
+    turn = [
+        TextOut(text="こんにちは。" * 900),  # split in two bubbles
+        ChoicesOut(
+            state="ask_reasons",
+            text="当てはまるものは？",
+            choices=(
+                Choice(id="invisible", label="成果が見えにくい", selected=True),
+                Choice(id="routine", label="毎日同じことの繰り返しで、変化がない"),
+                Choice(id="__done__", label="これで全部"),
+            ),
+            multi=True,
+        ),
+        CardOut(
+            title="まとめ",
+            fields=(CardField(label="職種", value="経理"), CardField(label="資格", value="")),
+            footer="いつでも相談してくださいね",
+        ),
+    ]
+    user = new_user_id()
+    for round_ in range(2):
+        messages = render(turn)
+        token = fake.reply_token(user)
+        await api.reply(token, messages[:5])
+        await api.push(user, messages[:5], retry_key=str(uuid.uuid4()))
+        [*_, replied] = fake.calls_of("reply")
+        [*_, pushed] = fake.calls_of("push")
+        assert replied.body == ReplyMessageRequest(replyToken=token, messages=messages).to_dict()
+        assert pushed.body == PushMessageRequest(to=user, messages=messages).to_dict(), round_
+    agent = render([TextOut(text="担当の佐藤です")], sender_name="佐藤")
+    await api.push(user, agent, retry_key=str(uuid.uuid4()))
+    [*_, pushed] = fake.calls_of("push")
+    assert pushed.body["messages"][0]["sender"] == {"name": "佐藤"}
+    assert fake.invalid == []
