@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bot import console
+from bot.asgi import App
 from bot.channels import web
 from bot.channels.line import LineChannel
 from bot.channels.registry import ChannelPlugin
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await runtime.close()
 
-    app = FastAPI(title="yarigai", version="0.1.0", lifespan=lifespan)
+    app = App(title="yarigai", version="0.1.0", lifespan=lifespan)
     app.include_router(web.router)
     for plugin in CHANNELS:
         plugin.mount(app, settings)

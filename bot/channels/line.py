@@ -24,7 +24,9 @@ from fastapi import FastAPI
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
+from bot.asgi import App, answer, header, read_body
 from bot.batching import GroupCommit
 from bot.channels.line_api import REQUEST_TIMEOUT, LineApi
 from bot.channels.line_delivery import (
@@ -47,6 +49,7 @@ from bot.channels.line_webhook import (
     verify,
 )
 from bot.config import Settings
+from bot.errors import BotError
 from bot.models import (
     CardOut,
     Channel,
@@ -149,8 +152,11 @@ class LineChannel:
                 WEBHOOK_PATH,
             )
             return
-        # A plain Starlette route: the body must reach the signature check as raw bytes.
+        # A plain Starlette route: the body must reach the signature check as raw bytes. In our
+        # own app class, POSTs are answered before FastAPI's stack, as plain ASGI.
         app.add_route(WEBHOOK_PATH, _webhook, methods=["POST"], include_in_schema=False)
+        if isinstance(app, App):
+            app.fast_paths[WEBHOOK_PATH] = _webhook_asgi
 
     async def setup(self, app: FastAPI, runtime: Runtime) -> None:
         settings = runtime.settings
@@ -233,39 +239,63 @@ class LineBot:
 
     async def webhook(self, request: Request) -> Response:
         with self.runtime.service.foreground.serving():
-            return await self._acknowledge(request)
+            body = await _read_capped(request, self.max_body)
+            client = request.client.host if request.client else "?"
+            status, error = await self.acknowledge(
+                body, request.headers.get(SIGNATURE_HEADER), client
+            )
+        return _refuse(status, error) if error else Response(status_code=status)
 
-    async def _acknowledge(self, request: Request) -> Response:
-        body = await _read_capped(request, self.max_body)
+    async def webhook_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`webhook` as plain ASGI (see `bot.asgi`)."""
+        with self.runtime.service.foreground.serving():
+            try:
+                body = await read_body(receive, scope, self.max_body)
+                client = scope["client"][0] if scope.get("client") else "?"
+                status, error = await self.acknowledge(
+                    body, header(scope, SIGNATURE_HEADER.lower().encode()), client
+                )
+            except BotError as exc:
+                log.error("LINE webhook failed: %s", exc)
+                status, error = 500, type(exc).__name__
+            except Exception:
+                log.exception("LINE webhook failed")
+                status, error = 500, "internal error"
+        await answer(send, status, {"error": error} if error else None)
+
+    async def acknowledge(
+        self, body: bytes | None, signature: str | None, client: str
+    ) -> tuple[int, str | None]:
+        """Check and record a webhook body: (status, error to answer with, if any)."""
         if body is None:
-            return _refuse(413, "body too large")
-        if not verify(self.secret, body, request.headers.get(SIGNATURE_HEADER)):
+            return 413, "body too large"
+        if not verify(self.secret, body, signature):
             # Never the body: an unsigned request may be anyone's, with anything in it.
             log.warning(
-                "LINE webhook refused: %s signature from %s",
-                "bad" if request.headers.get(SIGNATURE_HEADER) else "no",
-                request.client.host if request.client else "?",
+                "LINE webhook refused: %s signature from %s", "bad" if signature else "no", client
             )
-            return _refuse(401, "invalid signature")
+            return 401, "invalid signature"
         try:
             events = parse(body)
         except MalformedWebhook as exc:
             log.warning("LINE webhook refused: %s", exc)
-            return _refuse(400, str(exc))
-        # Together, so the events of one body share a transaction (the worker orders them).
-        await asyncio.gather(
-            *(
-                self.runtime.worker.submit(
-                    channel=Channel.LINE.value,
-                    event_id=event.id,
-                    address=event.chat_id,
-                    payload=event.model_dump(mode="json"),
-                    occurred_at=event.occurred_at,
-                )
-                for event in events
+            return 400, str(exc)
+        submits = [
+            self.runtime.worker.submit(
+                channel=Channel.LINE.value,
+                event_id=event.id,
+                address=event.chat_id,
+                payload=event.model_dump(mode="json"),
+                occurred_at=event.occurred_at,
             )
-        )
-        return Response(status_code=200)
+            for event in events
+        ]
+        if len(submits) == 1:
+            await submits[0]
+        elif submits:
+            # Together, so the events of one body share a transaction (the worker orders them).
+            await asyncio.gather(*submits)
+        return 200, None
 
     # ------------------------------------------------------------ recorded events
 
@@ -495,6 +525,14 @@ def _secrets(settings: Settings) -> tuple[str, str] | None:
 async def _webhook(request: Request) -> Response:
     bot: LineBot = request.app.state.line
     return await bot.webhook(request)
+
+
+async def _webhook_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+    bot: LineBot | None = getattr(app.state, "line", None)
+    if bot is None:  # the lifespan has not set the channel up (yet)
+        await answer(send, 503, {"error": "starting"})
+        return
+    await bot.webhook_asgi(scope, receive, send)
 
 
 async def _read_capped(request: Request, limit: int) -> bytes | None:
