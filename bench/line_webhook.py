@@ -133,19 +133,16 @@ async def run(args: argparse.Namespace) -> None:
         }
         uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
         uvicorn += ["--log-level", "warning"]
-        bot_cmd = [*uvicorn, "--port", str(bot_port), "--factory", "bot.app:create_app"]
+        # As deployed: `yarigai serve`, which in WORKER_MODE=separate starts `yarigai worker`.
+        bot_cmd = [sys.executable, "-m", "bot.cli", "serve", "--port", str(bot_port)]
         bare_cmd = [*uvicorn, "--port", str(bare_port), "--app-dir", str(REPO / "bench")]
         bare_cmd += ["line_webhook:bare_app"]
-        worker_cmd = [sys.executable, "-m", "bot.cli", "worker"]
         with (
             _process(fake_cmd, env, workdir, f"http://127.0.0.1:{fake_port}/_fake/stats"),
             _process(bare_cmd, env, workdir, f"http://127.0.0.1:{bare_port}/webhooks/line"),
             _process(bot_cmd, env, workdir, f"http://127.0.0.1:{bot_port}/healthz") as bot,
-            _process(
-                worker_cmd if args.worker_mode == "separate" else [], env, workdir, ""
-            ) as worker,
         ):
-            pids = [bot.pid] + ([worker.pid] if worker else [])
+            pids = [bot.pid, *_children(bot.pid)]
             await bench(args, fake_port, bot_port, bare_port, pids)
 
 
@@ -356,6 +353,18 @@ def _ms(values: list[float], percentile: int) -> str:
     return f"{ordered[index] * 1000:6.1f} ms"
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc; none elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def _cpu_seconds(pids: list[int]) -> float:
     """User and system CPU time the processes have used so far (Linux /proc; NaN elsewhere)."""
     total = 0
@@ -371,15 +380,11 @@ def _cpu_seconds(pids: list[int]) -> float:
 @contextmanager
 def _process(
     command: list[str], env: dict[str, str], cwd: Path, ready: str
-) -> Iterator[subprocess.Popen[bytes] | None]:
-    """`command` running (and answering at `ready`, when given); none for an empty command."""
-    if not command:
-        yield None
-        return
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` running and answering at `ready`."""
     process = subprocess.Popen(command, env=env, cwd=cwd)
     try:
-        if ready:
-            _wait_ready(process, ready)
+        _wait_ready(process, ready)
         yield process
     finally:
         process.terminate()

@@ -18,6 +18,7 @@ from bot.channels.slack import SlackChannel
 from bot.config import Settings
 from bot.errors import BotError, StoreError
 from bot.models import Mode
+from bot.priority import Foreground
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,15 @@ async def start_background(runtime: Runtime) -> None:
         log.info("resuming %d events recorded before the last stop", recovered)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, foreground: Foreground | None = None
+) -> FastAPI:
+    """`foreground`: shared with a `yarigai worker` (WORKER_MODE=separate; see `yarigai serve`)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings)
+        runtime = await Runtime.start(settings, foreground=foreground)
         app.state.runtime = runtime
         for plugin in CHANNELS:
             await plugin.setup(app, runtime)

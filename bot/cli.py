@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -41,13 +44,20 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
         click.echo(f"refusing to start: a flow is broken\n{exc}", err=True)
         sys.exit(1)
     worker = None
+    foreground = None
     if settings.worker_mode == "separate" and with_worker:
+        from bot.priority import Foreground, SharedCount
         from bot.worker_process import Companion
 
-        worker = Companion.start()
+        # The worker's batches of turns give way to this server's webhooks (bot/priority.py).
+        handle, name = tempfile.mkstemp(prefix="yarigai-foreground-")
+        os.close(handle)
+        board = Path(name)
+        foreground = Foreground(publish=SharedCount.create(board))
+        worker = Companion.start(board)
     try:
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, foreground=foreground),
             host=host or settings.host,
             port=port or settings.port,
             log_config=None,
@@ -56,6 +66,7 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     finally:
         if worker is not None:
             worker.stop()
+            board.unlink(missing_ok=True)
 
 
 @main.command()
@@ -65,14 +76,21 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     default=10,
     help="Niceness: how far behind the web server it stays for the CPU (0: level with it).",
 )
-def worker(nice: int) -> None:
+@click.option(
+    "--foreground-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The web server's count of webhooks in flight, to give way to (`yarigai serve` "
+    "passes it to the worker it starts).",
+)
+def worker(nice: int, foreground_file: Path | None) -> None:
     """Run LINE and Slack events for web servers in WORKER_MODE=separate (one per database)."""
     from bot.worker_process import run
 
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     try:
-        asyncio.run(run(settings, nice=nice))
+        asyncio.run(run(settings, nice=nice, foreground_file=foreground_file))
     except BotError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -4,24 +4,70 @@ A webhook must answer quickly (LINE and Slack retry, and count, slow answers); t
 records are durable and may wait a moment. So the turn batcher, before each batch, waits for
 a moment with no webhook request in flight, but never longer than `patience`, so that a
 sustained flood slows the bot's answers without stopping them.
+
+With WORKER_MODE=separate the webhooks are served by another process: `yarigai serve` then
+shares its count of requests in flight with the `yarigai worker` it starts, through a small
+memory-mapped file (`SharedCount`), and the worker steps aside in the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import mmap
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Final
 
 PATIENCE: Final = 0.5
 """Seconds background work waits for the webhooks to fall quiet before going ahead anyway."""
+LOOK_EVERY: Final = 0.001
+"""Seconds between looks at another process's count while waiting for it to reach zero."""
+
+_COUNT: Final = struct.Struct("=i")
+
+
+class SharedCount:
+    """One integer in a memory-mapped file: written by one process, read by another."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with path.open("r+b") as file:
+            self._map = mmap.mmap(file.fileno(), _COUNT.size)
+
+    @classmethod
+    def create(cls, path: Path) -> SharedCount:
+        path.write_bytes(b"\0" * _COUNT.size)
+        return cls(path)
+
+    def get(self) -> int:
+        value: int = _COUNT.unpack_from(self._map)[0]
+        return value
+
+    def set(self, value: int) -> None:
+        _COUNT.pack_into(self._map, 0, value)
+
+    def close(self) -> None:
+        self._map.close()
 
 
 class Foreground:
-    """Counts foreground work in flight; `step_aside` waits for none (or for `patience`)."""
+    """Counts foreground work in flight; `step_aside` waits for none (or for `patience`).
 
-    def __init__(self, *, patience: float = PATIENCE) -> None:
+    `publish`: also write the count there (a web server whose turns another process runs);
+    `watch`: also wait for the count there (that other process)."""
+
+    def __init__(
+        self,
+        *,
+        patience: float = PATIENCE,
+        publish: SharedCount | None = None,
+        watch: SharedCount | None = None,
+    ) -> None:
         self.patience = patience
+        self._publish = publish
+        self._watch = watch
         self._in_flight = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -31,15 +77,25 @@ class Foreground:
         """Around a piece of foreground work (one webhook request)."""
         self._in_flight += 1
         self._quiet.clear()
+        if self._publish is not None:
+            self._publish.set(self._in_flight)
         try:
             yield
         finally:
             self._in_flight -= 1
+            if self._publish is not None:
+                self._publish.set(self._in_flight)
             if not self._in_flight:
                 self._quiet.set()
 
     async def step_aside(self) -> None:
         """Return once no foreground work is in flight, or after `patience` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.patience
         if self._in_flight:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._quiet.wait(), self.patience)
+        if self._watch is not None:
+            # Another process's count: no event to wait on, so look again every millisecond.
+            while self._watch.get() > 0 and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(LOOK_EVERY)

@@ -17,6 +17,7 @@ from bot.hours import AgentHours
 from bot.metrics import Metrics
 from bot.models import Channel
 from bot.nlu.classifier import build_understander, default_cache_dir
+from bot.priority import Foreground
 from bot.service import ConversationService
 from bot.store.handoffs import HandoffStore
 from bot.store.repo import SqlStore
@@ -45,11 +46,19 @@ class Runtime:
     background: bool = True
 
     @classmethod
-    async def start(cls, settings: Settings, *, worker_process: bool = False) -> Runtime:
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        worker_process: bool = False,
+        foreground: Foreground | None = None,
+    ) -> Runtime:
         """Load flows (refusing broken ones), open and migrate the store.
 
         `worker_process`: this is `yarigai worker`, which runs the recorded events (and the
-        background jobs) for web servers started with WORKER_MODE=separate."""
+        background jobs) for web servers started with WORKER_MODE=separate. `foreground`:
+        what batches of turns give way to (bot/priority.py); by default this process's own
+        webhooks."""
         flows = load_flows(settings.flows_dir)
         if settings.default_flow not in flows:
             raise FlowError(
@@ -63,7 +72,11 @@ class Runtime:
         nlu = build_understander(flows.values(), cache_dir=default_cache_dir())
         engines = {name: Engine(flow, understand=nlu) for name, flow in flows.items()}
         service = ConversationService(
-            store=store, engines=engines, default_flow=settings.default_flow, metrics=metrics
+            store=store,
+            engines=engines,
+            default_flow=settings.default_flow,
+            metrics=metrics,
+            foreground=foreground or Foreground(),
         )
         background = worker_process or settings.worker_mode == "inline"
         worker = Worker(store=store, local=background)

@@ -16,27 +16,38 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from bot.app import CHANNELS, start_background
 from bot.config import Settings
+from bot.priority import Foreground, SharedCount
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+PARENT_CHECK = 1.0
+"""Seconds between checks that the server which started the worker still runs."""
 
-async def run(settings: Settings, *, nice: int = 0) -> None:
-    """Until SIGTERM or SIGINT; then finish what is running (a few seconds at most) and stop."""
+
+async def run(settings: Settings, *, nice: int = 0, foreground_file: Path | None = None) -> None:
+    """Until SIGTERM or SIGINT; then finish what is running (a few seconds at most) and stop.
+
+    `foreground_file`: the web server's count of webhooks in flight (`yarigai serve` passes
+    it), which batches of turns wait on."""
     if nice:
         # Behind the web server for the CPU: its quick 200 to a webhook matters more than any
         # one reply, and what waits here is durable.
         os.nice(nice)
-    runtime = await Runtime.start(settings, worker_process=True)
+    watch = SharedCount(foreground_file) if foreground_file else None
+    runtime = await Runtime.start(settings, worker_process=True, foreground=Foreground(watch=watch))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if foreground_file is not None:  # started by `yarigai serve`: stop when it is gone
+        runtime.worker.spawn(_stop_with_parent(os.getppid(), stop))
     try:
         # The channels keep their state on an app, as in a web server; this one serves nothing.
         holder = FastAPI()
@@ -50,6 +61,17 @@ async def run(settings: Settings, *, nice: int = 0) -> None:
         await runtime.close()
 
 
+async def _stop_with_parent(parent: int, stop: asyncio.Event) -> None:
+    # The server may end without stopping us (a SIGKILL, or uvicorn re-raising SIGTERM after
+    # its shutdown): once this process has another parent, the server is gone.
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("`yarigai serve` is gone; the worker stops too")
+            stop.set()
+            return
+        await asyncio.sleep(PARENT_CHECK)
+
+
 @dataclass
 class Companion:
     """`yarigai worker` started by `yarigai serve` (WORKER_MODE=separate): if it dies, the
@@ -59,8 +81,9 @@ class Companion:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def start(cls) -> Companion:
+    def start(cls, foreground_file: Path) -> Companion:
         command = [sys.executable, "-m", "bot.cli", "worker"]
+        command += ["--foreground-file", str(foreground_file)]
         companion = cls(process=subprocess.Popen(command))
         threading.Thread(target=companion._watch, name="worker-watch", daemon=True).start()
         log.info("started `yarigai worker` (pid %d)", companion.process.pid)

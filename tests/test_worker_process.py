@@ -1,0 +1,189 @@
+"""WORKER_MODE=separate: `yarigai serve` records LINE events and `yarigai worker` answers them.
+
+Real processes on 127.0.0.1 and the fake LINE API, as deployed: the server started with the
+`yarigai` command line, the worker started by it (or by hand), one SQLite file between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fakes.line_api import (
+    ACCESS_TOKEN,
+    CHANNEL_SECRET,
+    FakeLineApi,
+    Webhooks,
+    new_user_id,
+    require_spec,
+)
+
+from bot.channels.line import WEBHOOK_PATH
+from bot.priority import Foreground, SharedCount
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLineApi]:
+    with FakeLineApi(require_spec()) as api:
+        yield api
+
+
+def environment(database: Path, fake: FakeLineApi) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "FLOWS_DIR": str(REPO / "flows"),
+        "DEFAULT_FLOW": "career",
+        "LINE_CHANNEL_SECRET": CHANNEL_SECRET,
+        "LINE_CHANNEL_ACCESS_TOKEN": ACCESS_TOKEN,
+        "LINE_API_BASE_URL": fake.url,
+        "PYTHONPATH": str(REPO),
+        "WORKER_MODE": "separate",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@contextmanager
+def yarigai(*args: str, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`yarigai ARGS` in a child process (an empty working directory: no developer's .env)."""
+    process = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("server did not start in 30 s")
+
+
+async def until(check: Callable[[], bool], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_the_worker_started_by_serve_answers_what_the_server_records(
+    fake: FakeLineApi, tmp_path: Path
+) -> None:
+    user = new_user_id()
+    port = free_port()
+    env = environment(tmp_path / "bot.db", fake)
+    with yarigai("serve", "--port", str(port), env=env, cwd=tmp_path) as server:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(server, url)
+        hooks = Webhooks(url + WEBHOOK_PATH, fake=fake)
+        assert (await hooks.send(hooks.follow(user))).status_code == 200
+        await until(lambda: bool(fake.seen(user)))
+        greeted = len(fake.seen(user))
+        assert (await hooks.send(hooks.text(user, "経理です"))).status_code == 200
+        await until(lambda: len(fake.seen(user)) > greeted)
+        [worker] = children(server.pid)
+
+        # Stopping the server stops its worker too (uvicorn ends the process itself on
+        # SIGTERM, so the worker notices its parent is gone).
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        await until(lambda: not alive(worker), within=15)
+    assert fake.invalid == []
+
+
+async def test_events_recorded_without_a_worker_are_answered_once_when_it_starts(
+    fake: FakeLineApi, tmp_path: Path
+) -> None:
+    user = new_user_id()
+    port = free_port()
+    env = environment(tmp_path / "bot.db", fake)
+    with yarigai("serve", "--port", str(port), "--no-worker", env=env, cwd=tmp_path) as server:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(server, url)
+        hooks = Webhooks(url + WEBHOOK_PATH, fake=fake)
+        follow = hooks.follow(user)
+        for _ in range(2):  # a redelivery too
+            assert (await hooks.send(follow)).status_code == 200
+        await asyncio.sleep(1.0)
+        assert fake.seen(user) == []  # recorded; nobody runs turns in this server
+
+        with yarigai("worker", "--nice", "0", env=env, cwd=tmp_path):
+            await until(lambda: bool(fake.seen(user)))
+            greeting = fake.texts(user)
+            await asyncio.sleep(1.0)
+            assert fake.texts(user) == greeting  # once, not twice
+
+            # And what arrives while it runs is found within moments.
+            assert (await hooks.send(hooks.text(user, "経理です"))).status_code == 200
+            await until(lambda: len(fake.texts(user)) > len(greeting), within=10)
+    assert fake.invalid == []
+
+
+async def test_a_worker_waits_for_the_servers_webhooks_then_goes_ahead(tmp_path: Path) -> None:
+    board = SharedCount.create(tmp_path / "foreground")
+    server = Foreground(publish=board)
+    worker = Foreground(watch=SharedCount(tmp_path / "foreground"), patience=5.0)
+
+    with server.serving():
+        assert board.get() == 1
+        waiting = asyncio.create_task(worker.step_aside())
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # a webhook is in flight in the other process
+    assert board.get() == 0
+    await asyncio.wait_for(waiting, 1.0)
+
+    patient = Foreground(watch=SharedCount(tmp_path / "foreground"), patience=0.2)
+    with server.serving():
+        started = time.monotonic()
+        await patient.step_aside()  # never longer than its patience
+        assert 0.15 < time.monotonic() - started < 2.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
