@@ -26,6 +26,7 @@ _STORE_RETRIES = 3  # in-process tries for a store error; recover() takes over a
 # `follow` (a separate worker process): how it looks for events the web servers recorded.
 FOLLOW_BATCH: Final = 500  # events read at once
 FOLLOW_BUSY: Final = 0.005  # seconds between looks while events are coming
+FOLLOW_BACKED_UP: Final = 0.025  # ... while some are still queued here
 FOLLOW_IDLE: Final = 0.05  # ... once none came for FOLLOW_QUIET_AFTER seconds
 FOLLOW_QUIET_AFTER: Final = 2.0
 FOLLOW_RESCAN: Final = 5.0  # seconds between looks at every pending event, old ones too
@@ -113,9 +114,13 @@ class Worker:
             if found:
                 quiet_since = loop.time()
             if self.backlog() >= FOLLOW_BACKLOG:
-                pause = FOLLOW_BUSY  # enough queued here: let it drain before reading more
+                pause = FOLLOW_BACKED_UP  # enough queued here: let it drain before reading more
             elif len(found) == FOLLOW_BATCH:
                 pause = 0.0
+            elif self.backlog():
+                # New events would only queue behind the backlog: looking less often costs
+                # them nothing, and each look is a query.
+                pause = FOLLOW_BACKED_UP
             elif loop.time() - quiet_since < FOLLOW_QUIET_AFTER:
                 pause = FOLLOW_BUSY
             else:

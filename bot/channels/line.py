@@ -324,7 +324,7 @@ class LineBot:
         if isinstance(content, Media):
             await self._kind_reply(event, key, content, inbox.id)
             return None
-        loading: asyncio.Task[None] | None = None
+        loading: asyncio.TimerHandle | None = None
         try:
             async with self._turns:
                 # The animation's timer starts when the turn starts computing, not when the
@@ -453,14 +453,17 @@ class LineBot:
             occurred_at=event.occurred_at,
         )
 
-    def _loading_later(self, event: LineEvent) -> asyncio.Task[None] | None:
+    def _loading_later(self, event: LineEvent) -> asyncio.TimerHandle | None:
+        """A timer (cheaper than a task per turn: most turns end long before it fires)."""
         after = self.plugin.loading_after
         if after is None or not event.in_chat_with_user:
             return None
-        return asyncio.create_task(self._show_loading(event.chat_id, after))
+        return asyncio.get_running_loop().call_later(after, self._start_loading, event.chat_id)
 
-    async def _show_loading(self, chat_id: str, after: float) -> None:
-        await asyncio.sleep(after)
+    def _start_loading(self, chat_id: str) -> None:
+        self.runtime.worker.spawn(self._show_loading(chat_id))
+
+    async def _show_loading(self, chat_id: str) -> None:
         started, shown = self._loading_window
         now = time.monotonic()
         if now - started >= 1.0:
