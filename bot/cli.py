@@ -7,12 +7,16 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bot.config import Settings
 from bot.errors import BotError
 from bot.logs import configure
+
+if TYPE_CHECKING:
+    from bot.worker_process import Companion
 
 
 @click.group()
@@ -43,7 +47,7 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     except BotError as exc:
         click.echo(f"refusing to start: a flow is broken\n{exc}", err=True)
         sys.exit(1)
-    worker = None
+    workers: list[Companion] = []
     foreground = None
     if settings.worker_mode == "separate" and with_worker:
         from bot.priority import Foreground, SharedCount
@@ -54,7 +58,8 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
         os.close(handle)
         board = Path(name)
         foreground = Foreground(publish=SharedCount.create(board))
-        worker = Companion.start(board)
+        count = settings.worker_processes
+        workers = [Companion.start(board, (index, count)) for index in range(count)]
     try:
         uvicorn.run(
             create_app(settings, foreground=foreground),
@@ -64,8 +69,9 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
             proxy_headers=True,
         )
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.stop()
+        if workers:
             board.unlink(missing_ok=True)
 
 
@@ -83,14 +89,31 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     help="The web server's count of webhooks in flight, to give way to (`yarigai serve` "
     "passes it to the worker it starts).",
 )
-def worker(nice: int, foreground_file: Path | None) -> None:
-    """Run LINE and Slack events for web servers in WORKER_MODE=separate (one per database)."""
+@click.option(
+    "--shard",
+    default="1/1",
+    metavar="I/N",
+    help="Run part I of N of the users' events (N workers share a database, one per part; "
+    "part 1 also runs the background jobs).",
+)
+def worker(nice: int, foreground_file: Path | None, shard: str) -> None:
+    """Run LINE and Slack events for web servers in WORKER_MODE=separate."""
     from bot.worker_process import run
 
+    part, _, parts = shard.partition("/")
+    if not (part.isdigit() and parts.isdigit() and 1 <= int(part) <= int(parts)):
+        raise click.BadParameter(f"{shard!r} is not I/N with 1 <= I <= N", param_hint="--shard")
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     try:
-        asyncio.run(run(settings, nice=nice, foreground_file=foreground_file))
+        asyncio.run(
+            run(
+                settings,
+                nice=nice,
+                foreground_file=foreground_file,
+                shard=(int(part) - 1, int(parts)),
+            )
+        )
     except BotError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -55,3 +55,10 @@ class Settings(BaseSettings):
         description="inline: the web server also runs the turns of LINE and Slack events; "
         "separate: it only records them and `yarigai worker` runs them.",
     )
+    worker_processes: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="WORKER_MODE=separate: how many workers `yarigai serve` starts; each runs "
+        "the events of its share of the users.",
+    )

@@ -1,9 +1,10 @@
 """Acknowledgements first: background work steps aside while webhook requests are in flight.
 
 A webhook must answer quickly (LINE and Slack retry, and count, slow answers); the turns it
-records are durable and may wait a moment. So the turn batcher, before each batch, waits for
-a moment with no webhook request in flight, but never longer than `patience`, so that a
-sustained flood slows the bot's answers without stopping them.
+records are durable and may wait a moment. So while a burst of webhook requests is in flight
+(`BUSY_AT` or more at once: a steady stream has one or two), the turn batcher waits before
+each batch, and a worker before reading more events, but never longer than `patience`, so
+that a sustained flood slows the bot's answers without stopping them.
 
 With WORKER_MODE=separate the webhooks are served by another process: `yarigai serve` then
 shares its count of requests in flight with the `yarigai worker` it starts, through a small
@@ -16,14 +17,16 @@ import asyncio
 import mmap
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 PATIENCE: Final = 0.5
 """Seconds background work waits for the webhooks to fall quiet before going ahead anyway."""
+BUSY_AT: Final = 4
+"""Webhook requests in flight at once that make a burst."""
 LOOK_EVERY: Final = 0.001
-"""Seconds between looks at another process's count while waiting for it to reach zero."""
+"""Seconds between looks at the count while waiting for the burst to pass."""
 
 _COUNT: Final = struct.Struct("=i")
 
@@ -62,21 +65,20 @@ class Foreground:
         self,
         *,
         patience: float = PATIENCE,
+        busy_at: int = BUSY_AT,
         publish: SharedCount | None = None,
         watch: SharedCount | None = None,
     ) -> None:
         self.patience = patience
+        self.busy_at = busy_at
         self._publish = publish
         self._watch = watch
         self._in_flight = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
 
     @contextmanager
     def serving(self) -> Iterator[None]:
         """Around a piece of foreground work (one webhook request)."""
         self._in_flight += 1
-        self._quiet.clear()
         if self._publish is not None:
             self._publish.set(self._in_flight)
         try:
@@ -85,17 +87,17 @@ class Foreground:
             self._in_flight -= 1
             if self._publish is not None:
                 self._publish.set(self._in_flight)
-            if not self._in_flight:
-                self._quiet.set()
+
+    @property
+    def busy(self) -> bool:
+        """A burst of foreground work is in flight, here or in the watched process."""
+        watched = self._watch.get() if self._watch is not None else 0
+        return max(self._in_flight, watched) >= self.busy_at
 
     async def step_aside(self) -> None:
-        """Return once no foreground work is in flight, or after `patience` seconds."""
+        """Return once no burst is in flight, or after `patience` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.patience
-        if self._in_flight:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), self.patience)
-        if self._watch is not None:
-            # Another process's count: no event to wait on, so look again every millisecond.
-            while self._watch.get() > 0 and loop.time() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(LOOK_EVERY)
+        # The count may be another process's: no event to wait on, so look every millisecond.
+        while self.busy and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(LOOK_EVERY)

@@ -51,6 +51,7 @@ class Runtime:
         settings: Settings,
         *,
         worker_process: bool = False,
+        shard: tuple[int, int] = (0, 1),
         foreground: Foreground | None = None,
     ) -> Runtime:
         """Load flows (refusing broken ones), open and migrate the store.
@@ -58,7 +59,8 @@ class Runtime:
         `worker_process`: this is `yarigai worker`, which runs the recorded events (and the
         background jobs) for web servers started with WORKER_MODE=separate. `foreground`:
         what batches of turns give way to (bot/priority.py); by default this process's own
-        webhooks."""
+        webhooks. `shard` (i, n): this worker's part of the users when n workers share them;
+        only the first runs the background jobs."""
         flows = load_flows(settings.flows_dir)
         if settings.default_flow not in flows:
             raise FlowError(
@@ -78,8 +80,9 @@ class Runtime:
             metrics=metrics,
             foreground=foreground or Foreground(),
         )
-        background = worker_process or settings.worker_mode == "inline"
-        worker = Worker(store=store, local=background)
+        runs_turns = worker_process or settings.worker_mode == "inline"
+        background = runs_turns and shard[0] == 0
+        worker = Worker(store=store, local=runs_turns, shard=shard)
         senders: dict[Channel, Any] = {}
         surfaces: list[AgentSurface] = []
         desk = HandoffDesk(

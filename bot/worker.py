@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -39,12 +40,22 @@ with `inbox_id`): the worker then has nothing left to write for it."""
 EventHandler = Callable[[InboxEvent], Awaitable[Literal["marked"] | None]]
 
 
+def shard_of(channel: Channel | str, address: str, count: int) -> int:
+    """Which of `count` workers runs this user's events (stable across processes and runs)."""
+    return zlib.crc32(f"{Channel(channel).value}:{address}".encode()) % count
+
+
 class Worker:
-    def __init__(self, *, store: SqlStore, local: bool = True) -> None:
+    def __init__(
+        self, *, store: SqlStore, local: bool = True, shard: tuple[int, int] = (0, 1)
+    ) -> None:
         """`local` False: events are only recorded here; another process (`yarigai worker`)
-        runs them, finding them with `follow`."""
+        runs them, finding them with `follow`. `shard` (i, n): with n workers, this one runs
+        the events of the users `shard_of` gives i (a user's events stay in one worker, so
+        they still run one at a time, in order)."""
         self.store = store
         self.local = local
+        self.shard = shard
         self.handlers: dict[str, EventHandler] = {}
         self._queues: dict[tuple[str, str], list[InboxEvent]] = {}
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -87,12 +98,14 @@ class Worker:
 
     async def recover(self) -> int:
         """Schedule every recorded, unprocessed event (after a crash or restart)."""
-        events = await self.store.pending_events(limit=10_000)
+        events = [e for e in await self.store.pending_events(limit=10_000) if self._mine(e)]
         for event in events:
             self._enqueue(event)
         return len(events)
 
-    async def follow(self, stop: asyncio.Event) -> None:
+    async def follow(
+        self, stop: asyncio.Event, *, pace: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Run what web servers record, until `stop` is set (`yarigai worker`).
 
         Looks for events newer than the last seen every few milliseconds while they come, less
@@ -103,6 +116,8 @@ class Worker:
         quiet_since = loop.time()
         rescan_at = loop.time()
         while not stop.is_set():
+            if pace is not None:
+                await pace()  # e.g. let a burst of webhooks through first (bot/priority.py)
             if loop.time() >= rescan_at:
                 found = await self.store.pending_events(limit=FOLLOW_BATCH)
                 rescan_at = loop.time() + FOLLOW_RESCAN
@@ -110,7 +125,8 @@ class Worker:
                 found = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=newest)
             for event in found:
                 newest = max(newest, event.id)
-                self._enqueue(event)
+                if self._mine(event):
+                    self._enqueue(event)
             if found:
                 quiet_since = loop.time()
             if self.backlog() >= FOLLOW_BACKLOG:
@@ -154,6 +170,10 @@ class Worker:
             task.cancel()
 
     # ------------------------------------------------------------ internals
+
+    def _mine(self, event: InboxEvent) -> bool:
+        index, count = self.shard
+        return count == 1 or shard_of(event.channel, event.address, count) == index
 
     def _enqueue(self, event: InboxEvent) -> None:
         key = (event.channel, event.address)

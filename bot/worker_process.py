@@ -31,17 +31,26 @@ PARENT_CHECK = 1.0
 """Seconds between checks that the server which started the worker still runs."""
 
 
-async def run(settings: Settings, *, nice: int = 0, foreground_file: Path | None = None) -> None:
+async def run(
+    settings: Settings,
+    *,
+    nice: int = 0,
+    foreground_file: Path | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> None:
     """Until SIGTERM or SIGINT; then finish what is running (a few seconds at most) and stop.
 
     `foreground_file`: the web server's count of webhooks in flight (`yarigai serve` passes
-    it), which batches of turns wait on."""
+    it), which batches of turns wait on. `shard` (i, n): run the events of part i of n of the
+    users; the first part's worker also runs the background jobs."""
     if nice:
         # Behind the web server for the CPU: its quick 200 to a webhook matters more than any
         # one reply, and what waits here is durable.
         os.nice(nice)
     watch = SharedCount(foreground_file) if foreground_file else None
-    runtime = await Runtime.start(settings, worker_process=True, foreground=Foreground(watch=watch))
+    runtime = await Runtime.start(
+        settings, worker_process=True, shard=shard, foreground=Foreground(watch=watch)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -53,9 +62,10 @@ async def run(settings: Settings, *, nice: int = 0, foreground_file: Path | None
         holder = FastAPI()
         for plugin in CHANNELS:
             await plugin.setup(holder, runtime)
-        await start_background(runtime)
-        log.info("worker running events recorded by the web servers")
-        await runtime.worker.follow(stop)
+        if runtime.background:
+            await start_background(runtime)
+        log.info("worker %d/%d running events recorded by the web servers", shard[0] + 1, shard[1])
+        await runtime.worker.follow(stop, pace=runtime.service.foreground.step_aside)
     finally:
         log.info("worker stopping")
         await runtime.close()
@@ -81,12 +91,14 @@ class Companion:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def start(cls, foreground_file: Path) -> Companion:
+    def start(cls, foreground_file: Path, shard: tuple[int, int] = (0, 1)) -> Companion:
         command = [sys.executable, "-m", "bot.cli", "worker"]
         command += ["--foreground-file", str(foreground_file)]
+        command += ["--shard", f"{shard[0] + 1}/{shard[1]}"]
         companion = cls(process=subprocess.Popen(command))
         threading.Thread(target=companion._watch, name="worker-watch", daemon=True).start()
-        log.info("started `yarigai worker` (pid %d)", companion.process.pid)
+        index, count = shard
+        log.info("started `yarigai worker` %d/%d (pid %d)", index + 1, count, companion.process.pid)
         return companion
 
     def stop(self, grace: float = 15.0) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,9 @@ from fakes.line_api import (
 )
 
 from bot.channels.line import WEBHOOK_PATH
-from bot.priority import Foreground, SharedCount
+from bot.models import Channel
+from bot.priority import BUSY_AT, Foreground, SharedCount
+from bot.worker import shard_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,21 +162,67 @@ async def test_events_recorded_without_a_worker_are_answered_once_when_it_starts
     assert fake.invalid == []
 
 
-async def test_a_worker_waits_for_the_servers_webhooks_then_goes_ahead(tmp_path: Path) -> None:
+async def test_two_workers_share_the_users_and_answer_each_message_once_in_order(
+    fake: FakeLineApi, tmp_path: Path
+) -> None:
+    users = [new_user_id() for _ in range(8)]
+    while len({shard_of(Channel.LINE, user, 2) for user in users}) < 2:  # both get work
+        users[0] = new_user_id()
+    port = free_port()
+    env = environment(tmp_path / "bot.db", fake)
+    with yarigai("serve", "--port", str(port), "--no-worker", env=env, cwd=tmp_path) as server:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(server, url)
+        hooks = Webhooks(url + WEBHOOK_PATH, fake=fake)
+        for user in users:
+            assert (await hooks.send(hooks.follow(user))).status_code == 200
+            assert (await hooks.send(hooks.text(user, "経理です"))).status_code == 200
+        with (
+            yarigai("worker", "--shard", "1/2", "--nice", "0", env=env, cwd=tmp_path),
+            yarigai("worker", "--shard", "2/2", "--nice", "0", env=env, cwd=tmp_path),
+        ):
+            await until(lambda: all(len(replies(fake, u)) >= 2 for u in users))
+            await asyncio.sleep(1.0)
+    # Each user: two replies, no more, and the same conversation as everyone else (a greeting,
+    # then the answer to the role), so neither was lost, repeated or run out of order.
+    conversations = {tuple(replies(fake, user)) for user in users}
+    assert len(conversations) == 1
+    [(greeting, answer)] = conversations
+    assert greeting != answer
+    assert fake.invalid == []
+
+
+def replies(fake: FakeLineApi, user: str) -> list[tuple[str, ...]]:
+    """The texts of each reply `user` got, reply by reply."""
+    by_request: dict[str, list[str]] = {}
+    for delivered in fake.seen(user):
+        by_request.setdefault(delivered.request_id, []).append(delivered.text)
+    return [tuple(texts) for texts in by_request.values()]
+
+
+async def test_a_worker_waits_for_a_burst_of_the_servers_webhooks_then_goes_ahead(
+    tmp_path: Path,
+) -> None:
     board = SharedCount.create(tmp_path / "foreground")
     server = Foreground(publish=board)
     worker = Foreground(watch=SharedCount(tmp_path / "foreground"), patience=5.0)
 
-    with server.serving():
-        assert board.get() == 1
+    with ExitStack() as requests:
+        for _ in range(BUSY_AT - 1):
+            requests.enter_context(server.serving())
+        assert board.get() == BUSY_AT - 1
+        await asyncio.wait_for(worker.step_aside(), 0.5)  # a steady stream: no waiting
+        requests.enter_context(server.serving())
         waiting = asyncio.create_task(worker.step_aside())
         await asyncio.sleep(0.1)
-        assert not waiting.done()  # a webhook is in flight in the other process
+        assert not waiting.done()  # a burst is in flight in the other process
     assert board.get() == 0
     await asyncio.wait_for(waiting, 1.0)
 
     patient = Foreground(watch=SharedCount(tmp_path / "foreground"), patience=0.2)
-    with server.serving():
+    with ExitStack() as requests:
+        for _ in range(BUSY_AT):
+            requests.enter_context(server.serving())
         started = time.monotonic()
         await patient.step_aside()  # never longer than its patience
         assert 0.15 < time.monotonic() - started < 2.0
