@@ -257,7 +257,7 @@ class ConversationService:
     async def _back_to_bot(
         self, stored: StoredConversation | None, event: Event
     ) -> tuple[Message, ...] | None:
-        if self.hooks is None or stored is None or not self._may_withdraw(stored):
+        if self.hooks is None or stored is None or stored.mode is not Mode.WAITING:
             return None
         return await self.hooks.cancel(stored, event)
 
