@@ -50,14 +50,14 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     workers: list[Companion] = []
     foreground = None
     if settings.worker_mode == "separate" and with_worker:
-        from bot.priority import Foreground, SharedCount
+        from bot.priority import Foreground, SharedMoment
         from bot.worker_process import Companion
 
         # The worker's batches of turns give way to this server's webhooks (bot/priority.py).
         handle, name = tempfile.mkstemp(prefix="yarigai-foreground-")
         os.close(handle)
         board = Path(name)
-        foreground = Foreground(publish=SharedCount.create(board))
+        foreground = Foreground(publish=SharedMoment.create(board))
         count = settings.worker_processes
         workers = [Companion.start(board, (index, count)) for index in range(count)]
     try:

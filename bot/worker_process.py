@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from bot.app import CHANNELS, start_background
 from bot.config import Settings
-from bot.priority import Foreground, SharedCount
+from bot.priority import Foreground, SharedMoment
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ async def run(
         # Behind the web server for the CPU: its quick 200 to a webhook matters more than any
         # one reply, and what waits here is durable.
         os.nice(nice)
-    watch = SharedCount(foreground_file) if foreground_file else None
+    watch = SharedMoment(foreground_file) if foreground_file else None
     runtime = await Runtime.start(
         settings, worker_process=True, shard=shard, foreground=Foreground(watch=watch)
     )
