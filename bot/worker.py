@@ -122,9 +122,11 @@ class Worker:
                 found = await self.store.pending_events(limit=FOLLOW_BATCH)
                 rescan_at = loop.time() + FOLLOW_RESCAN
             else:
+                # In the order recorded, so `newest` never skips one (a rescan, oldest first
+                # and cut at FOLLOW_BATCH, could).
                 found = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=newest)
+                newest = max([newest, *(event.id for event in found)])
             for event in found:
-                newest = max(newest, event.id)
                 if self._mine(event):
                     self._enqueue(event)
             if found:
