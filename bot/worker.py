@@ -118,14 +118,21 @@ class Worker:
         while not stop.is_set():
             if pace is not None:
                 await pace()  # e.g. let a burst of webhooks through first (bot/priority.py)
-            if loop.time() >= rescan_at:
-                found = await self.store.pending_events(limit=FOLLOW_BATCH)
-                rescan_at = loop.time() + FOLLOW_RESCAN
-            else:
-                # In the order recorded, so `newest` never skips one (a rescan, oldest first
-                # and cut at FOLLOW_BATCH, could).
-                found = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=newest)
-                newest = max([newest, *(event.id for event in found)])
+            try:
+                if loop.time() >= rescan_at:
+                    found = await self.store.pending_events(limit=FOLLOW_BATCH)
+                    rescan_at = loop.time() + FOLLOW_RESCAN
+                else:
+                    # In the order recorded, so `newest` never skips one (a rescan, oldest
+                    # first and cut at FOLLOW_BATCH, could).
+                    found = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=newest)
+                    newest = max([newest, *(event.id for event in found)])
+            except StoreError as exc:
+                # Passing (a locked file, a dropped connection): look again a little later.
+                log.warning("could not read the inbox (%s); trying again", type(exc).__name__)
+                found = []
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), FOLLOW_IDLE)
             for event in found:
                 if self._mine(event):
                     self._enqueue(event)
