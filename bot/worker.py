@@ -180,9 +180,13 @@ class Worker:
 
     # ------------------------------------------------------------ internals
 
-    def _mine(self, event: InboxEvent) -> bool:
+    def owns(self, channel: Channel | str, address: str) -> bool:
+        """Whether this worker runs (and delivers to) that user."""
         index, count = self.shard
-        return count == 1 or shard_of(event.channel, event.address, count) == index
+        return count == 1 or shard_of(channel, address, count) == index
+
+    def _mine(self, event: InboxEvent) -> bool:
+        return self.owns(event.channel, event.address)
 
     def _enqueue(self, event: InboxEvent) -> None:
         key = (event.channel, event.address)

@@ -186,7 +186,7 @@ async def test_two_workers_share_the_users_and_answer_each_message_once_in_order
     # Each user: two replies, no more, and the same conversation as everyone else (a greeting,
     # then the answer to the role), so neither was lost, repeated or run out of order.
     conversations = {tuple(replies(fake, user)) for user in users}
-    assert len(conversations) == 1
+    assert len(conversations) == 1, {user[-6:]: replies(fake, user) for user in users}
     [(greeting, answer)] = conversations
     assert greeting != answer
     assert fake.invalid == []

@@ -184,7 +184,7 @@ class LineChannel:
         runtime.worker.register(Channel.LINE.value, bot.handle)
         runtime.senders[Channel.LINE] = LineSender(delivery=delivery)
         runtime.teardown.append(bot.close)
-        if runtime.background:
+        if runtime.worker.local:  # this process runs turns (inline server, or a worker)
             await bot.start()
 
 
@@ -210,24 +210,29 @@ class LineBot:
         self._sent = GroupCommit(self.runtime.store.mark_sent_many)
 
     async def start(self) -> None:
-        """Deliver what a previous run left pending, then keep sweeping and purging."""
-        # Taken before the worker recovers unprocessed events, so only items from the previous
-        # run are in it: nobody is delivering them any more, whatever their age.
+        """Deliver what a previous run left pending, then keep sweeping (and purging, in the
+        process that runs the background jobs)."""
+        # Taken before the worker recovers unprocessed events, and only of this worker's users
+        # (other workers deliver their own): so only items of the previous run are in it, and
+        # nobody is delivering them any more, whatever their age.
         orphans = await self._pending_line_items()
         if orphans:
             log.info("pushing %d LINE messages left undelivered by the last run", len(orphans))
         self._tasks += [
             asyncio.create_task(self._deliver_items(orphans)),
             asyncio.create_task(self._every(self.plugin.sweep_every, self.sweep, "sweep")),
-            asyncio.create_task(
-                self._every(
-                    self.plugin.purge_every,
-                    self.purge,
-                    "purge",
-                    first=min(PURGE_FIRST_AFTER, self.plugin.purge_every),
-                )
-            ),
         ]
+        if self.runtime.background:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(
+                        self.plugin.purge_every,
+                        self.purge,
+                        "purge",
+                        first=min(PURGE_FIRST_AFTER, self.plugin.purge_every),
+                    )
+                )
+            )
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -365,8 +370,16 @@ class LineBot:
             log.info("deleted %d conversations of users gone over %d days", purged, days)
 
     async def _pending_line_items(self) -> list[OutboxItem]:
+        """Pending LINE items of this worker's users that it is not delivering right now."""
         pending = await self.runtime.store.outbox_pending(limit=1000)
-        return [i for i in pending if i.channel is Channel.LINE and i.id not in self._in_flight]
+        worker = self.runtime.worker
+        return [
+            item
+            for item in pending
+            if item.channel is Channel.LINE
+            and item.id not in self._in_flight
+            and worker.owns(item.channel, item.address)
+        ]
 
     async def _deliver_items(self, items: Sequence[OutboxItem]) -> None:
         for item in items:

@@ -113,12 +113,14 @@ class SlackChannel:
         runtime.senders[Channel.SLACK] = sender
         # Turns saved before the last stop whose replies were not delivered yet. Read now, before
         # the worker resumes anything, so no reply produced from here on is delivered twice.
+        # Only in a process that runs turns, and only of its own users: other workers
+        # deliver theirs.
         undelivered = [
             item
             for item in (
-                await runtime.store.outbox_pending(limit=1000) if runtime.background else []
+                await runtime.store.outbox_pending(limit=1000) if runtime.worker.local else []
             )
-            if item.channel is Channel.SLACK
+            if item.channel is Channel.SLACK and runtime.worker.owns(item.channel, item.address)
         ]
         if undelivered:
             log.info("delivering %d Slack replies left from the last run", len(undelivered))
