@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +61,10 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
         foreground = Foreground(publish=SharedMoment.create(board))
         count = settings.worker_processes
         workers = [Companion.start(board, (index, count)) for index in range(count)]
+    if workers:
+        # uvicorn re-raises SIGTERM after its graceful shutdown; ending by SystemExit instead
+        # lets the `finally` below stop the workers and remove the shared file.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         uvicorn.run(
             create_app(settings, foreground=foreground),

@@ -151,11 +151,15 @@ class ConversationService:
         alone: list[int] = []
         planned: list[tuple[int, _Plan]] = []
         loaded = await self.store.load_many(ask.key for ask in asks)
+        keys: set[ConversationKey] = set()
         for index, ask in enumerate(asks):
             stored = loaded.get(ask.key)
-            if self._may_withdraw(stored):
+            # A conversation once per batch (a caller that gave up may have left its turn in
+            # the queue behind the lock it released); a second turn of it runs alone, after.
+            if self._may_withdraw(stored) or ask.key in keys:
                 alone.append(index)
                 continue
+            keys.add(ask.key)
             try:
                 planned.append((index, self._plan(ask, stored, ask.event, said_first=None)))
             except Exception as error:  # this turn fails; the others go on

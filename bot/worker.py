@@ -120,7 +120,7 @@ class Worker:
                 await pace()  # e.g. let a burst of webhooks through first (bot/priority.py)
             try:
                 if loop.time() >= rescan_at:
-                    found = await self.store.pending_events(limit=FOLLOW_BATCH)
+                    found = await self._all_pending()
                     rescan_at = loop.time() + FOLLOW_RESCAN
                 else:
                     # In the order recorded, so `newest` never skips one (a rescan, oldest
@@ -153,6 +153,18 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
 
+    async def _all_pending(self) -> list[InboxEvent]:
+        """Every pending event, page by page in the order recorded (so stragglers behind a
+        long backlog of other workers' events are found too)."""
+        found: list[InboxEvent] = []
+        after = 0
+        while True:
+            page = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=after)
+            found += page
+            if len(page) < FOLLOW_BATCH:
+                return found
+            after = page[-1].id
+
     def backlog(self) -> int:
         """Events queued or running here."""
         return sum(len(queue) for queue in self._queues.values()) + len(self._running)
@@ -174,6 +186,12 @@ class Worker:
 
     async def close(self, grace: float = 5.0) -> None:
         self._closed = True
+        # Events not started yet stay pending in the inbox for the next run; only the ones
+        # running now are finished (a worker started meanwhile must not meet them half done).
+        for queue in self._queues.values():
+            for event in queue:
+                self._known.discard(event.id)
+            queue.clear()
         await self.idle(grace)
         for task in [*self._running.values(), *self._tasks]:
             task.cancel()

@@ -243,29 +243,25 @@ class LineBot:
     # ------------------------------------------------------------ webhook
 
     async def webhook(self, request: Request) -> Response:
-        with self.runtime.service.foreground.serving():
-            body = await _read_capped(request, self.max_body)
-            client = request.client.host if request.client else "?"
-            status, error = await self.acknowledge(
-                body, request.headers.get(SIGNATURE_HEADER), client
-            )
+        body = await _read_capped(request, self.max_body)
+        client = request.client.host if request.client else "?"
+        status, error = await self.acknowledge(body, request.headers.get(SIGNATURE_HEADER), client)
         return _refuse(status, error) if error else Response(status_code=status)
 
     async def webhook_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`webhook` as plain ASGI (see `bot.asgi`)."""
-        with self.runtime.service.foreground.serving():
-            try:
-                body = await read_body(receive, scope, self.max_body)
-                client = scope["client"][0] if scope.get("client") else "?"
-                status, error = await self.acknowledge(
-                    body, header(scope, SIGNATURE_HEADER.lower().encode()), client
-                )
-            except BotError as exc:
-                log.error("LINE webhook failed: %s", exc)
-                status, error = 500, type(exc).__name__
-            except Exception:
-                log.exception("LINE webhook failed")
-                status, error = 500, "internal error"
+        try:
+            body = await read_body(receive, scope, self.max_body)
+            client = scope["client"][0] if scope.get("client") else "?"
+            status, error = await self.acknowledge(
+                body, header(scope, SIGNATURE_HEADER.lower().encode()), client
+            )
+        except BotError as exc:
+            log.error("LINE webhook failed: %s", exc)
+            status, error = 500, type(exc).__name__
+        except Exception:
+            log.exception("LINE webhook failed")
+            status, error = 500, "internal error"
         await answer(send, status, {"error": error} if error else None)
 
     async def acknowledge(
@@ -295,11 +291,14 @@ class LineBot:
             )
             for event in events
         ]
-        if len(submits) == 1:
-            await submits[0]
-        elif submits:
-            # Together, so the events of one body share a transaction (the worker orders them).
-            await asyncio.gather(*submits)
+        # Counted as foreground work only once signed: slow or forged requests must not hold
+        # the bot's turns back (bot/priority.py).
+        with self.runtime.service.foreground.serving():
+            if len(submits) == 1:
+                await submits[0]
+            elif submits:
+                # Together, so one body's events share a transaction (the worker orders them).
+                await asyncio.gather(*submits)
         return 200, None
 
     # ------------------------------------------------------------ recorded events

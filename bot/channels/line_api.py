@@ -151,7 +151,9 @@ class LineApi:
         # The SDK's aiohttp session trusts the environment, which costs two trips to a thread
         # on every call (proxy variables, ~/.netrc). The proxy is read once here instead, and
         # the SDK is given a session that does not look again.
-        configuration.proxy = _proxy_for(configuration.host)
+        configuration.proxy, proxy_auth = _proxy_for(configuration.host)
+        if proxy_auth is not None:
+            configuration.proxy_headers = {"Proxy-Authorization": proxy_auth.encode()}
         client = AsyncApiClient(configuration)
         trusting = client.rest_client.pool_manager
         client.rest_client.pool_manager = aiohttp.ClientSession(
@@ -221,13 +223,14 @@ class LineApi:
             raise LineTimedOut(operation, message=type(exc).__name__) from None
 
 
-def _proxy_for(url: str) -> str | None:
-    """The proxy HTTPS_PROXY/HTTP_PROXY name for `url` (NO_PROXY respected), if any."""
+def _proxy_for(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy HTTPS_PROXY/HTTP_PROXY name for `url` (NO_PROXY respected), if any, and its
+    credentials (from the proxy URL or ~/.netrc)."""
     try:
-        proxy, _ = get_env_proxy_for_url(URL(url))
+        proxy, auth = get_env_proxy_for_url(URL(url))
     except LookupError:
-        return None
-    return str(proxy)
+        return None, None
+    return str(proxy), auth
 
 
 def _translate(operation: str, exc: ApiException) -> LineApiError:
