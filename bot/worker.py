@@ -193,8 +193,13 @@ class Worker:
                 self._known.discard(event.id)
             queue.clear()
         await self.idle(grace)
-        for task in [*self._running.values(), *self._tasks]:
+        left = [*self._running.values(), *self._tasks]
+        for task in left:
             task.cancel()
+        if left:
+            # Let them unwind (roll back, return connections) while the store is still open:
+            # a task cancelled after the engine is disposed can wait forever on its driver.
+            await asyncio.wait(left, timeout=grace)
 
     # ------------------------------------------------------------ internals
 
