@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from fakes.line_api import (  # noqa: E402  (tests/ is not a package on the path
     new_user_id,
     sign,
 )
+from fakes.processes import children, free_port  # noqa: E402
 
 # What users type, in order: walks the career flow (role, frustrations, the eight fit
 # questions...), each message one turn. Users cycle through it.
@@ -117,7 +117,7 @@ def main() -> None:
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
-        fake_port, bot_port, bare_port = _free_port(), _free_port(), _free_port()
+        fake_port, bot_port, bare_port = free_port(), free_port(), free_port()
         fake_cmd = [sys.executable, str(REPO / "tests" / "fakes" / "line_api.py")]
         fake_cmd += ["--port", str(fake_port), "--validate-every", str(args.validate_every)]
         env = {
@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace) -> None:
             _process(bare_cmd, env, workdir, f"http://127.0.0.1:{bare_port}/webhooks/line"),
             _process(bot_cmd, env, workdir, f"http://127.0.0.1:{bot_port}/healthz") as bot,
         ):
-            pids = [bot.pid, *_children(bot.pid)]
+            pids = [bot.pid, *children(bot.pid)]
             await bench(args, fake_port, bot_port, bare_port, pids)
 
 
@@ -355,18 +355,6 @@ def _ms(values: list[float], percentile: int) -> str:
     return f"{ordered[index] * 1000:6.1f} ms"
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (Linux /proc; none elsewhere)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     """User and system CPU time the processes have used so far (Linux /proc; NaN elsewhere)."""
     total = 0
@@ -413,13 +401,6 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"{process.args} did not start in 30 s")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import inspect
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 import uvicorn
@@ -33,6 +31,7 @@ from fakes.line_api import (
     require_spec,
     sign,
 )
+from fakes.processes import free_port, wait_healthy
 from fastapi import FastAPI
 
 import bot.app as app_module
@@ -615,7 +614,7 @@ async def test_killed_between_ack_and_reply_the_user_gets_exactly_one_reply(
 @contextmanager
 def _server_process(database: Path, fake: FakeLineApi, workdir: Path) -> Iterator[str]:
     """`yarigai` under uvicorn in a child process, killed with SIGKILL on leaving."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{database}",
@@ -632,26 +631,8 @@ def _server_process(database: Path, fake: FakeLineApi, workdir: Path) -> Iterato
     process = subprocess.Popen(command, env=env, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start in 30 s")
-            time.sleep(0.05)
+        wait_healthy(process, url)
         yield url
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from fakes.line_api import (
     ACCESS_TOKEN,
@@ -26,6 +25,7 @@ from fakes.line_api import (
     new_user_id,
     require_spec,
 )
+from fakes.processes import alive, children, free_port, wait_healthy
 
 from bot.channels.line import WEBHOOK_PATH
 from bot.models import Channel
@@ -68,45 +68,12 @@ def yarigai(*args: str, env: dict[str, str], cwd: Path) -> Iterator[subprocess.P
             process.wait(10)
 
 
-def wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("server did not start in 30 s")
-
-
 async def until(check: Callable[[], bool], within: float = 30.0) -> None:
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 async def test_the_worker_started_by_serve_answers_what_the_server_records(
@@ -117,7 +84,7 @@ async def test_the_worker_started_by_serve_answers_what_the_server_records(
     env = environment(tmp_path / "bot.db", fake)
     with yarigai("serve", "--port", str(port), env=env, cwd=tmp_path) as server:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(server, url)
+        wait_healthy(server, url)
         hooks = Webhooks(url + WEBHOOK_PATH, fake=fake)
         assert (await hooks.send(hooks.follow(user))).status_code == 200
         await until(lambda: bool(fake.seen(user)))
@@ -142,7 +109,7 @@ async def test_events_recorded_without_a_worker_are_answered_once_when_it_starts
     env = environment(tmp_path / "bot.db", fake)
     with yarigai("serve", "--port", str(port), "--no-worker", env=env, cwd=tmp_path) as server:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(server, url)
+        wait_healthy(server, url)
         hooks = Webhooks(url + WEBHOOK_PATH, fake=fake)
         follow = hooks.follow(user)
         for _ in range(2):  # a redelivery too
@@ -172,7 +139,7 @@ async def test_two_workers_share_the_users_and_answer_each_message_once_in_order
     env = environment(tmp_path / "bot.db", fake)
     with yarigai("serve", "--port", str(port), "--no-worker", env=env, cwd=tmp_path) as server:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(server, url)
+        wait_healthy(server, url)
         hooks = Webhooks(url + WEBHOOK_PATH, fake=fake)
         for user in users:
             assert (await hooks.send(hooks.follow(user))).status_code == 200
@@ -229,12 +196,3 @@ async def test_a_worker_waits_for_a_burst_of_the_servers_webhooks_then_goes_ahea
         started = time.monotonic()
         await patient.step_aside()  # never longer than its patience
         assert 0.15 < time.monotonic() - started < 2.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
