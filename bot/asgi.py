@@ -1,9 +1,9 @@
 """The application class: FastAPI, plus raw ASGI handlers for the hottest webhook paths.
 
 A webhook that LINE may send hundreds of times a second has one job: check, record, answer 200.
-FastAPI's middleware and router cost more than that job itself, so such a path can be served
-as plain ASGI before them (`fast_paths`), with its own body limit and error answers. Every other
-request, and other methods on those paths, go through FastAPI as usual.
+FastAPI's middleware and router cost more than that job itself, so such a path is a plain ASGI
+handler with its own body limit and error answers (`add_post`): a route like any other, and in
+`App` also answered before FastAPI's stack. Other methods on the path get FastAPI's 405.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-RawHandler = Callable[[Any, Scope, Receive, Send], Awaitable[None]]
-"""(app, scope, receive, send): answers one request on its own."""
+RawHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""Answers one request on its own; finds the application in `scope["app"]`."""
 
 
 class App(FastAPI):
@@ -31,9 +32,28 @@ class App(FastAPI):
         if scope["type"] == "http" and scope["method"] == "POST" and self.fast_paths:
             handler = self.fast_paths.get(_route_path(scope))
             if handler is not None:
-                await handler(self, scope, receive, send)
+                scope["app"] = self  # as Starlette sets it
+                await handler(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def add_post(app: FastAPI, path: str, handler: RawHandler) -> None:
+    """Serve POST `path` with `handler`: as a route of any app, and before FastAPI's stack in
+    an `App`."""
+    app.router.routes.append(Route(path, _Raw(handler), methods=["POST"], include_in_schema=False))
+    if isinstance(app, App):
+        app.fast_paths[path] = handler
+
+
+class _Raw:
+    """`handler` as an ASGI app (Starlette calls a plain function endpoint with a Request)."""
+
+    def __init__(self, handler: RawHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
 
 
 async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes | None:

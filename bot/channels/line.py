@@ -22,11 +22,9 @@ from typing import Final, Literal
 
 from fastapi import FastAPI
 from pydantic import TypeAdapter, ValidationError
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from bot.asgi import App, answer, header, read_body
+from bot.asgi import add_post, answer, header, read_body
 from bot.batching import GroupCommit
 from bot.channels.line_api import REQUEST_TIMEOUT, LineApi
 from bot.channels.line_delivery import (
@@ -152,11 +150,9 @@ class LineChannel:
                 WEBHOOK_PATH,
             )
             return
-        # A plain Starlette route: the body must reach the signature check as raw bytes. In our
-        # own app class, POSTs are answered before FastAPI's stack, as plain ASGI.
-        app.add_route(WEBHOOK_PATH, _webhook, methods=["POST"], include_in_schema=False)
-        if isinstance(app, App):
-            app.fast_paths[WEBHOOK_PATH] = _webhook_asgi
+        # Plain ASGI: the body reaches the signature check as raw bytes, and the hottest path
+        # of the bot skips FastAPI's stack (bot/asgi.py).
+        add_post(app, WEBHOOK_PATH, _webhook)
 
     async def setup(self, app: FastAPI, runtime: Runtime) -> None:
         settings = runtime.settings
@@ -242,14 +238,8 @@ class LineBot:
 
     # ------------------------------------------------------------ webhook
 
-    async def webhook(self, request: Request) -> Response:
-        body = await _read_capped(request, self.max_body)
-        client = request.client.host if request.client else "?"
-        status, error = await self.acknowledge(body, request.headers.get(SIGNATURE_HEADER), client)
-        return _refuse(status, error) if error else Response(status_code=status)
-
-    async def webhook_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """`webhook` as plain ASGI (see `bot.asgi`)."""
+    async def webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /webhooks/line, as plain ASGI (see `bot.asgi`)."""
         try:
             body = await read_body(receive, scope, self.max_body)
             client = scope["client"][0] if scope.get("client") else "?"
@@ -537,31 +527,9 @@ def _secrets(settings: Settings) -> tuple[str, str] | None:
     return values if all(values) else None
 
 
-async def _webhook(request: Request) -> Response:
-    bot: LineBot = request.app.state.line
-    return await bot.webhook(request)
-
-
-async def _webhook_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> None:
-    bot: LineBot | None = getattr(app.state, "line", None)
+async def _webhook(scope: Scope, receive: Receive, send: Send) -> None:
+    bot: LineBot | None = getattr(scope["app"].state, "line", None)
     if bot is None:  # the lifespan has not set the channel up (yet)
         await answer(send, 503, {"error": "starting"})
         return
-    await bot.webhook_asgi(scope, receive, send)
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The raw body, or None once it is longer than `limit` (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
-def _refuse(status: int, error: str) -> JSONResponse:
-    return JSONResponse({"error": error}, status_code=status)
+    await bot.webhook(scope, receive, send)
