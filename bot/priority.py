@@ -59,9 +59,6 @@ class SharedMoment:
     def set(self, in_flight: int, moment: float) -> None:
         _BOARD.pack_into(self._map, 0, in_flight, moment)
 
-    def close(self) -> None:
-        self._map.close()
-
 
 class Foreground:
     """Tells whether a burst of foreground work is going on; `step_aside` waits it out.

@@ -44,8 +44,8 @@ __all__ = [
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
 _PURGE_BATCH: Final = 500  # stays well under SQLite's and asyncpg's bound-parameter limits
-_INSERT_BATCH: Final = 500  # rows per INSERT (7 parameters each): under the same limits
 _IN_LIST: Final = 500  # values in one IN (...): under the same limits
+_CREATE_BATCH: Final = 125  # conversations per INSERT (17 parameters each): under the same limits
 
 
 class SqlStore:
@@ -572,7 +572,7 @@ async def _create_many(
     loser finds its key missing, not an IntegrityError)."""
     c = conversations.c
     created: dict[ConversationKey, int] = {}
-    for start in range(0, len(writes), _INSERT_BATCH // 4):  # 17 parameters per row
+    for start in range(0, len(writes), _CREATE_BATCH):
         rows = [
             {
                 **_state_values(write, now),
@@ -583,7 +583,7 @@ async def _create_many(
                 "version": 1,
                 "created_at": now,
             }
-            for write in writes[start : start + _INSERT_BATCH // 4]
+            for write in writes[start : start + _CREATE_BATCH]
         ]
         inserted = await connection.execute(
             _insert(connection, conversations)
