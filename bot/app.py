@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -20,6 +21,7 @@ from bot.errors import BotError, StoreError
 from bot.models import Mode
 from bot.priority import Foreground
 from bot.runtime import Runtime
+from bot.store.records import InboxHealth
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,21 @@ def create_app(
         except StoreError as exc:
             log.warning("not ready: the store does not answer (%s)", type(exc).__name__)
             return JSONResponse({"status": "unavailable"}, status_code=503)
+        waited = _oldest_wait(await runtime.store.inbox_health())
+        if waited > settings.inbox_stall_seconds:
+            # Events are recorded but nobody runs them: workers down, stuck or far behind.
+            log.warning("not ready: an event has waited %.0f s to be run", waited)
+            return JSONResponse(
+                {"status": "inbox not draining", "oldest_pending_seconds": round(waited)},
+                status_code=503,
+            )
         return JSONResponse({"status": "ready", "flows": sorted(runtime.flows)})
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
+        health = await runtime.store.inbox_health()
+        runtime.metrics.set_inbox(health.pending, _oldest_wait(health), health.failed)
         by_mode = await runtime.store.counts_by_mode()
         runtime.metrics.set_conversation_counts(
             await runtime.store.counts_by_state(), by_mode.get(Mode.WAITING.value, 0)
@@ -94,3 +106,10 @@ def create_app(
         return JSONResponse({"error": type(exc).__name__}, status_code=500)
 
     return app
+
+
+def _oldest_wait(health: InboxHealth) -> float:
+    """Seconds the oldest event not run yet has waited; 0 when none waits."""
+    if health.oldest_received is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - health.oldest_received).total_seconds())

@@ -101,8 +101,18 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     help="Run part I of N of the users' events (N workers share a database, one per part; "
     "part 1 also runs the background jobs).",
 )
-def worker(nice: int, foreground_file: Path | None, shard: str) -> None:
+@click.option(
+    "--parent-pid",
+    type=int,
+    default=None,
+    help="Stop when this process (the `yarigai serve` that started the worker) is gone.",
+)
+def worker(nice: int, foreground_file: Path | None, shard: str, parent_pid: int | None) -> None:
     """Run LINE and Slack events for web servers in WORKER_MODE=separate."""
+    if parent_pid is not None:
+        from bot.worker_process import die_with_parent
+
+        die_with_parent(parent_pid)  # first: before any start-up work
     from bot.worker_process import run
 
     part, _, parts = shard.partition("/")
@@ -117,6 +127,7 @@ def worker(nice: int, foreground_file: Path | None, shard: str) -> None:
                 nice=nice,
                 foreground_file=foreground_file,
                 shard=(int(part) - 1, int(parts)),
+                parent=parent_pid,
             )
         )
     except BotError as exc:

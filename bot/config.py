@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="inline: the web server also runs the turns of LINE and Slack events; "
         "separate: it only records them and `yarigai worker` runs them.",
     )
+    inbox_stall_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="/readyz answers 503 when a LINE or Slack event has waited this long "
+        "without being run (workers down or stuck).",
+    )
     worker_processes: int = Field(
         default=1,
         ge=1,

@@ -40,6 +40,27 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.inbox_pending = Gauge(
+            "yarigai_inbox_pending",
+            "LINE and Slack events recorded but not run yet",
+            registry=self.registry,
+        )
+        self.inbox_oldest_seconds = Gauge(
+            "yarigai_inbox_oldest_pending_seconds",
+            "How long the oldest event not run yet has waited (0 when none waits)",
+            registry=self.registry,
+        )
+        self.inbox_failed = Gauge(
+            "yarigai_inbox_failed",
+            "Events settled as failed (their error is kept in the inbox)",
+            registry=self.registry,
+        )
+
+    def set_inbox(self, pending: int, oldest_seconds: float, failed: int) -> None:
+        self.inbox_pending.set(pending)
+        self.inbox_oldest_seconds.set(oldest_seconds)
+        self.inbox_failed.set(failed)
+
     def set_conversation_counts(self, by_state: dict[str, int], waiting: int) -> None:
         self.conversations.clear()
         for state, count in by_state.items():

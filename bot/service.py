@@ -12,10 +12,12 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from bot.batching import GroupCommit
 from bot.engine import Engine
+from bot.errors import StoreError
 from bot.metrics import Metrics
 from bot.models import (
     CardOut,
@@ -35,6 +37,7 @@ from bot.models import (
 )
 from bot.priority import Foreground
 from bot.store.repo import (
+    AlreadyHandled,
     ConcurrentUpdate,
     SavedTurn,
     SqlStore,
@@ -109,12 +112,16 @@ class ConversationService:
         *,
         outbox: bool = False,
         inbox_id: int | None = None,
+        reply_token: str | None = None,
+        event_at: datetime | None = None,
     ) -> Reply:
         """Run one inbound event through the conversation.
 
-        `outbox` queues the reply durably for a channel sender; `inbox_id` marks the recorded
-        webhook event processed in the same transaction as the turn. Turns of different
-        conversations asked for together are loaded and saved together (one transaction).
+        `outbox` queues the reply durably for a channel sender (with the event's `reply_token`
+        and time, for a delivery retried after a crash); `inbox_id` marks the recorded webhook
+        event processed in the same transaction as the turn, and raises AlreadyHandled (nothing
+        written) when someone else marked it first. Turns of different conversations asked for
+        together are loaded and saved together (one transaction).
         """
         started = time.perf_counter()
         lock = self._locks.get(key)
@@ -122,7 +129,14 @@ class ConversationService:
             lock = self._locks[key] = asyncio.Lock()
         async with lock:
             outcome = await self._batches.submit(
-                _Ask(key=key, event=event, outbox=outbox, inbox_id=inbox_id)
+                _Ask(
+                    key=key,
+                    event=event,
+                    outbox=outbox,
+                    inbox_id=inbox_id,
+                    reply_token=reply_token,
+                    event_at=event_at,
+                )
             )
         if isinstance(outcome, BaseException):
             raise outcome
@@ -165,12 +179,26 @@ class ConversationService:
             except Exception as error:  # this turn fails; the others go on
                 outcomes[index] = error
         if planned:
-            saved = await self.store.save_turns([plan.write for _, plan in planned])
-            for (index, plan), result in zip(planned, saved, strict=True):
-                if isinstance(result, ConcurrentUpdate):
-                    alone.append(index)
+            try:
+                saved = await self.store.save_turns([plan.write for _, plan in planned])
+            except StoreError as error:
+                # One bad turn (text the database refuses, say) must not fail its batch-mates:
+                # each turn is tried on its own, so only the bad one fails.
+                if len(planned) > 1:
+                    log.warning(
+                        "a batch of turns failed (%s); saving each alone", type(error).__name__
+                    )
+                    alone += [index for index, _ in planned]
                 else:
-                    outcomes[index] = plan.answer(result)
+                    outcomes[planned[0][0]] = error
+            else:
+                for (index, plan), result in zip(planned, saved, strict=True):
+                    if isinstance(result, ConcurrentUpdate):
+                        alone.append(index)
+                    elif isinstance(result, AlreadyHandled):
+                        outcomes[index] = result
+                    else:
+                        outcomes[index] = plan.answer(result)
         for index in sorted(alone):
             try:
                 outcomes[index] = await self._run_alone(asks[index])
@@ -188,6 +216,8 @@ class ConversationService:
                 event = ResumeIn(withdrawn=True)
             plan = self._plan(ask, stored, event, said_first=said_first)
             (saved,) = await self.store.save_turns([plan.write])
+            if isinstance(saved, AlreadyHandled):
+                raise saved
             if not isinstance(saved, ConcurrentUpdate):
                 return plan.answer(saved)
             if attempt == _SAVE_ATTEMPTS - 1:
@@ -252,6 +282,8 @@ class ConversationService:
             deliver=bodies if ask.outbox and said else None,
             mode=new_mode if new_mode is not mode else None,
             inbox_id=ask.inbox_id,
+            reply_token=ask.reply_token,
+            event_at=ask.event_at,
         )
         return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
 
@@ -274,6 +306,8 @@ class _Ask:
     event: Event
     outbox: bool
     inbox_id: int | None
+    reply_token: str | None = None
+    event_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

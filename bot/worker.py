@@ -18,11 +18,16 @@ from typing import Any, Final, Literal
 from bot.batching import GroupCommit
 from bot.errors import StoreError
 from bot.models import Channel
-from bot.store.repo import InboxEvent, NewEvent, SqlStore
+from bot.store.repo import AlreadyHandled, InboxEvent, NewEvent, SqlStore
 
 log = logging.getLogger(__name__)
 
-_STORE_RETRIES = 3  # in-process tries for a store error; recover() takes over after a restart
+# A store error is retried after RETRY_FIRST seconds, doubling up to RETRY_MOST, until the event
+# settles. After SUSPECT_AFTER errors in a row while the database answers, the event itself is
+# the problem (text it refuses, say): it is settled as failed, with the error kept on its row.
+RETRY_FIRST: Final = 0.5
+RETRY_MOST: Final = 10.0
+SUSPECT_AFTER: Final = 8
 
 # `follow` (a separate worker process): how it looks for events the web servers recorded.
 FOLLOW_BATCH: Final = 500  # events read at once
@@ -61,7 +66,9 @@ class Worker:
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._known: set[int] = set()  # inbox ids queued or being processed, never taken twice
-        self._store_failures: dict[int, int] = {}  # inbox id -> store errors so far
+        self._store_failures: dict[int, int] = {}  # inbox id -> store errors in a row
+        self.settled_failed = 0  # events settled as failed by this worker (bad events)
+        self._stopping = asyncio.Event()  # set by close(): ends retry pauses at once
         self._closed = False
         # Webhook requests arriving together are recorded in one transaction.
         self._inbox = GroupCommit(store.record_events)
@@ -186,6 +193,7 @@ class Worker:
 
     async def close(self, grace: float = 5.0) -> None:
         self._closed = True
+        self._stopping.set()
         # Events not started yet stay pending in the inbox for the next run; only the ones
         # running now are finished (a worker started meanwhile must not meet them half done).
         for queue in self._queues.values():
@@ -225,63 +233,99 @@ class Worker:
 
     async def _drain(self, key: tuple[str, str]) -> None:
         try:
-            while queue := self._queues.get(key):
+            while (queue := self._queues.get(key)) and not self._closed:
                 queue.sort(key=lambda e: (e.occurred_at, e.id))
-                event = queue.pop(0)
+                event = queue[0]
                 try:
-                    await self._process(event)
+                    settled = await self._process(event)
                 except Exception:
-                    # Bookkeeping failed (the store, say): the event stays pending in the inbox
-                    # and is retried at the next start; this user's later events go on.
                     log.exception("could not settle %s event %s", event.channel, event.id)
+                    settled = False
+                if settled:
+                    queue.pop(0)
+                    continue
+                # Not settled (the database away, say): this user's later events wait behind
+                # it, so their answers keep their order; other users go on.
+                tries = self._store_failures.get(event.id, 1)
+                await self._pause(min(RETRY_MOST, RETRY_FIRST * 2 ** (tries - 1)))
+                if not await self._still_pending(event):
+                    queue.pop(0)  # it committed before the error came back: done
         finally:
             self._running.pop(key, None)
-            self._queues.pop(key, None)
+            queue = self._queues.pop(key, None) or []
+            for event in queue:  # closing: left pending in the inbox for the next run
+                self._known.discard(event.id)
 
-    async def _retry_later(self, event: InboxEvent, delay: float) -> None:
-        await asyncio.sleep(delay)
-        # Re-read: the failure may have come after the turn committed (and marked the event),
-        # in which case running it again would answer twice.
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _still_pending(self, event: InboxEvent) -> bool:
+        """Whether `event` is still unprocessed (True while the database cannot tell)."""
         try:
-            pending = await self.store.pending_events(
-                limit=1000, channel=event.channel, address=event.address
-            )
+            return await self.store.pending_event(event.id) is not None
         except StoreError:
-            pending = [event]  # still failing: try once more; recover() covers a restart
-        again = next((e for e in pending if e.id == event.id), None)
-        self._known.discard(event.id)
-        if again is not None and not self._closed:
-            self._enqueue(again)
+            return True
 
-    async def _process(self, event: InboxEvent) -> None:
+    async def _process(self, event: InboxEvent) -> bool:
+        """Run `event`; False when it is to be tried again (a store error)."""
         if event.processed_at is not None:
-            return
+            return True
         handler = self.handlers.get(event.channel)
         if handler is None:
             log.warning("no handler for %s event %s; left for later", event.channel, event.id)
-            return
+            return True
         try:
             outcome = await handler(event)
+            if outcome != MARKED:
+                await self.store.mark_processed(event.id)
+        except AlreadyHandled:
+            # Someone else ran it first (another worker given the same event, by mistake):
+            # nothing of this run was written.
+            log.info("%s event %s was handled elsewhere; skipped", event.channel, event.id)
         except StoreError as exc:
-            # Likely passing (a locked SQLite file, a dropped connection, lost races): the
-            # event stays pending and is tried again shortly, and after a restart at the latest.
-            tries = self._store_failures.get(event.id, 0) + 1
-            self._store_failures[event.id] = tries
-            if tries <= _STORE_RETRIES:
-                log.warning(
-                    "%s event %s hit a store error (%s); retrying",
-                    event.channel,
-                    event.id,
-                    type(exc).__name__,
-                )
-                self.spawn(self._retry_later(event, 0.5 * 2**tries))
-                return
-            log.exception("processing %s event %s failed %d times", event.channel, event.id, tries)
-            return
+            return await self._store_failed(event, exc)
         except Exception as exc:
-            # Recorded, never silently dropped: the error stays with the event in the inbox.
+            # A bug or a channel refusing for good: recorded with the event, never re-run.
             log.exception("processing %s event %s failed", event.channel, event.id)
-            await self.store.mark_processed(event.id, error=f"{type(exc).__name__}: {exc}")
-            return
-        if outcome != MARKED:
-            await self.store.mark_processed(event.id)
+            return await self._settle_failed(event, exc)
+        self._store_failures.pop(event.id, None)
+        return True
+
+    async def _store_failed(self, event: InboxEvent, exc: StoreError) -> bool:
+        """Retried with backoff until the event settles: a database away for a while only
+        delays it; an event that keeps failing while the database answers is settled as
+        failed in the end."""
+        tries = self._store_failures.get(event.id, 0) + 1
+        self._store_failures[event.id] = tries
+        if tries >= SUSPECT_AFTER and await self._store_answers():
+            log.error(
+                "%s event %s failed %d times while the database answers; settled as failed",
+                event.channel,
+                event.id,
+                tries,
+            )
+            return await self._settle_failed(event, exc)
+        log.warning(
+            "%s event %s hit a store error (%s); retrying",
+            event.channel,
+            event.id,
+            type(exc).__name__,
+        )
+        return False
+
+    async def _settle_failed(self, event: InboxEvent, exc: Exception) -> bool:
+        try:
+            await self.store.mark_processed(event.id, error=f"{type(exc).__name__}: {exc}"[:2000])
+        except StoreError:
+            return False  # not even that: tried again like any store failure
+        self._store_failures.pop(event.id, None)
+        self.settled_failed += 1
+        return True
+
+    async def _store_answers(self) -> bool:
+        try:
+            await self.store.ping()
+        except StoreError:
+            return False
+        return True

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +38,14 @@ async def run(
     nice: int = 0,
     foreground_file: Path | None = None,
     shard: tuple[int, int] = (0, 1),
+    parent: int | None = None,
 ) -> None:
     """Until SIGTERM or SIGINT; then finish what is running (a few seconds at most) and stop.
 
     `foreground_file`: the web server's count of webhooks in flight (`yarigai serve` passes
     it), which batches of turns wait on. `shard` (i, n): run the events of part i of n of the
-    users; the first part's worker also runs the background jobs."""
+    users; the first part's worker also runs the background jobs. `parent`: the pid of the
+    `yarigai serve` that started it, which it does not outlive."""
     if nice:
         # Behind the web server for the CPU: its quick 200 to a webhook matters more than any
         # one reply, and what waits here is durable.
@@ -55,8 +58,8 @@ async def run(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if foreground_file is not None:  # started by `yarigai serve`: stop when it is gone
-        runtime.worker.spawn(_stop_with_parent(os.getppid(), stop))
+    if parent is not None:  # started by `yarigai serve`: stop when it is gone
+        runtime.worker.spawn(_stop_with_parent(parent, stop))
     try:
         # The channels keep their state on an app, as in a web server; this one serves nothing.
         holder = FastAPI()
@@ -82,37 +85,91 @@ async def _stop_with_parent(parent: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(PARENT_CHECK)
 
 
+RESTART_FIRST = 1.0
+RESTART_MOST = 30.0
+"""Seconds `yarigai serve` waits before restarting a worker that died: doubling from the
+first while it keeps dying, at most the second."""
+RESTART_SETTLED = 60.0
+"""A worker that ran this many seconds before dying is restarted after RESTART_FIRST again."""
+
+
+def die_with_parent(parent: int) -> None:
+    """Make the kernel stop this process when its parent dies, and stop now if it already has.
+
+    Called before any start-up work: a worker whose server was killed while it started would
+    otherwise run on beside the next server's workers, running the same events."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    # Checked after the request: a parent gone before it was made leaves us with another one.
+    if os.getppid() != parent:
+        log.warning("`yarigai serve` (pid %d) is gone; the worker does not start", parent)
+        sys.exit(0)
+
+
 @dataclass
 class Companion:
-    """`yarigai worker` started by `yarigai serve` (WORKER_MODE=separate): if it dies, the
-    server stops too, so that whatever restarts one restarts both."""
+    """`yarigai worker` started by `yarigai serve` (WORKER_MODE=separate). If it dies, the
+    server restarts it (RESTART_FIRST, doubling to RESTART_MOST) and keeps acknowledging
+    webhooks meanwhile: the events wait in the inbox, durable."""
 
+    command: list[str]
+    shard: tuple[int, int]
     process: subprocess.Popen[bytes]
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def start(cls, foreground_file: Path, shard: tuple[int, int] = (0, 1)) -> Companion:
         command = [sys.executable, "-m", "bot.cli", "worker"]
         command += ["--foreground-file", str(foreground_file)]
         command += ["--shard", f"{shard[0] + 1}/{shard[1]}"]
-        companion = cls(process=subprocess.Popen(command))
+        command += ["--parent-pid", str(os.getpid())]
+        companion = cls(command=command, shard=shard, process=subprocess.Popen(command))
         threading.Thread(target=companion._watch, name="worker-watch", daemon=True).start()
-        index, count = shard
-        log.info("started `yarigai worker` %d/%d (pid %d)", index + 1, count, companion.process.pid)
+        companion._started()
         return companion
 
     def stop(self, grace: float = 15.0) -> None:
-        self._stopping.set()
-        if self.process.poll() is None:
-            self.process.terminate()
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process.poll() is None:
+            process.terminate()
             try:
-                self.process.wait(grace)
+                process.wait(grace)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                process.kill()
+                process.wait()
+
+    def _started(self) -> None:
+        index, count = self.shard
+        log.info("started `yarigai worker` %d/%d (pid %d)", index + 1, count, self.process.pid)
 
     def _watch(self) -> None:
-        code = self.process.wait()
-        if not self._stopping.is_set():
-            log.error("`yarigai worker` exited with %s; stopping the server as well", code)
-            os.kill(os.getpid(), signal.SIGTERM)
+        pause = RESTART_FIRST
+        while True:
+            began = time.monotonic()
+            code = self.process.wait()
+            if time.monotonic() - began >= RESTART_SETTLED:
+                pause = RESTART_FIRST
+            if self._stopping.is_set():
+                return
+            log.error(
+                "`yarigai worker` %d/%d exited with %s; restarting it in %.0f s",
+                self.shard[0] + 1,
+                self.shard[1],
+                code,
+                pause,
+            )
+            if self._stopping.wait(pause):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.process = subprocess.Popen(self.command)
+            self._started()
+            pause = min(pause * 2, RESTART_MOST)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -73,11 +75,18 @@ LOADING_PER_SECOND: Final = 20
 """At most this many loading animations a second. When every turn is slow the bot is
 overloaded, and an API call per user would only slow it further."""
 SWEEP_EVERY: Final = 30.0
-"""Seconds between looks for outbox items whose delivery failed or was cut short."""
+"""Seconds between looks for outbox items whose delivery was cut short unnoticed."""
 ORPHAN_AFTER: Final = 60.0
 """Age (seconds) after which a pending item is nobody's in-process delivery any more."""
+CATCH_UP_FIRST: Final = 0.5
+"""Seconds before conversations left behind (a failed delivery) are tried again; doubled after
+each try LINE fails, up to CATCH_UP_MOST, so delivery resumes moments after LINE is back."""
+CATCH_UP_MOST: Final = 5.0
 MAX_DELIVERY_ROUNDS: Final = 10
-"""Rounds of delivery (each with its own retries) before an outbox item is marked failed."""
+GIVE_UP_AFTER: Final = timedelta(minutes=30)
+"""An outbox item is marked failed once it has had MAX_DELIVERY_ROUNDS rounds and is this old
+(LINE refusing a while, e.g. an outage, never loses a message)."""
+_DONE_REMEMBERED: Final = 10_000  # outbox ids settled here, to never deliver one twice
 TURNS_AT_ONCE: Final = TURNS_PER_BATCH
 """Turns computed at once (delivery not included): enough to fill a batch, which the service
 saves in one transaction, and few enough that a batch's thinking never holds the event loop
@@ -132,6 +141,8 @@ class LineChannel:
         orphan_after: float = ORPHAN_AFTER,
         purge_every: float = PURGE_EVERY,
         turns_at_once: int = TURNS_AT_ONCE,
+        catch_up_first: float = CATCH_UP_FIRST,
+        catch_up_most: float = CATCH_UP_MOST,
     ) -> None:
         self.loading_after = loading_after
         self.retry_delays = tuple(retry_delays)
@@ -141,6 +152,8 @@ class LineChannel:
         self.orphan_after = orphan_after
         self.purge_every = purge_every
         self.turns_at_once = turns_at_once
+        self.catch_up_first = catch_up_first
+        self.catch_up_most = catch_up_most
 
     def mount(self, app: FastAPI, settings: Settings) -> None:
         if not enabled(settings):
@@ -195,6 +208,17 @@ class LineBot:
     max_body: int
     plugin: LineChannel
     _in_flight: set[int] = field(default_factory=set)  # outbox ids being delivered right now
+    # Delivery keeps each conversation's order: a conversation with an item left undelivered
+    # (a failed round, a previous run's) is "behind", and its newer items wait for the
+    # catch-up, which delivers its items oldest first (`_catch_up`).
+    _behind: set[int] = field(default_factory=set)  # conversation ids
+    _token_unknown: set[int] = field(default_factory=set)  # outbox ids whose token may be spent
+    # Outbox ids settled here -> "sent" or "failed" (re-marked by the sweep if marking failed).
+    _done: OrderedDict[int, str] = field(default_factory=OrderedDict)
+    _conversation_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+    _catching_up: asyncio.Task[None] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _loading_window: tuple[float, int] = (0.0, 0)  # (second started, animations shown in it)
     _turns: asyncio.Semaphore = field(init=False)
@@ -213,9 +237,12 @@ class LineBot:
         # nobody is delivering them any more, whatever their age.
         orphans = await self._pending_line_items()
         if orphans:
-            log.info("pushing %d LINE messages left undelivered by the last run", len(orphans))
+            log.info("delivering %d LINE messages left undelivered by the last run", len(orphans))
+        # Their reply tokens may have been spent just before the stop: LINE refusing a fresh
+        # one then means the reply went out (so it is not pushed a second time).
+        self._token_unknown.update(item.id for item in orphans)
+        self._fall_behind({item.conversation_id for item in orphans}, at_once=True)
         self._tasks += [
-            asyncio.create_task(self._deliver_items(orphans)),
             asyncio.create_task(self._every(self.plugin.sweep_every, self.sweep, "sweep")),
         ]
         if self.runtime.background:
@@ -231,9 +258,10 @@ class LineBot:
             )
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._catching_up] if self._catching_up else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.api.close()
 
     # ------------------------------------------------------------ webhook
@@ -307,8 +335,9 @@ class LineBot:
             # Standby: another channel answers this chat. Ignored: kept, nothing to do.
             return None
         if isinstance(content, GroupJoined):
-            await self._send_now(event, [TextOut(text=GROUP_NOTE)], inbox.id)
-            return None
+            if await self.runtime.store.claim_event(inbox.id):  # at most once
+                await self._send_now(event, [TextOut(text=GROUP_NOTE)], inbox.id)
+            return MARKED
         if not event.in_chat_with_user:
             return None
         key = ConversationKey(channel=Channel.LINE, address=event.chat_id)
@@ -317,7 +346,7 @@ class LineBot:
             return None
         if isinstance(content, Media):
             await self._kind_reply(event, key, content, inbox.id)
-            return None
+            return MARKED
         loading: asyncio.TimerHandle | None = None
         try:
             async with self._turns:
@@ -327,11 +356,16 @@ class LineBot:
                 # would fire an API call per event, slowing the backlog further.
                 loading = self._loading_later(event)
                 reply = await self.runtime.service.handle(
-                    key, content, outbox=True, inbox_id=inbox.id
+                    key,
+                    content,
+                    outbox=True,
+                    inbox_id=inbox.id,
+                    reply_token=event.reply_token,
+                    event_at=event.occurred_at,
                 )
             # From here on the turn (and the event's mark) is committed.
             if reply.outbox_id is not None and reply.messages:
-                await self._deliver(
+                await self._deliver_new(
                     outbox_id=reply.outbox_id,
                     conversation_id=reply.conversation_id,
                     to=event.chat_id,
@@ -347,10 +381,19 @@ class LineBot:
     # ------------------------------------------------------------ outbox
 
     async def sweep(self) -> None:
-        """Push pending items nobody is delivering (a failed round, a cut-short run)."""
+        """Catch up on pending items nobody is delivering (a round cut short unnoticed)."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self.plugin.orphan_after)
-        items = [i for i in await self._pending_line_items() if i.created_at <= cutoff]
-        await self._deliver_items(items)
+        pending = await self._pending_line_items()
+        # Settled here but the mark did not reach the database (it was away): mark them now.
+        unmarked = [item.id for item in pending if self._done.get(item.id) == "sent"]
+        if unmarked:
+            await self.runtime.store.mark_sent_many(unmarked)
+        # Their tokens were not spent by this run (a try cut short marks its own item as
+        # token-unknown in `_deliver`), nor by the last one (its items were taken at start).
+        items = [
+            item for item in pending if item.created_at <= cutoff and item.id not in self._done
+        ]
+        self._fall_behind({item.conversation_id for item in items})
 
     async def purge(self) -> None:
         days = self.runtime.settings.retention_days
@@ -360,34 +403,118 @@ class LineBot:
 
     async def _pending_line_items(self) -> list[OutboxItem]:
         """Pending LINE items of this worker's users that it is not delivering right now."""
-        pending = await self.runtime.store.outbox_pending(limit=1000)
         worker = self.runtime.worker
-        return [
-            item
-            for item in pending
-            if item.channel is Channel.LINE
-            and item.id not in self._in_flight
-            and worker.owns(item.channel, item.address)
-        ]
-
-    async def _deliver_items(self, items: Sequence[OutboxItem]) -> None:
-        for item in items:
-            if item.id in self._in_flight:
-                continue
-            if item.attempts >= MAX_DELIVERY_ROUNDS:
-                await self._give_up(item.id, f"gave up after {item.attempts} rounds")
-                continue
-            try:
-                messages = tuple(_MESSAGES.validate_python(item.payload))
-            except ValidationError:
-                await self._give_up(item.id, "payload is not a list of messages")
-                continue
-            await self._deliver(
-                outbox_id=item.id,
-                conversation_id=item.conversation_id,
-                to=item.address,
-                messages=messages,
+        found: list[OutboxItem] = []
+        after = 0
+        while True:
+            page = await self.runtime.store.outbox_pending(
+                limit=1000, channel=Channel.LINE, after_id=after
             )
+            found += [
+                item
+                for item in page
+                if item.id not in self._in_flight and worker.owns(item.channel, item.address)
+            ]
+            if len(page) < 1000:
+                return found
+            after = page[-1].id
+
+    async def _deliver_new(
+        self,
+        *,
+        outbox_id: int,
+        conversation_id: int,
+        to: str,
+        messages: Sequence[Message],
+        reply_token: str | None,
+        occurred_at: datetime,
+    ) -> None:
+        """Deliver a turn's reply right away, unless older replies of its conversation are
+        still waiting: then it waits its turn behind them."""
+        async with self._conversation_lock(conversation_id):
+            if conversation_id in self._behind or outbox_id in self._done:
+                self._fall_behind({conversation_id})
+                return
+            delivered = await self._deliver(
+                outbox_id=outbox_id,
+                conversation_id=conversation_id,
+                to=to,
+                messages=messages,
+                reply_token=reply_token,
+                occurred_at=occurred_at,
+            )
+        if not delivered:
+            self._fall_behind({conversation_id})
+
+    def _fall_behind(self, conversation_ids: set[int], *, at_once: bool = False) -> None:
+        """Have these conversations' pending items delivered by the catch-up, in order."""
+        self._behind |= conversation_ids
+        if self._behind and self._catching_up is None:
+            first = 0.0 if at_once else self.plugin.catch_up_first
+            self._catching_up = asyncio.get_running_loop().create_task(self._catch_up(first))
+
+    async def _catch_up(self, first: float) -> None:
+        """Deliver the conversations left behind, each oldest item first; while LINE keeps
+        failing, try again after a pause that doubles (CATCH_UP_MOST at most)."""
+        pause = first
+        try:
+            while self._behind:
+                await asyncio.sleep(pause)
+                try:
+                    through = await self._catch_up_round()
+                except Exception:
+                    log.exception("LINE catch-up failed; trying again")
+                    through = False
+                pause = (
+                    self.plugin.catch_up_first
+                    if through
+                    else min(max(pause * 2, self.plugin.catch_up_first), self.plugin.catch_up_most)
+                )
+        finally:
+            self._catching_up = None
+
+    async def _catch_up_round(self) -> bool:
+        """One pass over the conversations behind; False when LINE still fails (the pass
+        stops at the first such failure: no point knocking for every user)."""
+        for conversation_id in sorted(self._behind):
+            async with self._conversation_lock(conversation_id):
+                items = await self.runtime.store.outbox_pending(
+                    limit=100, channel=Channel.LINE, conversation_ids=[conversation_id]
+                )
+                items = [item for item in items if item.id not in self._done]
+                if not items:
+                    self._behind.discard(conversation_id)
+                    continue
+                for item in items:
+                    if not await self._deliver_item(item):
+                        return False
+        return True
+
+    async def _deliver_item(self, item: OutboxItem) -> bool:
+        """A pending item, in a later round; False when it is still pending (LINE failing)."""
+        if item.attempts >= MAX_DELIVERY_ROUNDS and (
+            datetime.now(UTC) - item.created_at > GIVE_UP_AFTER
+        ):
+            await self._give_up(item.id, f"gave up after {item.attempts} rounds")
+            return True
+        try:
+            messages = tuple(_MESSAGES.validate_python(item.payload))
+        except ValidationError:
+            await self._give_up(item.id, "payload is not a list of messages")
+            return True
+        maybe_spent = item.id in self._token_unknown
+        return await self._deliver(
+            outbox_id=item.id,
+            conversation_id=item.conversation_id,
+            to=item.address,
+            messages=messages,
+            # Only a token that may have been spent is tried again (a refusal then means the
+            # reply went out); a token refused or never tried in this run is worth nothing.
+            reply_token=item.reply_token if maybe_spent else None,
+            occurred_at=item.event_at,
+            token_maybe_spent=maybe_spent,
+            retry=False,
+        )
 
     async def _deliver(
         self,
@@ -398,7 +525,11 @@ class LineBot:
         messages: Sequence[Message],
         reply_token: str | None = None,
         occurred_at: datetime | None = None,
-    ) -> None:
+        token_maybe_spent: bool = False,
+        retry: bool = True,
+    ) -> bool:
+        """True when the item is settled (delivered, or failed for good); False when it stays
+        pending for another round."""
         store = self.runtime.store
         self._in_flight.add(outbox_id)
         try:
@@ -409,19 +540,44 @@ class LineBot:
                 message_key=f"line-outbox:{outbox_id}:{conversation_id}:{to}",
                 reply_token=reply_token,
                 occurred_at=occurred_at,
+                token_maybe_spent=token_maybe_spent,
+                retry=retry,
             )
         except LineDeliveryFailed as failure:
             if failure.retryable:
                 log.warning("LINE message %s not delivered, will retry: %s", outbox_id, failure)
+                if failure.reply_unclear:
+                    self._token_unknown.add(outbox_id)
                 await store.bump_attempt(outbox_id, str(failure))
-            else:
-                await self._give_up(outbox_id, str(failure))
-            return
+                return False
+            await self._give_up(outbox_id, str(failure))
+            return True
+        except BaseException:
+            # Cut short (cancelled, a bug): the reply may have reached LINE, so its token
+            # decides the next round, not a push.
+            if reply_token is not None:
+                self._token_unknown.add(outbox_id)
+            raise
         finally:
             self._in_flight.discard(outbox_id)
+        self._settled(outbox_id, "sent")
         await self._sent.submit(outbox_id)
+        return True
+
+    def _settled(self, outbox_id: int, status: str) -> None:
+        self._token_unknown.discard(outbox_id)
+        self._done[outbox_id] = status
+        if len(self._done) > _DONE_REMEMBERED:
+            self._done.popitem(last=False)
+
+    def _conversation_lock(self, conversation_id: int) -> asyncio.Lock:
+        lock = self._conversation_locks.get(conversation_id)
+        if lock is None:
+            lock = self._conversation_locks[conversation_id] = asyncio.Lock()
+        return lock
 
     async def _give_up(self, outbox_id: int, reason: str) -> None:
+        self._settled(outbox_id, "failed")
         log.error("LINE message %s failed for good: %s", outbox_id, reason)
         self.runtime.metrics.deliveries_failed.labels(channel=Channel.LINE.value).inc()
         await self.runtime.store.mark_failed(outbox_id, reason)
@@ -431,6 +587,11 @@ class LineBot:
     async def _kind_reply(
         self, event: LineEvent, key: ConversationKey, media: Media, inbox_id: int
     ) -> None:
+        # Not a turn (nothing saved with it): the event is claimed first, so the reply goes
+        # out at most once even if two workers were given it (a crash right after the claim
+        # loses this one courtesy reply, never doubles it).
+        if not await self.runtime.store.claim_event(inbox_id):
+            return
         stored = await self.runtime.store.load(key)
         if stored is not None and stored.mode is not Mode.BOT:
             return  # an agent has the conversation; the bot says nothing

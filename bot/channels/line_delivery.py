@@ -40,9 +40,12 @@ class LineDeliveryFailed(DeliveryFailed):
     """LINE did not take the messages; `replied` says whether part went out by reply token
     (so the rest must not be pushed again from the start)."""
 
-    def __init__(self, cause: LineApiError, *, replied: bool) -> None:
+    def __init__(self, cause: LineApiError, *, replied: bool, reply_unclear: bool = False) -> None:
         self.cause = cause
         self.replied = replied
+        # The reply was tried and its outcome is unknown (LINE failed or timed out, then
+        # pushes failed too): a later round may find the token spent, which means delivered.
+        self.reply_unclear = reply_unclear
         super().__init__(str(cause))
 
     @property
@@ -79,37 +82,57 @@ class Delivery:
         message_key: str,
         reply_token: str | None = None,
         occurred_at: datetime | None = None,
+        token_maybe_spent: bool = False,
+        retry: bool = True,
     ) -> None:
         """Deliver `messages` in order; raises LineDeliveryFailed when LINE will not take them.
 
         The first five go by reply token while it is fresh; what remains, or everything when
         the token is stale or refused, is pushed under retry keys from `message_key`.
+        `token_maybe_spent`: an earlier attempt (before a crash, say) may have used the token,
+        so LINE refusing it while fresh means that attempt delivered. `retry` False: one try
+        per call, no waiting (a probe of whether LINE is back).
         """
         groups = batches(messages)
         first = 0
+        unclear = False
+        delays = self.retry_delays if retry else ()
         if reply_token and groups and self._fresh(occurred_at):
-            first = 1 if await self._reply(reply_token, groups[0], occurred_at) else 0
+            replied, unclear = await self._reply(
+                reply_token, groups[0], occurred_at, token_maybe_spent, delays
+            )
+            first = 1 if replied else 0
         for index in range(first, len(groups)):
             try:
-                await self._push(to, groups[index], retry_key(message_key, index))
+                await self._push(to, groups[index], retry_key(message_key, index), delays)
             except LineApiError as exc:
-                raise LineDeliveryFailed(exc, replied=first == 1) from None
+                raise LineDeliveryFailed(
+                    exc, replied=first == 1, reply_unclear=unclear and first == 0
+                ) from None
 
     async def push(self, to: str, messages: Sequence[Message], *, message_key: str) -> None:
         """Deliver by push only (no reply token): agent replies, late and recovered messages."""
         await self.deliver(to, messages, message_key=message_key)
 
-    async def _push(self, to: str, messages: list[Message], key: str) -> None:
+    async def _push(
+        self, to: str, messages: list[Message], key: str, delays: Sequence[float]
+    ) -> None:
         try:
-            await self._retrying(lambda: self.api.push(to, messages, retry_key=key))
+            await self._retrying(lambda: self.api.push(to, messages, retry_key=key), delays)
         except LineConflict:
             log.info("LINE had accepted push %s before; not sent again", key)
 
     async def _reply(
-        self, token: str, messages: list[Message], occurred_at: datetime | None
-    ) -> bool:
-        """True when delivered by reply; False when push must be used instead."""
-        ambiguous = False
+        self,
+        token: str,
+        messages: list[Message],
+        occurred_at: datetime | None,
+        maybe_spent: bool,
+        delays: Sequence[float],
+    ) -> tuple[bool, bool]:
+        """(delivered by reply, outcome unclear): push is used for what was not delivered;
+        unclear means LINE failed or timed out on every try (it may have delivered)."""
+        ambiguous = maybe_spent
 
         def note(exc: LineApiError) -> None:
             nonlocal ambiguous
@@ -117,28 +140,29 @@ class Delivery:
             ambiguous = ambiguous or not isinstance(exc, LineRateLimited)
 
         try:
-            await self._retrying(lambda: self.api.reply(token, messages), on_retry=note)
+            await self._retrying(lambda: self.api.reply(token, messages), delays, on_retry=note)
         except LineInvalidReplyToken:
             if ambiguous and self._fresh(occurred_at):
                 # A fresh token refused after an unclear attempt was spent by that attempt.
                 log.info("reply token spent by an earlier attempt; counted as delivered")
-                return True
+                return True, False
             log.info("reply token expired or used; pushing instead")
-            return False
+            return False, False
         except LineApiError as exc:
             if exc.retryable:
                 log.warning("reply failed (%s); pushing instead", exc)
-                return False
+                return False, not isinstance(exc, LineRateLimited) or ambiguous
             raise LineDeliveryFailed(exc, replied=False) from None
-        return True
+        return True, False
 
     async def _retrying(
         self,
         call: Callable[[], Awaitable[None]],
+        delays: Sequence[float],
         *,
         on_retry: Callable[[LineApiError], None] | None = None,
     ) -> None:
-        for delay in (*self.retry_delays, None):
+        for delay in (*delays, None):
             try:
                 await call()
                 return

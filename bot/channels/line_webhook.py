@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 
 from bot.errors import BotError
 from bot.models import ChoiceIn, Frozen, StartIn, TextIn
+from bot.storable_text import scrub_json
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,9 @@ def parse(body: bytes) -> list[LineEvent]:
     recorded (no id or time) is logged and skipped, so its neighbours are still handled.
     """
     try:
-        document = json.loads(body)
+        # Scrubbed at once: a NUL or lone surrogate a user managed to send must not fail the
+        # store writes of the turn (and of the turns batched with it).
+        document = scrub_json(json.loads(body))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedWebhook("body is not JSON") from exc
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):

@@ -62,6 +62,7 @@ from bot.models import (
 )
 from bot.runtime import Runtime
 from bot.service import ConversationService
+from bot.storable_text import scrub_json
 from bot.store.repo import InboxEvent, OutboxItem, SqlStore
 from bot.worker import MARKED, EventHandler, Worker
 
@@ -294,9 +295,10 @@ class _Recorder(AsyncMiddleware):
     ) -> BoltResponse | None:
         authorized = req.context.authorize_result
         bot_user_id = authorized.bot_user_id if authorized else None
+        body = scrub_json(req.body)  # no NUL or lone surrogate reaches the store
         if self._agents is not None:
             try:
-                request = await self._agents.recognise(req.body, bot_user_id=bot_user_id)
+                request = await self._agents.recognise(body, bot_user_id=bot_user_id)
             except StoreError as error:
                 log.error("Slack agent request not recognised: %s", error)
                 return BoltResponse(status=503, body="")
@@ -308,7 +310,7 @@ class _Recorder(AsyncMiddleware):
                     payload=request.model_dump(mode="json"),
                     occurred_at=request.occurred_at,
                 )
-        inbound = parse(req.body, bot_user_id=bot_user_id)
+        inbound = parse(body, bot_user_id=bot_user_id)
         if inbound is None or (
             # a reply in a thread the bot is not talking in
             inbound.origin == "thread" and not await self._continues(inbound.address)

@@ -8,11 +8,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
 from bot.runtime import Runtime
 from bot.service import Reply
+from bot.storable_text import require_storable
 
 router = APIRouter()
 
@@ -20,11 +21,15 @@ router = APIRouter()
 SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
 
 
+# Refused, not scrubbed: the sender is our own page or a developer, and can send it again.
+Storable = Annotated[str, AfterValidator(require_storable)]
+
+
 class SayRequest(BaseModel):
-    text: str | None = Field(default=None, max_length=2000)
-    choice: str | None = Field(default=None, max_length=100)
-    state: str | None = Field(default=None, max_length=100)
-    label: str | None = Field(default=None, max_length=100)
+    text: Storable | None = Field(default=None, max_length=2000)
+    choice: Storable | None = Field(default=None, max_length=100)
+    state: Storable | None = Field(default=None, max_length=100)
+    label: Storable | None = Field(default=None, max_length=100)
 
 
 class ChatReply(BaseModel):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import AfterValidator
 
 from bot.console.auth import (
     SessionAgent,
@@ -28,6 +29,7 @@ from bot.errors import (
     UnknownHandoff,
 )
 from bot.handoff import AgentRef
+from bot.storable_text import require_storable
 from bot.store import Agent
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ SECURITY_HEADERS: Final = {
 }
 
 HandoffId = Annotated[int, Path(ge=1)]
-Text = Annotated[str, Form(min_length=1, max_length=MAX_TEXT)]
+Text = Annotated[str, Form(min_length=1, max_length=MAX_TEXT), AfterValidator(require_storable)]
 
 public = APIRouter(prefix="/console", include_in_schema=False)
 router = APIRouter(

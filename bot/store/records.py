@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from bot.errors import StoreError
+from bot.errors import BotError, StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode
 
 Direction = Literal["in", "out"]
@@ -25,6 +25,15 @@ class ConcurrentUpdate(StoreError):
 
     def __repr__(self) -> str:
         return f"ConcurrentUpdate(key={str(self.key)!r}, expected_version={self.expected_version})"
+
+
+class AlreadyHandled(BotError):
+    """The inbound event this turn answers was marked processed by someone else first (another
+    worker given the same event, or an earlier run): nothing of the turn was written."""
+
+    def __init__(self, inbox_id: int) -> None:
+        self.inbox_id = inbox_id
+        super().__init__(f"inbox event {inbox_id} was handled already")
 
 
 class UnknownConversation(StoreError):
@@ -69,6 +78,8 @@ class TurnWrite:
     deliver: Sequence[Mapping[str, Any]] | None = None  # messages for the outbox
     mode: Mode | None = None  # a new mode, or None to keep it
     inbox_id: int | None = None  # the recorded inbound event this turn answers
+    reply_token: str | None = None  # kept with the outbox item (see OutboxItem)
+    event_at: datetime | None = None  # when the event answered happened (the token's age)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +121,15 @@ class InboxEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InboxHealth:
+    """Whether the inbox drains (`SqlStore.inbox_health`)."""
+
+    pending: int  # events recorded and not processed
+    oldest_received: datetime | None  # when the oldest of them was recorded
+    failed: int  # events settled as failed (their error kept)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxItem:
     """Rendered messages awaiting delivery to one address."""
 
@@ -122,6 +142,10 @@ class OutboxItem:
     attempts: int
     last_error: str | None
     created_at: datetime
+    # The answered event's reply token and when it happened: a delivery cut short by a crash
+    # is retried by reply while the token is fresh (a spent token then means delivered).
+    reply_token: str | None = None
+    event_at: datetime | None = None
 
     @property
     def key(self) -> ConversationKey:

@@ -17,8 +17,10 @@ from bot.errors import StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
 from bot.store.db import create_engine, migrate
 from bot.store.records import (
+    AlreadyHandled,
     ConcurrentUpdate,
     InboxEvent,
+    InboxHealth,
     NewEvent,
     OutboxItem,
     SavedTurn,
@@ -30,8 +32,10 @@ from bot.store.records import (
 from bot.store.tables import conversations, inbox, messages, outbox
 
 __all__ = [
+    "AlreadyHandled",
     "ConcurrentUpdate",
     "InboxEvent",
+    "InboxHealth",
     "NewEvent",
     "OutboxItem",
     "SavedTurn",
@@ -149,40 +153,61 @@ class SqlStore:
             inbox_id=inbox_id,
         )
         (saved,) = await self.save_turns([write], now=now)
-        if isinstance(saved, ConcurrentUpdate):
+        if isinstance(saved, (ConcurrentUpdate, AlreadyHandled)):
             raise saved
         return saved
 
     async def save_turns(
         self, writes: Sequence[TurnWrite], *, now: datetime | None = None
-    ) -> list[SavedTurn | ConcurrentUpdate]:
+    ) -> list[SavedTurn | ConcurrentUpdate | AlreadyHandled]:
         """`save_turn` for many conversations in one transaction (a batch of turns).
 
         Answers in the order given: what was saved, or a ConcurrentUpdate, of which nothing is
         written: the turn lost its race, or (SQLite) some turn of the batch did and the batch
-        cannot tell which, so every turn of it is to be retried. Keys must be distinct; an
+        cannot tell which, so every turn of it is to be retried. AlreadyHandled: the turn's
+        inbox event was marked processed by someone else first, and nothing of it is written
+        (an event's effects commit at most once, whoever runs it). Keys must be distinct; an
         update names the `conversation_id` it loaded with its version.
         """
         now = _now(now)
         for write in writes:
             if write.expected_version is not None and write.conversation_id is None:
                 raise ValueError(f"{write.key}: an update needs the conversation's id")
-        answers: list[SavedTurn | ConcurrentUpdate] = []
+        answers: list[SavedTurn | ConcurrentUpdate | AlreadyHandled] = []
         lines: list[dict[str, Any]] = []
         deliveries: list[tuple[int, dict[str, Any]]] = []  # (index in answers, outbox row)
-        handled: list[int] = []
         try:
             async with self._begin() as connection:
                 # A few statements for the whole batch, whatever its size. Writes come first:
                 # on SQLite a transaction that reads before writing fails outright when another
                 # process wrote in between, where one that writes first waits its turn.
-                created = await _create_many(
-                    connection, [w for w in writes if w.expected_version is None], now
+                # The inbox marks first of all: the conditional UPDATE takes each event's row
+                # (on PostgreSQL a second writer waits on it, then finds it marked), and a turn
+                # whose event someone else marked first writes nothing.
+                claimed = await _claim_events(
+                    connection, [w.inbox_id for w in writes if w.inbox_id is not None], now
                 )
+                taken = {
+                    w.key for w in writes if w.inbox_id is not None and w.inbox_id not in claimed
+                }
+                mine = [w for w in writes if w.key not in taken]
+                creates = [w for w in mine if w.expected_version is None]
+                created = await _create_many(connection, creates, now)
                 lost = await _update_many(
-                    connection, [w for w in writes if w.expected_version is not None], now
+                    connection, [w for w in mine if w.expected_version is not None], now
                 )
+                lost |= {w.key for w in creates if w.key not in created}
+                if lost and claimed:
+                    # A turn that lost its race is re-run, and must find its event unmarked.
+                    await _unclaim_events(
+                        connection,
+                        [w.inbox_id for w in mine if w.key in lost and w.inbox_id is not None],
+                    )
                 for write in writes:
+                    if write.key in taken:
+                        assert write.inbox_id is not None
+                        answers.append(AlreadyHandled(write.inbox_id))
+                        continue
                     if write.expected_version is None:
                         conversation_id, version = created.get(write.key, 0), 1
                         won = conversation_id != 0
@@ -203,8 +228,6 @@ class SqlStore:
                         deliveries.append(
                             (len(answers) - 1, _outbox_row(conversation_id, write, now))
                         )
-                    if write.inbox_id is not None:
-                        handled.append(write.inbox_id)
                 if lines:
                     await connection.execute(sa.insert(messages), lines)
                 if deliveries:
@@ -220,15 +243,6 @@ class SqlStore:
                             version=saved.version,
                             outbox_id=outbox_id,
                         )
-                for start in range(0, len(handled), _IN_LIST):
-                    await connection.execute(
-                        sa.update(inbox)
-                        .where(
-                            inbox.c.id.in_(handled[start : start + _IN_LIST]),
-                            inbox.c.processed_at.is_(None),
-                        )
-                        .values(processed_at=now)
-                    )
         except _RaceInBatch:
             # Someone else saved one of these conversations meanwhile and the batch cannot
             # tell which: nothing was written; each turn is retried on its own.
@@ -417,6 +431,43 @@ class SqlStore:
             ).all()
         return [_event(row._mapping) for row in rows]
 
+    async def pending_event(self, inbox_id: int) -> InboxEvent | None:
+        """The event if it is still unprocessed, else None."""
+        async with self._begin() as connection:
+            row = (
+                await connection.execute(
+                    sa.select(inbox).where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
+                )
+            ).one_or_none()
+        return None if row is None else _event(row._mapping)
+
+    async def claim_event(self, inbox_id: int, *, now: datetime | None = None) -> bool:
+        """Mark the event processed unless someone has; whether this call marked it. For
+        events whose effect is not a turn: claimed first, so it happens at most once."""
+        async with self._begin() as connection:
+            return bool(await _claim_events(connection, [inbox_id], _now(now)))
+
+    async def inbox_health(self) -> InboxHealth:
+        """How the inbox drains: unprocessed events, when the oldest came, failed events."""
+        i = inbox.c
+        async with self._begin() as connection:
+            pending = (
+                await connection.execute(
+                    sa.select(sa.func.count()).select_from(inbox).where(i.processed_at.is_(None))
+                )
+            ).scalar_one()
+            oldest = (
+                await connection.execute(
+                    sa.select(sa.func.min(i.received_at)).where(i.processed_at.is_(None))
+                )
+            ).scalar_one_or_none()
+            failed = (
+                await connection.execute(
+                    sa.select(sa.func.count()).select_from(inbox).where(i.error.is_not(None))
+                )
+            ).scalar_one()
+        return InboxHealth(pending=pending, oldest_received=oldest, failed=failed)
+
     async def mark_processed(
         self, inbox_id: int, *, error: str | None = None, now: datetime | None = None
     ) -> None:
@@ -431,15 +482,26 @@ class SqlStore:
     # ------------------------------------------------------------ outbox
     # Each mark_* / bump_attempt records the outcome of one delivery attempt.
 
-    async def outbox_pending(self, *, limit: int = 100) -> list[OutboxItem]:
-        """Undelivered messages, oldest first."""
+    async def outbox_pending(
+        self,
+        *,
+        limit: int = 100,
+        channel: Channel | None = None,
+        conversation_ids: Sequence[int] | None = None,
+        after_id: int = 0,
+    ) -> list[OutboxItem]:
+        """Undelivered messages, oldest first; optionally of one channel or some
+        conversations only, and past `after_id` (for paging)."""
+        o = outbox.c
+        where: list[sa.ColumnElement[bool]] = [o.status == "pending", o.id > after_id]
+        if channel is not None:
+            where.append(o.channel == channel.value)
+        if conversation_ids is not None:
+            where.append(o.conversation_id.in_(sorted(set(conversation_ids))[:_IN_LIST]))
         async with self._begin() as connection:
             rows = (
                 await connection.execute(
-                    sa.select(outbox)
-                    .where(outbox.c.status == "pending")
-                    .order_by(outbox.c.id)
-                    .limit(limit)
+                    sa.select(outbox).where(*where).order_by(o.id).limit(limit)
                 )
             ).all()
         return [_outbox_item(row._mapping) for row in rows]
@@ -512,6 +574,36 @@ def _insert(connection: AsyncConnection, table: sa.Table) -> sqlite.Insert | pos
     if connection.dialect.name == "sqlite":
         return sqlite.insert(table)
     return postgresql.insert(table)
+
+
+async def _claim_events(
+    connection: AsyncConnection, inbox_ids: Sequence[int], now: datetime
+) -> set[int]:
+    """Mark these events processed where nobody has yet; the ids this transaction marked."""
+    claimed: set[int] = set()
+    unique = sorted(set(inbox_ids))  # in id order: two claimers lock rows in the same order
+    for start in range(0, len(unique), _IN_LIST):
+        rows = await connection.execute(
+            sa.update(inbox)
+            .where(
+                inbox.c.id.in_(unique[start : start + _IN_LIST]),
+                inbox.c.processed_at.is_(None),
+            )
+            .values(processed_at=now, attempts=inbox.c.attempts + 1)
+            .returning(inbox.c.id)
+        )
+        claimed.update(rows.scalars())
+    return claimed
+
+
+async def _unclaim_events(connection: AsyncConnection, inbox_ids: Sequence[int]) -> None:
+    """Undo `_claim_events` for turns that lost their race (they are run again)."""
+    for start in range(0, len(inbox_ids), _IN_LIST):
+        await connection.execute(
+            sa.update(inbox)
+            .where(inbox.c.id.in_(inbox_ids[start : start + _IN_LIST]))
+            .values(processed_at=None, attempts=inbox.c.attempts - 1)
+        )
 
 
 class _RaceInBatch(Exception):
@@ -636,6 +728,8 @@ def _outbox_row(conversation_id: int, write: TurnWrite, now: datetime) -> dict[s
         "status": "pending",
         "attempts": 0,
         "created_at": now,
+        "reply_token": write.reply_token,
+        "event_at": write.event_at,
     }
 
 
@@ -706,6 +800,8 @@ def _outbox_item(row: sa.RowMapping) -> OutboxItem:
         attempts=row["attempts"],
         last_error=row["last_error"],
         created_at=row["created_at"],
+        reply_token=row["reply_token"],
+        event_at=row["event_at"],
     )
 
 

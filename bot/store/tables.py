@@ -118,6 +118,13 @@ inbox: Final = sa.Table(
         sqlite_where=sa.text("processed_at IS NULL"),
         postgresql_where=sa.text("processed_at IS NULL"),
     ),
+    # Events settled as failed (`error` set): counted for /metrics.
+    sa.Index(
+        "ix_inbox_failed",
+        "id",
+        sqlite_where=sa.text("error IS NOT NULL"),
+        postgresql_where=sa.text("error IS NOT NULL"),
+    ),
 )
 
 outbox: Final = sa.Table(
@@ -138,6 +145,10 @@ outbox: Final = sa.Table(
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("sent_at", UtcDateTime(), nullable=True),
+    # The reply token of the event this answers, and when that happened: a delivery cut short
+    # (a crash) is retried by reply while the token is fresh (migration 0004).
+    sa.Column("reply_token", sa.String(255), nullable=True),
+    sa.Column("event_at", UtcDateTime(), nullable=True),
     sa.CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
     sa.Index(None, "conversation_id"),
     sa.Index(
