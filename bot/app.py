@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bot import console
@@ -21,6 +23,7 @@ from bot.errors import BotError, StoreError
 from bot.models import Mode
 from bot.priority import Foreground
 from bot.runtime import Runtime
+from bot.storable_text import scrub_json
 from bot.store.records import InboxHealth
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,13 @@ def create_app(
             await runtime.store.counts_by_state(), by_mode.get(Mode.WAITING.value, 0)
         )
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, but scrubbed: it echoes the input, and a lone surrogate in it
+        # could not even be encoded (a 500 instead of the 422).
+        detail = scrub_json(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(BotError)
     async def bot_error(_: Request, exc: BotError) -> JSONResponse:

@@ -52,13 +52,20 @@ def shard_of(channel: Channel | str, address: str, count: int) -> int:
 
 class Worker:
     def __init__(
-        self, *, store: SqlStore, local: bool = True, shard: tuple[int, int] = (0, 1)
+        self,
+        *,
+        store: SqlStore,
+        local: bool = True,
+        shard: tuple[int, int] = (0, 1),
+        retry_first: float = RETRY_FIRST,
     ) -> None:
         """`local` False: events are only recorded here; another process (`yarigai worker`)
         runs them, finding them with `follow`. `shard` (i, n): with n workers, this one runs
         the events of the users `shard_of` gives i (a user's events stay in one worker, so
-        they still run one at a time, in order)."""
+        they still run one at a time, in order). `retry_first`: the first pause after a
+        store error (tests shorten it)."""
         self.store = store
+        self.retry_first = retry_first
         self.local = local
         self.shard = shard
         self.handlers: dict[str, EventHandler] = {}
@@ -247,9 +254,10 @@ class Worker:
                 # Not settled (the database away, say): this user's later events wait behind
                 # it, so their answers keep their order; other users go on.
                 tries = self._store_failures.get(event.id, 1)
-                await self._pause(min(RETRY_MOST, RETRY_FIRST * 2 ** (tries - 1)))
+                await self._pause(min(RETRY_MOST, self.retry_first * 2 ** (tries - 1)))
                 if not await self._still_pending(event):
                     queue.pop(0)  # it committed before the error came back: done
+                    self._store_failures.pop(event.id, None)
         finally:
             self._running.pop(key, None)
             queue = self._queues.pop(key, None) or []

@@ -184,6 +184,8 @@ def test_forms_work_without_javascript(app: AgentApp) -> None:
     claimed = app.client.post(f"{url}/claim", data={"csrf": csrf}, follow_redirects=False)
     assert (claimed.status_code, claimed.headers["location"]) == (303, url)
     assert "対応を開始しました" in app.client.get(url, headers={"accept": "text/html"}).text
+    refused = app.client.post(f"{url}/messages", data={"csrf": csrf, "text": "花子\u0000です"})
+    assert refused.status_code == 422  # no store keeps U+0000; nothing was sent
     app.client.post(f"{url}/messages", data={"csrf": csrf, "text": "花子です", "kind": "reply"})
     app.client.post(f"{url}/messages", data={"csrf": csrf, "text": "メモ", "kind": "note"})
     app.client.post(f"{url}/release", data={"csrf": csrf})
@@ -193,6 +195,7 @@ def test_forms_work_without_javascript(app: AgentApp) -> None:
     said = [(m["sender"], m.get("text")) for m in history["messages"]]
     assert ("agent", "花子です") in said and ("bot", "おかえりなさい") in said
     assert "メモ" not in [text for _, text in said]
+    assert [text for sender, text in said if sender == "agent"] == ["花子です"]
 
 
 def test_console_actions_answer_json_to_the_pages_script(app: AgentApp) -> None:

@@ -287,6 +287,25 @@ async def test_a_bad_signature_is_refused_and_nothing_is_stored(
     assert "秘密のメッセージ" not in caplog.text
 
 
+async def test_nul_and_lone_surrogates_are_scrubbed_and_answered(bot: Bot) -> None:
+    """What no store can keep is removed at the edge: the turn is saved and answered."""
+    user = new_user_id()
+    await bot.send(bot.hooks.follow(user))
+    await bot.say(user, "経理\u0000です")
+    # A lone surrogate can only arrive as a JSON escape: json.dumps would refuse to write one.
+    raw = bot.hooks.body(bot.hooks.text(user, "人事PLACEHOLDER"))
+    raw = raw.replace(b"PLACEHOLDER", b"\\ud800")
+    answer = await bot.hooks.post(raw)
+    assert answer.status_code == 200
+    await bot.settle()
+    stored = await bot.runtime.store.load(ConversationKey(channel=Channel.LINE, address=user))
+    assert stored is not None
+    said = [m.text for m in await bot.runtime.store.transcript(stored.id) if m.direction == "in"]
+    assert said[-2:] == ["経理です", "人事"]
+    assert "経理なんですね" in "".join(bot.fake.texts(user))
+    assert await bot.runtime.store.pending_events() == []
+
+
 async def test_malformed_oversized_and_empty_bodies(
     tmp_path: Path, fake: FakeLineApi, plugin: Callable[..., LineChannel]
 ) -> None:

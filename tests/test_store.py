@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from bot.errors import StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status
 from bot.store import (
+    AlreadyHandled,
     ConcurrentUpdate,
     NewEvent,
     SavedTurn,
@@ -599,6 +600,110 @@ async def test_a_turn_marks_its_inbound_event_processed_atomically(store: SqlSto
             KEY, state=state, expected_version=None, inbound=[], outbound=[], inbox_id=second.id
         )
     assert [e.event_id for e in await store.pending_events()] == ["e2"]
+
+
+async def test_an_event_commits_its_effects_once_whoever_runs_it(store: SqlStore) -> None:
+    """Two workers given the same event by mistake: the second writes nothing."""
+    await store.record_event(
+        channel=Channel.LINE, event_id="e1", address=KEY.address, payload={}, occurred_at=T0
+    )
+    (event,) = await store.pending_events()
+    conversation_id = await start(store)
+
+    def turn(text: str) -> TurnWrite:
+        return TurnWrite(
+            key=KEY,
+            state=STATE,
+            expected_version=1,
+            conversation_id=conversation_id,
+            inbound=[said(text)],
+            deliver=[{"type": "text", "text": text}],
+            inbox_id=event.id,
+        )
+
+    first, second = await asyncio.gather(
+        store.save_turns([turn("first")]), store.save_turns([turn("second")])
+    )
+    outcomes = [*first, *second]
+    assert sum(isinstance(o, SavedTurn) for o in outcomes) == 1
+    assert sum(isinstance(o, AlreadyHandled | ConcurrentUpdate) for o in outcomes) == 1
+    assert len(await store.transcript(conversation_id)) == 1
+    assert len(await store.outbox_pending()) == 1
+    # Run again later (a re-run after a crash): the event is marked, nothing more is written.
+    with pytest.raises(AlreadyHandled):
+        await store.save_turn(
+            KEY,
+            state=STATE,
+            expected_version=2,
+            inbound=[said("again")],
+            outbound=[],
+            inbox_id=event.id,
+        )
+    assert len(await store.transcript(conversation_id)) == 1
+    assert await store.pending_event(event.id) is None
+
+
+async def test_an_already_handled_turn_leaves_its_batch_mates_saved(store: SqlStore) -> None:
+    other = ConversationKey(channel=Channel.LINE, address="U" + "f" * 32)
+    for event_id, key in (("e1", KEY), ("e2", other)):
+        await store.record_event(
+            channel=Channel.LINE, event_id=event_id, address=key.address, payload={}, occurred_at=T0
+        )
+    first, second = await store.pending_events()
+    assert await store.claim_event(first.id)
+    assert not await store.claim_event(first.id)  # claimed once only
+    outcomes = await store.save_turns(
+        [
+            TurnWrite(key=KEY, state=STATE, expected_version=None, inbox_id=first.id),
+            TurnWrite(key=other, state=STATE, expected_version=None, inbox_id=second.id),
+        ]
+    )
+    assert isinstance(outcomes[0], AlreadyHandled) and outcomes[0].inbox_id == first.id
+    assert isinstance(outcomes[1], SavedTurn)
+    assert await store.load(KEY) is None and await store.load(other) is not None
+
+
+async def test_inbox_health_reports_pending_age_and_failures(store: SqlStore) -> None:
+    healthy = await store.inbox_health()
+    assert (healthy.pending, healthy.oldest_received, healthy.failed) == (0, None, 0)
+    for event_id in ("e1", "e2", "e3"):
+        await store.record_event(
+            channel=Channel.LINE, event_id=event_id, address=KEY.address, payload={}, occurred_at=T0
+        )
+    first, second, _ = await store.pending_events()
+    await store.mark_processed(first.id)
+    await store.mark_processed(second.id, error="StoreError: value too long")
+    health = await store.inbox_health()
+    assert (health.pending, health.failed) == (1, 1)
+    assert health.oldest_received is not None
+    assert datetime.now(UTC) - health.oldest_received < timedelta(minutes=1)
+
+
+async def test_pending_items_of_some_conversations_in_pages(store: SqlStore) -> None:
+    other = ConversationKey(channel=Channel.LINE, address="U" + "f" * 32)
+    ids: list[SavedTurn] = []
+    for key in (KEY, other, KEY):
+        loaded = await store.load(key)
+        (saved,) = await store.save_turns(
+            [
+                TurnWrite(
+                    key=key,
+                    state=STATE,
+                    expected_version=None if loaded is None else loaded.version,
+                    conversation_id=None if loaded is None else loaded.id,
+                    deliver=[{"type": "text", "text": "x"}],
+                    reply_token="token-" + key.address[-4:],
+                    event_at=T0,
+                )
+            ]
+        )
+        assert isinstance(saved, SavedTurn)
+        ids.append(saved)
+    mine = await store.outbox_pending(conversation_ids=[ids[0].conversation_id])
+    assert [item.id for item in mine] == [ids[0].outbox_id, ids[2].outbox_id]
+    assert (mine[0].reply_token, mine[0].event_at) == ("token-cdef", T0)
+    later = await store.outbox_pending(after_id=ids[0].outbox_id or 0, limit=1)
+    assert [item.id for item in later] == [ids[1].outbox_id]
 
 
 async def test_many_outbox_items_are_marked_sent_at_once(store: SqlStore) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,58 @@ def test_ops_endpoints(client: TestClient) -> None:
     assert 'yarigai_conversations{state="role"} 1.0' in metrics
     assert "yarigai_handoffs_waiting 0.0" in metrics
     assert "yarigai_turn_seconds_bucket" in metrics
+
+
+def test_text_no_store_can_keep_is_refused_and_the_chat_goes_on(client: TestClient) -> None:
+    """U+0000 (PostgreSQL refuses it) and lone surrogates (not UTF-8 at all) get 422."""
+    session = client.post("/api/chat/sessions", json={}).json()["session"]
+    url = f"/api/chat/sessions/{session}/messages"
+    assert client.post(url, json={"text": "経理\u0000です"}).status_code == 422
+    assert client.post(url, json={"choice": "keiri\u0000"}).status_code == 422
+    lone = b'{"text": "\\ud800 hi"}'
+    refused = client.post(url, content=lone, headers={"content-type": "application/json"})
+    assert refused.status_code == 422
+    assert "U+0000 or a lone surrogate" in refused.text
+    assert client.post(url, json={"text": "経理です"}).status_code == 200
+
+
+def test_readyz_and_metrics_report_an_inbox_that_is_not_draining(tmp_path: Path) -> None:
+    # WORKER_MODE=separate with no worker running: events are recorded and nobody runs them.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        flows_dir=FLOWS,
+        default_flow="mini",
+        worker_mode="separate",
+        inbox_stall_seconds=60,
+    )
+    with TestClient(create_app(settings)) as client:
+        store = client.app.state.runtime.store  # type: ignore[attr-defined]
+        now = datetime.now(UTC)
+
+        def record(event_id: str, waited: timedelta) -> None:
+            client.portal.call(  # type: ignore[union-attr]
+                partial(
+                    store.record_event,
+                    channel="line",
+                    event_id=event_id,
+                    address="U1",
+                    payload={},
+                    occurred_at=now - waited,
+                    now=now - waited,
+                )
+            )
+
+        record("fresh", timedelta(seconds=5))
+        assert client.get("/readyz").status_code == 200
+        record("stuck", timedelta(seconds=90))
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "inbox not draining"
+        assert ready.json()["oldest_pending_seconds"] >= 90
+        metrics = client.get("/metrics").text
+        assert "yarigai_inbox_pending 2.0" in metrics
+        assert "yarigai_inbox_failed 0.0" in metrics
+        oldest = next(
+            line for line in metrics.splitlines() if line.startswith("yarigai_inbox_oldest")
+        )
+        assert float(oldest.split()[-1]) >= 90

@@ -15,8 +15,10 @@ from bot.store.handoff_records import (
 )
 from bot.store.handoffs import HandoffStore, Orphan
 from bot.store.records import (
+    AlreadyHandled,
     ConcurrentUpdate,
     InboxEvent,
+    InboxHealth,
     NewEvent,
     OutboxItem,
     SavedTurn,
@@ -31,11 +33,13 @@ __all__ = [
     "Agent",
     "AgentStore",
     "AgentToken",
+    "AlreadyHandled",
     "ConcurrentUpdate",
     "Handoff",
     "HandoffStatus",
     "HandoffStore",
     "InboxEvent",
+    "InboxHealth",
     "ModeChange",
     "NewEvent",
     "Orphan",
