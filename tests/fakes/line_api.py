@@ -10,7 +10,9 @@ thread, so the app under test talks to it through the SDK exactly as to LINE). I
 - honours `X-Line-Retry-Key`: a key seen before answers 409, as LINE does, and delivers nothing;
 - records what each chat sees, in order, and every call;
 - fails on request: a status (500, 429, 400...) for the next calls, optionally after accepting
-  the request (LINE delivered, the answer was lost), or answers slowly (timeouts).
+  the request (LINE delivered, the answer was lost), or answers slowly (timeouts);
+- goes down on request (`down()` / `up()`): meanwhile every call is answered 500, nothing
+  delivered.
 
 Reply tokens are self-contained (chat, mint time, nonce, MAC), so a load generator in another
 process can mint them without asking the fake; `token_secret` must match.
@@ -234,6 +236,7 @@ class FakeLineApi:
         self._expired_tokens: set[str] = set()
         self._retry_keys: dict[str, str] = {}
         self._faults: list[_Fault] = []
+        self._down = False  # `down()`: every call answers 500 until `up()`
         self.holding = 0  # requests being held back by `slow` right now
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -326,6 +329,15 @@ class FakeLineApi:
         with self._lock:
             self._faults.append(_Fault(operation, 200, times, accept, seconds, ""))
 
+    def down(self) -> None:
+        """An outage: every call is answered 500 and delivers nothing, until `up()`."""
+        with self._lock:
+            self._down = True
+
+    def up(self) -> None:
+        with self._lock:
+            self._down = False
+
     def clear_faults(self) -> None:
         """Forget failures and delays not yet used up."""
         with self._lock:
@@ -377,6 +389,10 @@ class FakeLineApi:
         call = Call(operation, 0, None, retry_key, uuid.uuid4().hex, time.time())
         if request.headers.get("Authorization") != f"Bearer {self.access_token}":
             return self._answer(call, 401, "Authentication failed")
+        with self._lock:
+            down = self._down
+        if down:
+            return self._answer(call, 500, _STATUS_TEXT[500])
         try:
             call.body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -546,10 +562,14 @@ class Webhooks:
         fake: FakeLineApi,
         secret: str = CHANNEL_SECRET,
         spec: Path | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> None:
+        """`client`: posts go through it (kept connections) rather than a new client each;
+        many posts add up, a client's TLS set-up alone costs tens of milliseconds."""
         self.url = url
         self.fake = fake
         self.secret = secret
+        self.client = client
         self.validator = load_validator((spec or spec_dir()) / "webhook.yml")
         self._clock = int(time.time() * 1000)
 
@@ -649,8 +669,11 @@ class Webhooks:
 
     # ------------------------------------------------------------ sending
 
-    def body(self, *events: Mapping[str, Any], redelivery: bool = False) -> bytes:
-        """A webhook body for `events`, checked against webhook.yml."""
+    def body(
+        self, *events: Mapping[str, Any], redelivery: bool = False, ascii_only: bool = False
+    ) -> bytes:
+        """A webhook body for `events`, checked against webhook.yml. `ascii_only` escapes
+        everything else as `\\uXXXX`, the only way a lone surrogate can travel in JSON."""
         sent = [copy.deepcopy(dict(e)) for e in events]
         for event in sent:
             event["deliveryContext"] = {"isRedelivery": redelivery}
@@ -658,13 +681,17 @@ class Webhooks:
         errors = self.validator.errors("CallbackRequest", document)
         if errors:
             raise AssertionError(f"test event breaks webhook.yml: {errors}")
-        return json.dumps(document, ensure_ascii=False).encode()
+        return json.dumps(document, ensure_ascii=ascii_only).encode()
 
     async def send(
-        self, *events: Mapping[str, Any], redelivery: bool = False, signature: str | None = None
+        self,
+        *events: Mapping[str, Any],
+        redelivery: bool = False,
+        signature: str | None = None,
+        ascii_only: bool = False,
     ) -> httpx.Response:
         """POST the signed body, as LINE does; returns the bot's answer."""
-        body = self.body(*events, redelivery=redelivery)
+        body = self.body(*events, redelivery=redelivery, ascii_only=ascii_only)
         return await self.post(body, signature=signature)
 
     async def post(self, body: bytes, *, signature: str | None = None) -> httpx.Response:
@@ -673,6 +700,8 @@ class Webhooks:
             "x-line-signature": sign(self.secret, body) if signature is None else signature,
             "user-agent": "LineBotWebhook/2.0",
         }
+        if self.client is not None:
+            return await self.client.post(self.url, content=body, headers=headers)
         async with httpx.AsyncClient(timeout=10) as client:
             return await client.post(self.url, content=body, headers=headers)
 

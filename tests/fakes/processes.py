@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -55,3 +58,10 @@ def _stat(path: Path) -> list[str] | None:
         return path.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def kill(*pids: int) -> None:
+    """SIGKILL each of `pids` still there (as the kernel's OOM killer or a crash would)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
