@@ -9,8 +9,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from bot.cli.chat import run_chat
 from bot.config import Settings
-from bot.terminal import run_chat
 
 ROOT = Path(__file__).parent.parent
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bot.cli_flows import flows
+from bot.cli.flows import flows
 from bot.flows.lint import lint
 from bot.flows.loader import FlowErrors, load_flow, parse_flow
 

@@ -24,15 +24,15 @@ from fakes.line_api import (
 from fakes.slack_api import BOT_ID, FakeSlackApi, Posted, SlackEvents
 from pydantic import SecretStr
 
-import bot.app as app_module
-from bot.app import create_app
-from bot.channels.line import WEBHOOK_PATH, LineChannel
-from bot.channels.slack import PATH as SLACK_PATH
-from bot.channels.slack import SlackChannel
-from bot.channels.slack_agent_blocks import CLAIM_LABEL, RELEASE_LABEL
+import bot.http.app as app_module
+from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
+from bot.channels.slack.adapter import PATH as SLACK_PATH
+from bot.channels.slack.adapter import SlackChannel
+from bot.channels.slack.agents.blocks import CLAIM_LABEL, RELEASE_LABEL
 from bot.config import Settings
-from bot.runtime import Runtime
+from bot.http.app import create_app
 from bot.store import HandoffStatus
+from bot.wiring import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 SIGNING_SECRET = "fake-signing-secret-e2e"

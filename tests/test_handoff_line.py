@@ -20,13 +20,13 @@ from fakes.line_api import (
     require_spec,
 )
 
-import bot.app as app_module
-from bot.app import create_app
-from bot.channels.line import WEBHOOK_PATH, LineChannel
+import bot.http.app as app_module
+from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
 from bot.config import Settings
-from bot.console.auth import new_token
-from bot.runtime import Runtime
+from bot.http.app import create_app
+from bot.http.console.auth import new_token
 from bot.store import AgentStore
+from bot.wiring import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,15 +9,15 @@ import pytest
 
 from bot.engine import Engine
 from bot.flows.loader import load_flow
-from bot.handoff import (
+from bot.handoff.desk import (
     BACK_TO_BOT,
     is_back_to_bot,
     repair_action,
     timeout_due,
     waiting_text,
 )
-from bot.handoff_summary import summarize, summary_lines
-from bot.hours import AgentHours
+from bot.handoff.hours import AgentHours
+from bot.handoff.summary import summarize, summary_lines
 from bot.models import (
     Channel,
     ChoiceIn,

@@ -34,16 +34,22 @@ from fakes.line_api import (
 from fakes.processes import free_port, wait_healthy
 from fastapi import FastAPI
 
-import bot.app as app_module
-from bot.app import create_app
-from bot.channels.line import ASK_FOR_BUTTON, ASK_FOR_TEXT, GROUP_NOTE, WEBHOOK_PATH, LineChannel
-from bot.channels.line_webhook import parse
+import bot.http.app as app_module
+from bot.channels.line.adapter import (
+    ASK_FOR_BUTTON,
+    ASK_FOR_TEXT,
+    GROUP_NOTE,
+    WEBHOOK_PATH,
+    LineChannel,
+)
+from bot.channels.line.webhook import parse
 from bot.config import Settings
 from bot.errors import DeliveryFailed
+from bot.http.app import create_app
 from bot.models import Channel, ConversationKey, Mode, StartIn, Status, TextOut
-from bot.runtime import Runtime
 from bot.store import SqlStore
 from bot.store.tables import inbox, outbox
+from bot.wiring import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_RETRIES = (0.02, 0.05)
@@ -326,7 +332,7 @@ async def test_malformed_oversized_and_empty_bodies(
 async def test_without_both_secrets_the_endpoint_is_off(
     tmp_path: Path, fake: FakeLineApi, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.channels.line")
+    caplog.set_level(logging.INFO, logger="bot.channels.line.adapter")
     settings = line_settings(tmp_path / "db.sqlite", fake, line_channel_access_token=None)
     async with serving(settings, fake) as bot:
         answer = await bot.hooks.send(bot.hooks.follow(new_user_id()))
@@ -644,7 +650,7 @@ def _server_process(database: Path, fake: FakeLineApi, workdir: Path) -> Iterato
         "LINE_API_BASE_URL": fake.url,
         "PYTHONPATH": str(REPO),
     }
-    command = [sys.executable, "-m", "uvicorn", "bot.app:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "bot.http.app:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     # The working directory is empty so no developer's .env is read.
     process = subprocess.Popen(command, env=env, cwd=workdir)

@@ -27,14 +27,15 @@ from fakes.slack_api import (
     dm_channel,
 )
 
-from bot.channels.slack_agent_blocks import (
+from bot.channels.slack.agents.actions import REFUSED, AgentChannelConfig, SlackAgentNames
+from bot.channels.slack.agents.blocks import (
     CLAIM_LABEL,
     RELEASE_LABEL,
     agent_said,
     card,
     user_said,
 )
-from bot.channels.slack_agent_events import (
+from bot.channels.slack.agents.events import (
     AgentClick,
     AgentPost,
     AgentRequest,
@@ -42,9 +43,8 @@ from bot.channels.slack_agent_events import (
     agent_text,
     parse_agent,
 )
-from bot.channels.slack_agents import REFUSED, AgentChannelConfig, SlackAgentNames
 from bot.config import Settings
-from bot.handoff import AgentRef
+from bot.handoff.desk import AgentRef
 from bot.models import Channel, ConversationKey, StoredMessage
 from bot.store import Handoff, HandoffStatus, SqlStore
 from bot.store.tables import inbox

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs
 import pytest
 from fakes.slack_api import BOT_ID, BOT_USER_ID, Posted, SlackEvents, dm_channel
 
-from bot.channels.slack_blocks import render
-from bot.channels.slack_events import destination, parse, plain_text
+from bot.channels.slack.blocks import render
+from bot.channels.slack.events import destination, parse, plain_text
 from bot.models import Choice, ChoiceIn, ChoicesOut, StartIn, TextIn
 
 USER = "U0USER01"

@@ -27,10 +27,10 @@ from fakes.line_api import (
 )
 from fakes.processes import alive, children, free_port, wait_healthy
 
-from bot.channels.line import WEBHOOK_PATH
+from bot.channels.line.adapter import WEBHOOK_PATH
+from bot.core.backpressure import BUSY_AT, HOLD, Foreground, SharedMoment
+from bot.core.inbox import shard_of
 from bot.models import Channel
-from bot.priority import BUSY_AT, HOLD, Foreground, SharedMoment
-from bot.worker import shard_of
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,10 +10,10 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, Field
 
+from bot.core.service import Reply
 from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
-from bot.runtime import Runtime
-from bot.service import Reply
 from bot.storable_text import require_storable
+from bot.wiring import Runtime
 
 router = APIRouter()
 

@@ -1,6 +1,6 @@
 """`AgentStore`: agent accounts (console sign-in) and their API tokens.
 
-Only hashes are stored: argon2 for passwords (hashed by the caller, see `bot.console.auth`),
+Only hashes are stored: argon2 for passwords (hashed by the caller, see `bot.http.console.auth`),
 sha256 for tokens (random 256-bit values need no slow hash; the digest is indexable).
 """
 

@@ -39,7 +39,7 @@ class Handoff:
     key: ConversationKey  # the user's channel and address: how to reach them
     status: HandoffStatus
     reason: str
-    summary: dict[str, Any]  # see `bot.handoff_summary.summarize`
+    summary: dict[str, Any]  # see `bot.handoff.summary.summarize`
     requested_at: datetime
     claimed_at: datetime | None = None
     agent: str | None = None  # who holds it (agent name, or e.g. "slack:U0123")

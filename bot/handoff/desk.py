@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
+from bot.core.service import ConversationService, Event, Reply
 from bot.errors import AlreadyClaimed, DeliveryFailed
-from bot.handoff_summary import summarize
-from bot.hours import AgentHours, when
+from bot.handoff.hours import AgentHours, when
+from bot.handoff.summary import summarize
 from bot.models import (
     CardOut,
     Channel,
@@ -39,7 +40,6 @@ from bot.models import (
     Turn,
 )
 from bot.nlu.normalize import normalize
-from bot.service import ConversationService, Event, Reply
 from bot.store import Handoff, HandoffStore, Orphan, SqlStore, StoredConversation
 
 log = logging.getLogger(__name__)

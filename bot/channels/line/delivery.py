@@ -16,14 +16,14 @@ from typing import Final
 
 from linebot.v3.messaging import Message
 
-from bot.channels.line_api import (
+from bot.channels.line.api import (
     LineApi,
     LineApiError,
     LineConflict,
     LineInvalidReplyToken,
     LineRateLimited,
 )
-from bot.channels.line_render import batches
+from bot.channels.line.render import batches
 from bot.errors import DeliveryFailed
 
 log = logging.getLogger(__name__)

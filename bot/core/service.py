@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from bot.batching import GroupCommit
+from bot.core.backpressure import Foreground
+from bot.core.group_commit import GroupCommit
 from bot.engine import Engine
 from bot.errors import StoreError
 from bot.metrics import Metrics
@@ -35,7 +36,6 @@ from bot.models import (
     Turn,
     outbound_text,
 )
-from bot.priority import Foreground
 from bot.store.repo import (
     AlreadyHandled,
     ConcurrentUpdate,
@@ -69,7 +69,7 @@ class Reply:
 
 
 class HandoffHooks(Protocol):
-    """What the composer asks of the handoff desk (`bot.handoff.HandoffDesk`)."""
+    """What the composer asks of the handoff desk (`bot.handoff.desk.HandoffDesk`)."""
 
     def waiting_notice(self, conversation: ConversationState) -> tuple[Message, ...]:
         """Said after the flow's own words when a turn asks for an agent: how long it takes."""

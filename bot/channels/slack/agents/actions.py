@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.slack_agent_blocks import (
+from bot.channels.slack.agents.blocks import (
     NOTE_MARK,
     SLACK_AGENT_PREFIX,
     agent_said,
@@ -41,21 +41,21 @@ from bot.channels.slack_agent_blocks import (
     released_note,
     user_said,
 )
-from bot.channels.slack_agent_events import (
+from bot.channels.slack.agents.events import (
     SURFACE,
     AgentClick,
     AgentPost,
     AgentRequest,
     parse_agent,
 )
-from bot.channels.slack_blocks import SlackMessage
-from bot.channels.slack_web import SlackApiFailure, call
+from bot.channels.slack.blocks import SlackMessage
+from bot.channels.slack.web_api import SlackApiFailure, call
 from bot.config import Settings
 from bot.errors import AlreadyClaimed, DeliveryFailed, HandoffClosed, NotHolder, UnknownHandoff
-from bot.handoff import AgentRef, HandoffDesk
+from bot.handoff.desk import AgentRef, HandoffDesk
 from bot.models import StoredMessage
-from bot.runtime import Runtime
 from bot.store import Handoff, HandoffStatus, HandoffStore, InboxEvent
+from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -12,19 +12,19 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from bot import console
-from bot.asgi import App
 from bot.channels import web
-from bot.channels.line import LineChannel
-from bot.channels.registry import ChannelPlugin
-from bot.channels.slack import SlackChannel
+from bot.channels.line.adapter import LineChannel
+from bot.channels.slack.adapter import SlackChannel
 from bot.config import Settings
+from bot.core.backpressure import Foreground
+from bot.core.ports import ChannelPlugin
 from bot.errors import BotError, StoreError
+from bot.http import console
+from bot.http.asgi import App
 from bot.models import Mode
-from bot.priority import Foreground
-from bot.runtime import Runtime
 from bot.storable_text import scrub_json
 from bot.store.records import InboxHealth
+from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)
 

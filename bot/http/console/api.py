@@ -10,15 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field, StringConstraints
 
-from bot.console.auth import TokenAgent, token_agent
-from bot.console.views import (
-    HandoffDetail,
-    HandoffView,
-    LineView,
-    detail_view,
-    handoff_view,
-    line_view,
-)
 from bot.errors import (
     AlreadyClaimed,
     DeliveryFailed,
@@ -27,13 +18,22 @@ from bot.errors import (
     NotHolder,
     UnknownHandoff,
 )
-from bot.handoff import AgentRef
+from bot.handoff.desk import AgentRef
+from bot.http.console.auth import TokenAgent, token_agent
+from bot.http.console.views import (
+    HandoffDetail,
+    HandoffView,
+    LineView,
+    detail_view,
+    handoff_view,
+    line_view,
+)
 from bot.models import outbound_text
 from bot.store import Agent, Handoff, HandoffStatus
 
 if TYPE_CHECKING:
-    from bot.handoff import HandoffDesk
-    from bot.runtime import Runtime
+    from bot.handoff.desk import HandoffDesk
+    from bot.wiring import Runtime
 
 HandoffId = Annotated[int, Path(ge=1, description="The handoff's id.")]
 

@@ -42,14 +42,16 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels import slack_agents
-from bot.channels.registry import Sender
-from bot.channels.slack_agents import SlackAgentActions
-from bot.channels.slack_blocks import SlackMessage, render, render_answer
-from bot.channels.slack_events import Clicked, SlackInbound, destination, parse
-from bot.channels.slack_web import SlackApiFailure
-from bot.channels.slack_web import call as _call
+from bot.channels.slack.agents import actions as slack_agents
+from bot.channels.slack.agents.actions import SlackAgentActions
+from bot.channels.slack.blocks import SlackMessage, render, render_answer
+from bot.channels.slack.events import Clicked, SlackInbound, destination, parse
+from bot.channels.slack.web_api import SlackApiFailure
+from bot.channels.slack.web_api import call as _call
 from bot.config import Settings
+from bot.core.inbox import MARKED, EventHandler, Worker
+from bot.core.ports import Sender
+from bot.core.service import ConversationService
 from bot.errors import ChannelError, StoreError
 from bot.models import (
     CardOut,
@@ -60,11 +62,9 @@ from bot.models import (
     Outbound,
     TextOut,
 )
-from bot.runtime import Runtime
-from bot.service import ConversationService
 from bot.storable_text import scrub_json
 from bot.store.repo import InboxEvent, OutboxItem, SqlStore
-from bot.worker import MARKED, EventHandler, Worker
+from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from bot.batching import GroupCommit
+from bot.core.group_commit import GroupCommit
 from bot.errors import StoreError
 from bot.models import Channel
 from bot.store.repo import AlreadyHandled, InboxEvent, NewEvent, SqlStore

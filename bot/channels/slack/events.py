@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
-from bot.channels.slack_blocks import ACTION_PREFIX, read_button_value
+from bot.channels.slack.blocks import ACTION_PREFIX, read_button_value
 from bot.models import ChoiceIn, Frozen, StartIn, TextIn
 
 MAX_TEXT: Final = 2000

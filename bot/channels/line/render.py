@@ -27,7 +27,7 @@ from linebot.v3.messaging import (
     TextMessage,
 )
 
-from bot.channels.line_webhook import postback_data
+from bot.channels.line.webhook import postback_data
 from bot.models import CardOut, ChoicesOut, TextOut
 
 log = logging.getLogger(__name__)

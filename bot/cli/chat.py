@@ -16,7 +16,7 @@ from bot.models import (
     TextIn,
     TextOut,
 )
-from bot.runtime import Runtime
+from bot.wiring import Runtime
 
 Message = TextOut | ChoicesOut | CardOut
 

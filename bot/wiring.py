@@ -9,19 +9,19 @@ from datetime import timedelta
 from typing import Any
 
 from bot.config import Settings
+from bot.core.backpressure import Foreground
+from bot.core.inbox import Worker
+from bot.core.service import ConversationService
 from bot.engine import Engine
 from bot.errors import FlowError
 from bot.flows.loader import Flow, load_flows
-from bot.handoff import AgentSurface, HandoffDesk
-from bot.hours import AgentHours
+from bot.handoff.desk import AgentSurface, HandoffDesk
+from bot.handoff.hours import AgentHours
 from bot.metrics import Metrics
 from bot.models import Channel
 from bot.nlu.classifier import build_understander, default_cache_dir
-from bot.priority import Foreground
-from bot.service import ConversationService
 from bot.store.handoffs import HandoffStore
 from bot.store.repo import SqlStore
-from bot.worker import Worker
 
 log = logging.getLogger(__name__)
 

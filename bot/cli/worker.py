@@ -21,10 +21,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from bot.app import CHANNELS, start_background
 from bot.config import Settings
-from bot.priority import Foreground, SharedMoment
-from bot.runtime import Runtime
+from bot.core.backpressure import Foreground, SharedMoment
+from bot.http.app import CHANNELS, start_background
+from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,6 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator
 
-from bot.console.auth import (
-    SessionAgent,
-    check_csrf,
-    check_password,
-    csrf_token,
-    session_agent,
-)
-from bot.console.views import detail_view, handoff_view
 from bot.errors import (
     AlreadyClaimed,
     DeliveryFailed,
@@ -28,12 +20,20 @@ from bot.errors import (
     NotHolder,
     UnknownHandoff,
 )
-from bot.handoff import AgentRef
+from bot.handoff.desk import AgentRef
+from bot.http.console.auth import (
+    SessionAgent,
+    check_csrf,
+    check_password,
+    csrf_token,
+    session_agent,
+)
+from bot.http.console.views import detail_view, handoff_view
 from bot.storable_text import require_storable
 from bot.store import Agent
 
 if TYPE_CHECKING:
-    from bot.console import Console
+    from bot.http.console import Console
 
 MAX_TEXT: Final = 2000
 SECURITY_HEADERS: Final = {

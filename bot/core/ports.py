@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from bot.config import Settings
 from bot.models import CardOut, ChoicesOut, ConversationKey, TextOut
-from bot.runtime import Runtime
+from bot.wiring import Runtime
 
 
 class ChannelPlugin(Protocol):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
-from bot.channels.slack_blocks import MAX_BLOCKS, MAX_SECTION_TEXT, SlackMessage
-from bot.handoff import AgentRef
-from bot.handoff_summary import summary_lines
+from bot.channels.slack.blocks import MAX_BLOCKS, MAX_SECTION_TEXT, SlackMessage
+from bot.handoff.desk import AgentRef
+from bot.handoff.summary import summary_lines
 from bot.models import StoredMessage
 from bot.store import Handoff, HandoffStatus
 

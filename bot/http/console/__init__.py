@@ -18,11 +18,11 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.config import Settings
-from bot.console import api, events, pages
-from bot.console.auth import SignInRequired
-from bot.console.feed import ConsoleFeed
-from bot.runtime import Runtime
+from bot.http.console import api, events, pages
+from bot.http.console.auth import SignInRequired
+from bot.http.console.feed import ConsoleFeed
 from bot.store import AgentStore
+from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),
     )
-    static = resources.files("bot.console").joinpath("static")
+    static = resources.files("bot.http.console").joinpath("static")
     app.mount("/console/static", StaticFiles(directory=str(static)), name="console-static")
     app.include_router(pages.public)
     app.include_router(pages.router)
@@ -119,7 +119,7 @@ async def setup(app: FastAPI, runtime: Runtime) -> None:
         agents=AgentStore(engine=runtime.store.engine),
         feed=feed,
         templates=jinja2.Environment(
-            loader=jinja2.PackageLoader("bot.console", "templates"),
+            loader=jinja2.PackageLoader("bot.http.console", "templates"),
             autoescape=True,  # every user and agent text in the pages is escaped
             trim_blocks=True,
             lstrip_blocks=True,

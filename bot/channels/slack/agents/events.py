@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
-from bot.channels.slack_agent_blocks import CLAIM_ACTION, RELEASE_ACTION
+from bot.channels.slack.agents.blocks import CLAIM_ACTION, RELEASE_ACTION
 from bot.models import Frozen
 
 SURFACE: Final = "slack-agents"

@@ -36,7 +36,7 @@ def agents() -> None:
 )
 def add(name: str, display_name: str | None, password: str) -> None:
     """Create an agent account NAME that can sign in to /console."""
-    from bot.console.auth import hash_password
+    from bot.http.console.auth import hash_password
 
     _check_name(name)
     if len(password) < MIN_PASSWORD:
@@ -51,7 +51,7 @@ def add(name: str, display_name: str | None, password: str) -> None:
 @click.option("--label", default="", help="What the token is for, e.g. the tool using it.")
 def token(name: str, label: str) -> None:
     """Create an API token for NAME and print it (it is shown only this once)."""
-    from bot.console.auth import new_token
+    from bot.http.console.auth import new_token
 
     secret, hashed = new_token()
     _run(lambda s: s.add_token(name, token_hash=hashed, label=label))

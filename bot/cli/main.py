@@ -17,7 +17,7 @@ from bot.errors import BotError
 from bot.logs import configure
 
 if TYPE_CHECKING:
-    from bot.worker_process import Companion
+    from bot.cli.worker import Companion
 
 
 @click.group()
@@ -38,8 +38,8 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     """Run the web server (web chat, webhooks, console)."""
     import uvicorn
 
-    from bot.app import create_app
     from bot.flows.loader import load_flows
+    from bot.http.app import create_app
 
     settings = Settings()
     configure(settings.log_level, settings.log_format)
@@ -51,8 +51,8 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     workers: list[Companion] = []
     foreground = None
     if settings.worker_mode == "separate" and with_worker:
-        from bot.priority import Foreground, SharedMoment
-        from bot.worker_process import Companion
+        from bot.cli.worker import Companion
+        from bot.core.backpressure import Foreground, SharedMoment
 
         # The worker's batches of turns give way to this server's webhooks (bot/priority.py).
         handle, name = tempfile.mkstemp(prefix="yarigai-foreground-")
@@ -110,10 +110,10 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
 def worker(nice: int, foreground_file: Path | None, shard: str, parent_pid: int | None) -> None:
     """Run LINE and Slack events for web servers in WORKER_MODE=separate."""
     if parent_pid is not None:
-        from bot.worker_process import die_with_parent
+        from bot.cli.worker import die_with_parent
 
         die_with_parent(parent_pid)  # first: before any start-up work
-    from bot.worker_process import run
+    from bot.cli.worker import run
 
     part, _, parts = shard.partition("/")
     if not (part.isdigit() and parts.isdigit() and 1 <= int(part) <= int(parts)):
@@ -139,7 +139,7 @@ def worker(nice: int, foreground_file: Path | None, shard: str, parent_pid: int 
 @click.option("--user", default="terminal", help="Conversation address (keeps your progress).")
 def chat(user: str) -> None:
     """Talk to the bot in the terminal; choices are numbered."""
-    from bot.terminal import run_chat
+    from bot.cli.chat import run_chat
 
     settings = Settings()
     configure("WARNING", settings.log_format)
@@ -153,9 +153,9 @@ def chat(user: str) -> None:
 
 
 def _attach_groups() -> None:
-    from bot.cli_agents import agents
-    from bot.cli_flows import flows
-    from bot.cli_nlu import nlu
+    from bot.cli.agents import agents
+    from bot.cli.flows import flows
+    from bot.cli.nlu import nlu
 
     main.add_command(flows)
     main.add_command(agents)

@@ -26,17 +26,15 @@ from fastapi import FastAPI
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from bot.asgi import add_post, answer, header, read_body
-from bot.batching import GroupCommit
-from bot.channels.line_api import REQUEST_TIMEOUT, LineApi
-from bot.channels.line_delivery import (
+from bot.channels.line.api import REQUEST_TIMEOUT, LineApi
+from bot.channels.line.delivery import (
     REPLY_TOKEN_LIFE,
     RETRY_DELAYS,
     Delivery,
     LineDeliveryFailed,
 )
-from bot.channels.line_render import render
-from bot.channels.line_webhook import (
+from bot.channels.line.render import render
+from bot.channels.line.webhook import (
     SIGNATURE_HEADER,
     GroupJoined,
     Ignored,
@@ -49,7 +47,11 @@ from bot.channels.line_webhook import (
     verify,
 )
 from bot.config import Settings
+from bot.core.group_commit import GroupCommit
+from bot.core.inbox import MARKED
+from bot.core.service import TURNS_PER_BATCH
 from bot.errors import BotError
+from bot.http.asgi import add_post, answer, header, read_body
 from bot.models import (
     CardOut,
     Channel,
@@ -59,10 +61,8 @@ from bot.models import (
     Outbound,
     TextOut,
 )
-from bot.runtime import Runtime
-from bot.service import TURNS_PER_BATCH
 from bot.store.records import InboxEvent, OutboxItem
-from bot.worker import MARKED
+from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class LineBot:
     # ------------------------------------------------------------ webhook
 
     async def webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST /webhooks/line, as plain ASGI (see `bot.asgi`)."""
+        """POST /webhooks/line, as plain ASGI (see `bot.http.asgi`)."""
         try:
             body = await read_body(receive, scope, self.max_body)
             client = scope["client"][0] if scope.get("client") else "?"

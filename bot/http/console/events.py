@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Final
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from bot.console.auth import session_agent
-from bot.console.views import handoff_view, line_view
 from bot.errors import UnknownHandoff
+from bot.http.console.auth import session_agent
+from bot.http.console.views import handoff_view, line_view
 
 if TYPE_CHECKING:
-    from bot.console import Console
+    from bot.http.console import Console
 
 POLL_SECONDS: Final = 3.0  # the longest a move made by another server process takes to show
 STREAM_SECONDS: Final = 60.0
