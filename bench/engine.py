@@ -45,7 +45,7 @@ from bot.models import (
     outbound_text,
 )
 from bot.store import SqlStore, create_engine
-from bot.store.tables import conversations, messages
+from bot.store.schema import conversations, messages
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 POSTGRES_URL: Final = os.environ.get(

@@ -20,8 +20,8 @@ from bot.handoff.hours import AgentHours
 from bot.metrics import Metrics
 from bot.models import Channel
 from bot.nlu.classifier import build_understander, default_cache_dir
+from bot.store import SqlStore
 from bot.store.handoffs import HandoffStore
-from bot.store.repo import SqlStore
 
 log = logging.getLogger(__name__)
 

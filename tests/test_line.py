@@ -48,7 +48,7 @@ from bot.errors import DeliveryFailed
 from bot.http.app import create_app
 from bot.models import Channel, ConversationKey, Mode, StartIn, Status, TextOut
 from bot.store import SqlStore
-from bot.store.tables import inbox, outbox
+from bot.store.schema import inbox, outbox
 from bot.wiring import Runtime
 
 REPO = Path(__file__).resolve().parents[1]

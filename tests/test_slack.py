@@ -25,7 +25,7 @@ from bot.config import Settings
 from bot.http.app import create_app
 from bot.models import Channel, ConversationKey, ConversationState, TextOut
 from bot.store import SqlStore, TranscriptEntry
-from bot.store.tables import inbox, outbox
+from bot.store.schema import inbox, outbox
 from bot.wiring import Runtime
 
 SIGNING_SECRET = "fake-signing-secret-abcdef"

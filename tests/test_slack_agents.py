@@ -47,7 +47,7 @@ from bot.config import Settings
 from bot.handoff.desk import AgentRef
 from bot.models import Channel, ConversationKey, StoredMessage
 from bot.store import Handoff, HandoffStatus, SqlStore
-from bot.store.tables import inbox
+from bot.store.schema import inbox
 
 SIGNING_SECRET = "fake-signing-secret-agents"
 ROOT = Path(__file__).parent.parent

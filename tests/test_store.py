@@ -32,7 +32,7 @@ from bot.store import (
     migrate,
 )
 from bot.store.db import ALEMBIC_INI
-from bot.store.tables import inbox, metadata
+from bot.store.schema import inbox, metadata
 
 if TYPE_CHECKING:
     from conftest import StoreTarget

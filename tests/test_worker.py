@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from bot.core.inbox import SUSPECT_AFTER, Worker
 from bot.errors import StoreError
+from bot.records import InboxEvent
 from bot.store import AlreadyHandled, SqlStore
-from bot.store.records import InboxEvent
 
 
 async def test_a_store_error_is_retried_and_the_event_handled_once(store: SqlStore) -> None:

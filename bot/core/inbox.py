@@ -18,7 +18,8 @@ from typing import Any, Final, Literal
 from bot.core.group_commit import GroupCommit
 from bot.errors import StoreError
 from bot.models import Channel
-from bot.store.repo import AlreadyHandled, InboxEvent, NewEvent, SqlStore
+from bot.records import InboxEvent, NewEvent
+from bot.store import AlreadyHandled, SqlStore
 
 log = logging.getLogger(__name__)
 

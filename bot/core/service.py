@@ -36,7 +36,7 @@ from bot.models import (
     Turn,
     outbound_text,
 )
-from bot.store.repo import (
+from bot.store import (
     AlreadyHandled,
     ConcurrentUpdate,
     SavedTurn,

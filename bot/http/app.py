@@ -22,8 +22,8 @@ from bot.errors import BotError, StoreError
 from bot.http import console
 from bot.http.asgi import App
 from bot.models import Mode
+from bot.records import InboxHealth
 from bot.storable_text import scrub_json
-from bot.store.records import InboxHealth
 from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)

@@ -61,7 +61,7 @@ from bot.models import (
     Outbound,
     TextOut,
 )
-from bot.store.records import InboxEvent, OutboxItem
+from bot.records import InboxEvent, OutboxItem
 from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)

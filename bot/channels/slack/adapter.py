@@ -62,8 +62,9 @@ from bot.models import (
     Outbound,
     TextOut,
 )
+from bot.records import InboxEvent, OutboxItem
 from bot.storable_text import scrub_json
-from bot.store.repo import InboxEvent, OutboxItem, SqlStore
+from bot.store import SqlStore
 from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,87 +1,109 @@
-"""`SqlStore`: conversations, transcripts, inbox and outbox on SQLite or PostgreSQL."""
+"""Conversations: their state, transcript and turns (a turn also marks its inbox event and
+queues its reply, in one transaction)."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any, Final
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.errors import StoreError
+from bot.errors import BotError, StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
-from bot.store.db import create_engine, migrate
-from bot.store.records import (
-    AlreadyHandled,
-    ConcurrentUpdate,
-    InboxEvent,
-    InboxHealth,
-    NewEvent,
-    OutboxItem,
-    SavedTurn,
-    StoredConversation,
-    TranscriptEntry,
-    TurnWrite,
-    UnknownConversation,
-)
-from bot.store.tables import conversations, inbox, messages, outbox
-
-__all__ = [
-    "AlreadyHandled",
-    "ConcurrentUpdate",
-    "InboxEvent",
-    "InboxHealth",
-    "NewEvent",
-    "OutboxItem",
-    "SavedTurn",
-    "SqlStore",
-    "StoredConversation",
-    "TranscriptEntry",
-    "TurnWrite",
-    "UnknownConversation",
-]
+from bot.store.db import Database
+from bot.store.inbox import claim_events, unclaim_events
+from bot.store.outbox import outbox_row
+from bot.store.schema import conversations, inbox, messages, outbox
+from bot.store.tx import IN_LIST, by_channel, insert, now_or
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
 _PURGE_BATCH: Final = 500  # stays well under SQLite's and asyncpg's bound-parameter limits
-_IN_LIST: Final = 500  # values in one IN (...): under the same limits
 _CREATE_BATCH: Final = 125  # conversations per INSERT (17 parameters each): under the same limits
 
+Direction = Literal["in", "out"]
+Sender = Literal["user", "bot", "agent", "note", "system"]
 
-class SqlStore:
-    """The store on SQLAlchemy Core; each method is one transaction."""
 
-    def __init__(self, *, engine: AsyncEngine) -> None:
-        self._engine = engine
+class ConcurrentUpdate(StoreError):
+    """Someone saved the conversation since it was loaded (or created it first): reload, retry."""
 
-    @classmethod
-    async def open(cls, url: str, *, schema: str | None = None) -> SqlStore:
-        """Connect to `url` (plain or async form) and migrate it to the newest schema."""
-        engine = create_engine(url, schema=schema)
-        try:
-            await migrate(engine)
-        except BaseException:
-            await engine.dispose()
-            raise
-        return cls(engine=engine)
+    def __init__(self, key: ConversationKey, expected_version: int | None) -> None:
+        self.key = key
+        self.expected_version = expected_version
+        super().__init__(f"{key} is no longer at version {expected_version}")
 
-    @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
+    def __repr__(self) -> str:
+        return f"ConcurrentUpdate(key={str(self.key)!r}, expected_version={self.expected_version})"
 
-    async def close(self) -> None:
-        await self._engine.dispose()
 
-    async def ping(self) -> None:
-        """Raise StoreError unless the database answers."""
-        async with self._begin() as connection:
-            await connection.execute(sa.select(1))
+class AlreadyHandled(BotError):
+    """The inbound event this turn answers was marked processed by someone else first (another
+    worker given the same event, or an earlier run): nothing of the turn was written."""
 
-    # ------------------------------------------------------------ conversations
+    def __init__(self, inbox_id: int) -> None:
+        self.inbox_id = inbox_id
+        super().__init__(f"inbox event {inbox_id} was handled already")
+
+
+class UnknownConversation(StoreError):
+    """The conversation asked for does not exist."""
+
+    def __init__(self, key: ConversationKey) -> None:
+        self.key = key
+        super().__init__(f"no conversation {key}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscriptEntry:
+    """One line to append to a transcript."""
+
+    direction: Direction
+    sender: Sender
+    text: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredConversation:
+    id: int
+    key: ConversationKey
+    state: ConversationState
+    mode: Mode
+    agent: str | None
+    version: int  # pass back as `expected_version` when saving
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnWrite:
+    """Everything one turn writes (see `SqlStore.save_turns`)."""
+
+    key: ConversationKey
+    state: ConversationState
+    expected_version: int | None  # None: create the conversation
+    conversation_id: int | None = None  # needed to update (as loaded with its version)
+    inbound: Sequence[TranscriptEntry] = ()
+    outbound: Sequence[TranscriptEntry] = ()
+    deliver: Sequence[Mapping[str, Any]] | None = None  # messages for the outbox
+    mode: Mode | None = None  # a new mode, or None to keep it
+    inbox_id: int | None = None  # the recorded inbound event this turn answers
+    reply_token: str | None = None  # kept with the outbox item (see OutboxItem)
+    event_at: datetime | None = None  # when the event answered happened (the token's age)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SavedTurn:
+    conversation_id: int
+    version: int
+    outbox_id: int | None
+
+
+class Conversations(Database):
+    """Conversations and their turns; each method is one transaction."""
 
     async def load(self, key: ConversationKey) -> StoredConversation | None:
         async with self._begin() as connection:
@@ -100,12 +122,12 @@ class SqlStore:
             return found
         c = conversations.c
         async with self._begin() as connection:
-            for channel, addresses in _group(wanted).items():
-                for start in range(0, len(addresses), _IN_LIST):
+            for channel, addresses in by_channel(wanted).items():
+                for start in range(0, len(addresses), IN_LIST):
                     rows = await connection.execute(
                         sa.select(conversations).where(
                             c.channel == channel,
-                            c.address.in_(addresses[start : start + _IN_LIST]),
+                            c.address.in_(addresses[start : start + IN_LIST]),
                         )
                     )
                     for row in rows:
@@ -169,7 +191,7 @@ class SqlStore:
         (an event's effects commit at most once, whoever runs it). Keys must be distinct; an
         update names the `conversation_id` it loaded with its version.
         """
-        now = _now(now)
+        now = now_or(now)
         for write in writes:
             if write.expected_version is not None and write.conversation_id is None:
                 raise ValueError(f"{write.key}: an update needs the conversation's id")
@@ -184,7 +206,7 @@ class SqlStore:
                 # The inbox marks first of all: the conditional UPDATE takes each event's row
                 # (on PostgreSQL a second writer waits on it, then finds it marked), and a turn
                 # whose event someone else marked first writes nothing.
-                claimed = await _claim_events(
+                claimed = await claim_events(
                     connection, [w.inbox_id for w in writes if w.inbox_id is not None], now
                 )
                 taken = {
@@ -199,7 +221,7 @@ class SqlStore:
                 lost |= {w.key for w in creates if w.key not in created}
                 if lost and claimed:
                     # A turn that lost its race is re-run, and must find its event unmarked.
-                    await _unclaim_events(
+                    await unclaim_events(
                         connection,
                         [w.inbox_id for w in mine if w.key in lost and w.inbox_id is not None],
                     )
@@ -226,7 +248,7 @@ class SqlStore:
                     ]
                     if write.deliver is not None:
                         deliveries.append(
-                            (len(answers) - 1, _outbox_row(conversation_id, write, now))
+                            (len(answers) - 1, outbox_row(conversation_id, write, now))
                         )
                 if lines:
                     await connection.execute(sa.insert(messages), lines)
@@ -261,7 +283,7 @@ class SqlStore:
         conflicts and is re-run under the new mode."""
         async with self._begin() as connection:
             result = await connection.execute(
-                _touch(key, _now(now)).values(mode=mode.value, agent=agent)
+                _touch(key, now_or(now)).values(mode=mode.value, agent=agent)
             )
             if result.rowcount == 0:
                 raise UnknownConversation(key)
@@ -269,7 +291,7 @@ class SqlStore:
     async def mark_inactive(self, key: ConversationKey, *, now: datetime | None = None) -> None:
         """The user left the channel; unknown keys are fine (we may never have talked)."""
         async with self._begin() as connection:
-            await connection.execute(_touch(key, _now(now)).values(status=Status.INACTIVE.value))
+            await connection.execute(_touch(key, now_or(now)).values(status=Status.INACTIVE.value))
 
     async def transcript(self, conversation_id: int, *, limit: int = 200) -> list[StoredMessage]:
         """The newest `limit` messages, oldest first."""
@@ -305,7 +327,7 @@ class SqlStore:
                     .returning(c.channel, c.address)
                 )
             ).all()
-            for channel, addresses in _group((r.channel, r.address) for r in gone).items():
+            for channel, addresses in by_channel((r.channel, r.address) for r in gone).items():
                 for start in range(0, len(addresses), _PURGE_BATCH):
                     batch = addresses[start : start + _PURGE_BATCH]
                     # The row (channel, event_id) stays so a redelivery is still known as seen.
@@ -320,290 +342,14 @@ class SqlStore:
                     )
         return len(gone)
 
-    # ------------------------------------------------------------ inbox
-
-    async def record_event(
-        self,
-        *,
-        channel: Channel | str,
-        event_id: str,
-        address: str,
-        payload: Mapping[str, Any],
-        occurred_at: datetime,
-        now: datetime | None = None,
-    ) -> bool:
-        """Keep an inbound event durably; False if this (channel, event_id) was seen before."""
-        values = {
-            "channel": Channel(channel).value,
-            "event_id": event_id,
-            "address": address,
-            "payload": dict(payload),
-            "occurred_at": occurred_at,
-            "received_at": _now(now),
-            "attempts": 0,
-        }
-        async with self._begin() as connection:
-            # ON CONFLICT rather than catching IntegrityError: the loser of a race learns it
-            # without an error, and a PostgreSQL transaction is not left aborted.
-            inserted = await connection.execute(
-                _insert(connection, inbox)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
-                .returning(inbox.c.id)
-            )
-            return inserted.scalar_one_or_none() is not None
-
-    async def record_events(
-        self, events: Sequence[NewEvent], *, now: datetime | None = None
-    ) -> list[InboxEvent | None]:
-        """Keep many inbound events in one transaction (a group commit of webhook requests).
-
-        Returns, in the order given, each event as recorded, or None where its (channel,
-        event_id) was seen before (also earlier in `events`).
-        """
-        received_at = _now(now)
-        first: dict[tuple[str, str], NewEvent] = {}
-        for new in events:
-            first.setdefault((Channel(new.channel).value, new.event_id), new)
-        recorded: dict[tuple[str, str], int] = {}  # (channel, event_id) -> inbox id
-        if not first:
-            return []
-        async with self._begin() as connection:
-            # One INSERT ... ON CONFLICT DO NOTHING RETURNING for the lot (SQLAlchemy sends it
-            # as multi-row statements from one cached compilation): only the rows inserted now
-            # come back, in no promised order, so the losers of a race, here or in another
-            # process, learn it without an error.
-            inserted = await connection.execute(
-                _insert(connection, inbox)
-                .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
-                .returning(inbox.c.id, inbox.c.channel, inbox.c.event_id),
-                [_new_event(key, new, received_at) for key, new in first.items()],
-            )
-            for row in inserted:
-                recorded[(row.channel, row.event_id)] = row.id
-        answers: list[InboxEvent | None] = []
-        for new in events:
-            key = (Channel(new.channel).value, new.event_id)
-            inbox_id = recorded.pop(key, None)  # a repeat within `events` gets None
-            answers.append(
-                None
-                if inbox_id is None
-                else InboxEvent(
-                    id=inbox_id,
-                    channel=Channel(new.channel),
-                    event_id=new.event_id,
-                    address=new.address,
-                    payload=dict(new.payload),
-                    occurred_at=new.occurred_at,
-                    received_at=received_at,
-                    attempts=0,
-                )
-            )
-        return answers
-
-    async def pending_events(
-        self,
-        *,
-        limit: int = 100,
-        channel: Channel | str | None = None,
-        address: str | None = None,
-        after_id: int | None = None,
-    ) -> list[InboxEvent]:
-        """Unprocessed events in the order they happened; optionally of one channel/address.
-
-        `after_id`: only events recorded after that one, in the order they were recorded (what
-        a worker following the inbox has not seen yet)."""
-        i = inbox.c
-        where: list[sa.ColumnElement[bool]] = [i.processed_at.is_(None)]
-        order: tuple[sa.ColumnElement[Any], ...] = (i.occurred_at, i.id)
-        if after_id is not None:
-            where.append(i.id > after_id)
-            order = (i.id,)
-        if channel is not None:
-            where.append(i.channel == Channel(channel).value)
-        if address is not None:
-            where.append(i.address == address)
-        async with self._begin() as connection:
-            rows = (
-                await connection.execute(
-                    sa.select(inbox).where(*where).order_by(*order).limit(limit)
-                )
-            ).all()
-        return [_event(row._mapping) for row in rows]
-
-    async def pending_event(self, inbox_id: int) -> InboxEvent | None:
-        """The event if it is still unprocessed, else None."""
-        async with self._begin() as connection:
-            row = (
-                await connection.execute(
-                    sa.select(inbox).where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
-                )
-            ).one_or_none()
-        return None if row is None else _event(row._mapping)
-
-    async def claim_event(self, inbox_id: int, *, now: datetime | None = None) -> bool:
-        """Mark the event processed unless someone has; whether this call marked it. For
-        events whose effect is not a turn: claimed first, so it happens at most once."""
-        async with self._begin() as connection:
-            return bool(await _claim_events(connection, [inbox_id], _now(now)))
-
-    async def inbox_health(self) -> InboxHealth:
-        """How the inbox drains: unprocessed events, when the oldest came, failed events."""
-        i = inbox.c
-        async with self._begin() as connection:
-            pending = (
-                await connection.execute(
-                    sa.select(sa.func.count()).select_from(inbox).where(i.processed_at.is_(None))
-                )
-            ).scalar_one()
-            oldest = (
-                await connection.execute(
-                    sa.select(sa.func.min(i.received_at)).where(i.processed_at.is_(None))
-                )
-            ).scalar_one_or_none()
-            failed = (
-                await connection.execute(
-                    sa.select(sa.func.count()).select_from(inbox).where(i.error.is_not(None))
-                )
-            ).scalar_one()
-        return InboxHealth(pending=pending, oldest_received=oldest, failed=failed)
-
-    async def mark_processed(
-        self, inbox_id: int, *, error: str | None = None, now: datetime | None = None
-    ) -> None:
-        """Done with an event; an `error` is kept for inspection and the event is not retried."""
-        async with self._begin() as connection:
-            await connection.execute(
-                sa.update(inbox)
-                .where(inbox.c.id == inbox_id)
-                .values(processed_at=_now(now), error=error, attempts=inbox.c.attempts + 1)
-            )
-
-    # ------------------------------------------------------------ outbox
-    # Each mark_* / bump_attempt records the outcome of one delivery attempt.
-
-    async def outbox_pending(
-        self,
-        *,
-        limit: int = 100,
-        channel: Channel | None = None,
-        conversation_ids: Sequence[int] | None = None,
-        after_id: int = 0,
-    ) -> list[OutboxItem]:
-        """Undelivered messages, oldest first; optionally of one channel or some
-        conversations only, and past `after_id` (for paging)."""
-        o = outbox.c
-        where: list[sa.ColumnElement[bool]] = [o.status == "pending", o.id > after_id]
-        if channel is not None:
-            where.append(o.channel == channel.value)
-        if conversation_ids is not None:
-            where.append(o.conversation_id.in_(sorted(set(conversation_ids))[:_IN_LIST]))
-        async with self._begin() as connection:
-            rows = (
-                await connection.execute(
-                    sa.select(outbox).where(*where).order_by(o.id).limit(limit)
-                )
-            ).all()
-        return [_outbox_item(row._mapping) for row in rows]
-
-    async def mark_sent(self, outbox_id: int, *, now: datetime | None = None) -> None:
-        await self._attempted(outbox_id, status="sent", sent_at=_now(now))
-
-    async def mark_sent_many(
-        self, outbox_ids: Sequence[int], *, now: datetime | None = None
-    ) -> list[None]:
-        """`mark_sent` for many items in one transaction (a group commit of deliveries).
-
-        Returns one None per id given, as `GroupCommit` expects."""
-        sent_at = _now(now)
-        unique = sorted(set(outbox_ids))
-        async with self._begin() as connection:
-            for start in range(0, len(unique), _PURGE_BATCH):
-                await connection.execute(
-                    sa.update(outbox)
-                    .where(outbox.c.id.in_(unique[start : start + _PURGE_BATCH]))
-                    .values(attempts=outbox.c.attempts + 1, status="sent", sent_at=sent_at)
-                )
-        return [None] * len(outbox_ids)
-
-    async def mark_failed(self, outbox_id: int, error: str) -> None:
-        """Give up on delivering this item."""
-        await self._attempted(outbox_id, status="failed", last_error=error)
-
-    async def bump_attempt(self, outbox_id: int, error: str) -> None:
-        """A delivery attempt failed; the item stays pending for another try."""
-        await self._attempted(outbox_id, last_error=error)
-
-    # ------------------------------------------------------------ private
-
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as connection:
-                yield connection
-        except StoreError:
-            raise
-        except (SQLAlchemyError, OSError, TimeoutError) as error:
-            # Engines hide bound parameters, so this message carries no user text.
-            raise StoreError(f"{type(error).__name__}: {error}") from error
-
-    async def _attempted(self, outbox_id: int, **values: Any) -> None:
-        async with self._begin() as connection:
-            await connection.execute(
-                sa.update(outbox)
-                .where(outbox.c.id == outbox_id)
-                .values(attempts=outbox.c.attempts + 1, **values)
-            )
-
     async def _count_by(self, column: sa.Column[Any]) -> dict[str, int]:
         async with self._begin() as connection:
             rows = await connection.execute(sa.select(column, sa.func.count()).group_by(column))
             return {value: count for value, count in rows}
 
 
-def _now(now: datetime | None) -> datetime:
-    return datetime.now(UTC) if now is None else now
-
-
 def _is(key: ConversationKey) -> tuple[sa.ColumnElement[bool], ...]:
     return (conversations.c.channel == key.channel.value, conversations.c.address == key.address)
-
-
-def _insert(connection: AsyncConnection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
-    """INSERT with ON CONFLICT, which both backends spell the same but SQLAlchemy keeps apart."""
-    if connection.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    return postgresql.insert(table)
-
-
-async def _claim_events(
-    connection: AsyncConnection, inbox_ids: Sequence[int], now: datetime
-) -> set[int]:
-    """Mark these events processed where nobody has yet; the ids this transaction marked."""
-    claimed: set[int] = set()
-    unique = sorted(set(inbox_ids))  # in id order: two claimers lock rows in the same order
-    for start in range(0, len(unique), _IN_LIST):
-        rows = await connection.execute(
-            sa.update(inbox)
-            .where(
-                inbox.c.id.in_(unique[start : start + _IN_LIST]),
-                inbox.c.processed_at.is_(None),
-            )
-            .values(processed_at=now, attempts=inbox.c.attempts + 1)
-            .returning(inbox.c.id)
-        )
-        claimed.update(rows.scalars())
-    return claimed
-
-
-async def _unclaim_events(connection: AsyncConnection, inbox_ids: Sequence[int]) -> None:
-    """Undo `_claim_events` for turns that lost their race (they are run again)."""
-    for start in range(0, len(inbox_ids), _IN_LIST):
-        await connection.execute(
-            sa.update(inbox)
-            .where(inbox.c.id.in_(inbox_ids[start : start + _IN_LIST]))
-            .values(processed_at=None, attempts=inbox.c.attempts - 1)
-        )
 
 
 class _RaceInBatch(Exception):
@@ -645,11 +391,11 @@ async def _lock_versions(
     """Versions of existing conversations, locked until the transaction ends (PostgreSQL)."""
     c = conversations.c
     found: dict[ConversationKey, int] = {}
-    for channel, addresses in _group((key.channel.value, key.address) for key in keys).items():
-        for start in range(0, len(addresses), _IN_LIST):
+    for channel, addresses in by_channel((key.channel.value, key.address) for key in keys).items():
+        for start in range(0, len(addresses), IN_LIST):
             rows = await connection.execute(
                 sa.select(c.address, c.version)
-                .where(c.channel == channel, c.address.in_(addresses[start : start + _IN_LIST]))
+                .where(c.channel == channel, c.address.in_(addresses[start : start + IN_LIST]))
                 .with_for_update()
             )
             for row in rows:
@@ -678,7 +424,7 @@ async def _create_many(
             for write in writes[start : start + _CREATE_BATCH]
         ]
         inserted = await connection.execute(
-            _insert(connection, conversations)
+            insert(connection, conversations)
             .values(rows)
             .on_conflict_do_nothing(index_elements=[c.channel, c.address])
             .returning(c.id, c.channel, c.address)
@@ -719,20 +465,6 @@ def _update_statement(columns: tuple[str, ...]) -> sa.Update:
     )
 
 
-def _outbox_row(conversation_id: int, write: TurnWrite, now: datetime) -> dict[str, Any]:
-    return {
-        "conversation_id": conversation_id,
-        "channel": write.key.channel.value,
-        "address": write.key.address,
-        "payload": [dict(message) for message in write.deliver or ()],
-        "status": "pending",
-        "attempts": 0,
-        "created_at": now,
-        "reply_token": write.reply_token,
-        "event_at": write.event_at,
-    }
-
-
 def _touch(key: ConversationKey, now: datetime) -> sa.Update:
     c = conversations.c
     return sa.update(conversations).where(*_is(key)).values(version=c.version + 1, updated_at=now)
@@ -759,55 +491,3 @@ def _conversation(row: sa.RowMapping) -> StoredConversation:
         version=row["version"],
         updated_at=row["updated_at"],
     )
-
-
-def _new_event(key: tuple[str, str], new: NewEvent, received_at: datetime) -> dict[str, Any]:
-    channel, event_id = key
-    return {
-        "channel": channel,
-        "event_id": event_id,
-        "address": new.address,
-        "payload": dict(new.payload),
-        "occurred_at": new.occurred_at,
-        "received_at": received_at,
-        "attempts": 0,
-    }
-
-
-def _event(row: sa.RowMapping) -> InboxEvent:
-    return InboxEvent(
-        id=row["id"],
-        channel=Channel(row["channel"]),
-        event_id=row["event_id"],
-        address=row["address"],
-        payload=row["payload"] or {},
-        occurred_at=row["occurred_at"],
-        received_at=row["received_at"],
-        attempts=row["attempts"],
-        processed_at=row["processed_at"],
-        error=row["error"],
-    )
-
-
-def _outbox_item(row: sa.RowMapping) -> OutboxItem:
-    return OutboxItem(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        channel=Channel(row["channel"]),
-        address=row["address"],
-        payload=row["payload"],
-        status=row["status"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        reply_token=row["reply_token"],
-        event_at=row["event_at"],
-    )
-
-
-def _group(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """Addresses by channel."""
-    by_channel: dict[str, list[str]] = {}
-    for channel, address in keys:
-        by_channel.setdefault(channel, []).append(address)
-    return by_channel
