@@ -1,21 +1,33 @@
-"""Everything a running server holds: settings, flows, store, service, worker, metrics."""
+"""The composition root: builds one process's object graph, in order, for its role.
+
+Everything is made here and handed to what needs it (channels get the core's ports, never the
+store); nothing is registered on a shared object later. `Runtime.close` tears it down in
+reverse order (an AsyncExitStack).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Literal
 
+from bot.channels.line.adapter import LineAdapter, LineChannel
+from bot.channels.slack.adapter import SlackAdapter, SlackChannel
 from bot.config import Settings
 from bot.core.backpressure import Foreground
 from bot.core.inbox import Worker
+from bot.core.jobs import Jobs, JobsTuning
+from bot.core.lookup import ConversationLookup
+from bot.core.outbox import Outbox, OutboxTuning
+from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
 from bot.core.service import ConversationService
 from bot.engine import Engine
 from bot.errors import FlowError
 from bot.flows.loader import Flow, load_flows
-from bot.handoff.desk import AgentSurface, HandoffDesk
+from bot.handoff.desk import HandoffDesk
 from bot.handoff.hours import AgentHours
 from bot.metrics import Metrics
 from bot.models import Channel
@@ -25,94 +37,211 @@ from bot.store.handoffs import HandoffStore
 
 log = logging.getLogger(__name__)
 
+Role = Literal["web", "worker", "all"]
+"""`all`: one process does everything (WORKER_MODE=inline). `web`: a server that records
+events and leaves them to workers (WORKER_MODE=separate). `worker`: `yarigai worker`."""
 
-@dataclass
+
+DEFAULT_TUNING = OutboxTuning()
+DEFAULT_JOBS = JobsTuning()
+DEFAULT_CHANNELS: tuple[LineChannel | SlackChannel, ...] = (LineChannel(), SlackChannel())
+
+
+def role_of(settings: Settings, *, worker_process: bool = False) -> Role:
+    """The one place the process role is decided."""
+    if worker_process:
+        return "worker"
+    return "all" if settings.worker_mode == "inline" else "web"
+
+
+@dataclass(eq=False)
 class Runtime:
+    """One process's objects (the HTTP app and the CLI read them; channels never see it)."""
+
     settings: Settings
+    role: Role
     flows: dict[str, Flow]
     store: SqlStore
     service: ConversationService
     worker: Worker
+    outbox: Outbox
     metrics: Metrics
-    desk: HandoffDesk  # handoffs to agents (bot/handoff.py)
-    # Channel senders (by channel) for messages outside a webhook reply, e.g. an agent's.
-    senders: dict[Channel, Any] = field(default_factory=dict)
-    # Coroutine functions run at shutdown, last registered first (channel clients).
-    teardown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    # Where agents see handoffs (web console feed, Slack agent channel); the desk tells each.
-    surfaces: list[AgentSurface] = field(default_factory=list)
-    # This process runs recorded events and the background jobs (sweeps, purges, handoff
-    # timeouts): a web server in WORKER_MODE=inline, or `yarigai worker`.
-    background: bool = True
+    desk: HandoffDesk
+    jobs: Jobs
+    line: LineAdapter | None = None
+    slack: SlackAdapter | None = None
+    senders: dict[Channel, Sender] = field(default_factory=dict)
+    _exit: AsyncExitStack = field(default_factory=AsyncExitStack)
 
-    @classmethod
-    async def start(
-        cls,
-        settings: Settings,
-        *,
-        worker_process: bool = False,
-        shard: tuple[int, int] = (0, 1),
-        foreground: Foreground | None = None,
-    ) -> Runtime:
-        """Load flows (refusing broken ones), open and migrate the store.
+    @property
+    def runs_turns(self) -> bool:
+        """This process runs recorded events (and delivers their replies)."""
+        return self.role != "web"
 
-        `worker_process`: this is `yarigai worker`, which runs the recorded events (and the
-        background jobs) for web servers started with WORKER_MODE=separate. `foreground`:
-        what batches of turns give way to (bot/priority.py); by default this process's own
-        webhooks. `shard` (i, n): this worker's part of the users when n workers share them;
-        only the first runs the background jobs."""
-        flows = load_flows(settings.flows_dir)
-        if settings.default_flow not in flows:
-            raise FlowError(
-                f"DEFAULT_FLOW '{settings.default_flow}' is not among the flows: "
-                + ", ".join(sorted(flows)),
-                file=str(settings.flows_dir),
-            )
-        hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
-        store = await SqlStore.open(settings.database_url)
-        metrics = Metrics()
-        nlu = build_understander(flows.values(), cache_dir=default_cache_dir())
-        engines = {name: Engine(flow, understand=nlu) for name, flow in flows.items()}
-        service = ConversationService(
-            store=store,
-            engines=engines,
-            default_flow=settings.default_flow,
-            metrics=metrics,
-            foreground=foreground or Foreground(),
-        )
-        runs_turns = worker_process or settings.worker_mode == "inline"
-        background = runs_turns and shard[0] == 0
-        worker = Worker(store=store, local=runs_turns, shard=shard)
-        senders: dict[Channel, Any] = {}
-        surfaces: list[AgentSurface] = []
-        desk = HandoffDesk(
-            store=store,
-            handoffs=HandoffStore(engine=store.engine),
-            service=service,
-            hours=hours,
-            timeout=timedelta(minutes=settings.handoff_timeout_minutes),
-            spawn=worker.spawn,
-            senders=senders,
-            surfaces=surfaces,
-        )
-        service.hooks = desk
-        service.listeners.append(desk.on_turn)
-        log.info("loaded flows: %s", ", ".join(f"{f.id}@{f.version}" for f in flows.values()))
-        return cls(
-            settings=settings,
-            flows=flows,
-            store=store,
-            service=service,
-            worker=worker,
-            metrics=metrics,
-            desk=desk,
-            senders=senders,
-            surfaces=surfaces,
-            background=background,
-        )
+    @property
+    def background(self) -> bool:
+        """This process runs the background jobs: the only process, or the first worker."""
+        return self.role == "all" or (self.role == "worker" and self.worker.shard[0] == 0)
+
+    async def start(self) -> None:
+        """Start delivering and running events (a web-only process does neither)."""
+        if not self.runs_turns:
+            log.info("WORKER_MODE=separate: LINE and Slack events are run by `yarigai worker`")
+            return
+        # Before the inbox resumes events: what is pending now is the last run's.
+        await self.outbox.start()
+        self._exit.push_async_callback(self.outbox.close)
+        if self.background:
+            self.desk.start()
+            self._exit.push_async_callback(self.desk.close)
+            self.jobs.start()
+            self._exit.push_async_callback(self.jobs.close)
+        recovered = await self.worker.recover()
+        if recovered:
+            log.info("resuming %d events recorded before the last stop", recovered)
 
     async def close(self) -> None:
-        await self.worker.close()
-        for step in reversed(self.teardown):
-            await step()
-        await self.store.close()
+        await self.worker.close()  # first: what runs events finishes while the rest works
+        await self._exit.aclose()
+
+
+async def build(
+    settings: Settings,
+    role: Role,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    foreground: Foreground | None = None,
+    channels: Sequence[LineChannel | SlackChannel] = DEFAULT_CHANNELS,
+    surfaces: Sequence[AgentSurface] = (),
+    outbox: OutboxTuning = DEFAULT_TUNING,
+    jobs: JobsTuning = DEFAULT_JOBS,
+) -> Runtime:
+    """Load flows (refusing broken ones), open and migrate the store, and build the rest.
+
+    `shard` (i, n): a worker's part of the users when n workers share them. `foreground`:
+    what batches of turns give way to (bot/core/backpressure.py); by default this process's
+    own webhooks. `channels`: the channels' tuning (tests pass their own). `surfaces`: agent
+    surfaces made outside (the web console's feed)."""
+    flows = load_flows(settings.flows_dir)
+    if settings.default_flow not in flows:
+        raise FlowError(
+            f"DEFAULT_FLOW '{settings.default_flow}' is not among the flows: "
+            + ", ".join(sorted(flows)),
+            file=str(settings.flows_dir),
+        )
+    hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
+    exit_stack = AsyncExitStack()
+    store = await SqlStore.open(settings.database_url)
+    exit_stack.push_async_callback(store.close)
+    try:
+        return await _build(
+            settings,
+            role,
+            flows=flows,
+            hours=hours,
+            store=store,
+            exit_stack=exit_stack,
+            shard=shard,
+            foreground=foreground or Foreground(),
+            channels=channels,
+            surfaces=surfaces,
+            outbox_tuning=outbox,
+            jobs_tuning=jobs,
+        )
+    except BaseException:
+        await exit_stack.aclose()
+        raise
+
+
+async def _build(
+    settings: Settings,
+    role: Role,
+    *,
+    flows: dict[str, Flow],
+    hours: AgentHours,
+    store: SqlStore,
+    exit_stack: AsyncExitStack,
+    shard: tuple[int, int],
+    foreground: Foreground,
+    channels: Sequence[LineChannel | SlackChannel],
+    surfaces: Sequence[AgentSurface],
+    outbox_tuning: OutboxTuning,
+    jobs_tuning: JobsTuning,
+) -> Runtime:
+    metrics = Metrics()
+    nlu = build_understander(flows.values(), cache_dir=default_cache_dir())
+    engines = {name: Engine(flow, understand=nlu) for name, flow in flows.items()}
+    service = ConversationService(
+        store=store,
+        engines=engines,
+        default_flow=settings.default_flow,
+        metrics=metrics,
+        foreground=foreground,
+    )
+    worker = Worker(store=store, local=role != "web", shard=shard, foreground=foreground)
+    # Filled below, before anything runs: the desk reaches users through the channels'
+    # senders and tells the agent surfaces, and the Slack agent channel acts through the desk.
+    senders: dict[Channel, Sender] = {}
+    all_surfaces: list[AgentSurface] = list(surfaces)
+    couriers: dict[Channel, Courier] = {}
+    desk = HandoffDesk(
+        store=store,
+        handoffs=HandoffStore(engine=store.engine),
+        service=service,
+        hours=hours,
+        timeout=timedelta(minutes=settings.handoff_timeout_minutes),
+        spawn=worker.spawn,
+        senders=senders,
+        surfaces=all_surfaces,
+    )
+    service.hooks = desk
+    service.listeners.append(desk.on_turn)
+    outbox = Outbox(
+        store=store, couriers=couriers, metrics=metrics, owns=worker.owns, tuning=outbox_tuning
+    )
+    lookup = ConversationLookup(store=store)
+    line: LineAdapter | None = None
+    slack: SlackAdapter | None = None
+    handlers: dict[Channel, EventHandler] = {}
+    for setup in channels:
+        if isinstance(setup, LineChannel):
+            line = await setup.build(settings, turns=service, recorder=worker, deliveries=outbox)
+            if line is not None:
+                exit_stack.push_async_callback(line.close)
+                senders[Channel.LINE] = line.sender
+                couriers[Channel.LINE] = line.courier
+                handlers[Channel.LINE] = line.handle
+        else:
+            slack = await setup.build(
+                settings,
+                turns=service,
+                recorder=worker,
+                deliveries=outbox,
+                conversations=lookup,
+                desk=desk,
+            )
+            if slack is not None:
+                exit_stack.push_async_callback(slack.close)
+                senders[Channel.SLACK] = slack.sender
+                couriers[Channel.SLACK] = slack.courier
+                handlers[Channel.SLACK] = slack.handle
+                all_surfaces.extend(slack.surfaces)
+    for channel, handler in handlers.items():
+        worker.register(channel.value, handler)
+    log.info("loaded flows: %s", ", ".join(f"{f.id}@{f.version}" for f in flows.values()))
+    return Runtime(
+        settings=settings,
+        role=role,
+        flows=flows,
+        store=store,
+        service=service,
+        worker=worker,
+        outbox=outbox,
+        metrics=metrics,
+        desk=desk,
+        jobs=Jobs(store=store, retention_days=settings.retention_days, tuning=jobs_tuning),
+        line=line,
+        slack=slack,
+        senders=senders,
+        _exit=exit_stack,
+    )

@@ -24,7 +24,6 @@ from fakes.line_api import (
 from fakes.slack_api import BOT_ID, FakeSlackApi, Posted, SlackEvents
 from pydantic import SecretStr
 
-import bot.http.app as app_module
 from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
 from bot.channels.slack.adapter import PATH as SLACK_PATH
 from bot.channels.slack.adapter import SlackChannel
@@ -111,11 +110,8 @@ def slack() -> Iterator[FakeSlackApi]:
 
 
 @pytest.fixture
-async def served(
-    tmp_path: Path, line: FakeLineApi, slack: FakeSlackApi, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Served]:
+async def served(tmp_path: Path, line: FakeLineApi, slack: FakeSlackApi) -> AsyncIterator[Served]:
     channels = [LineChannel(retry_delays=(0.02, 0.05), loading_after=None), SlackChannel()]
-    monkeypatch.setattr(app_module, "CHANNELS", channels)
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         flows_dir=REPO / "flows",
@@ -132,7 +128,7 @@ async def served(
         agent_hours="always",
         session_secret=SecretStr("test"),
     )
-    app = create_app(settings)
+    app = create_app(settings, channels=channels)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="none")
     )

@@ -20,7 +20,6 @@ from fakes.line_api import (
     require_spec,
 )
 
-import bot.http.app as app_module
 from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
 from bot.config import Settings
 from bot.http.app import create_app
@@ -39,10 +38,8 @@ def fake() -> Iterator[FakeLineApi]:
 
 
 @pytest.fixture
-async def served(
-    tmp_path: Path, fake: FakeLineApi, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[str, Runtime]]:
-    monkeypatch.setattr(app_module, "CHANNELS", [LineChannel(retry_delays=(0.02, 0.05))])
+async def served(tmp_path: Path, fake: FakeLineApi) -> AsyncIterator[tuple[str, Runtime]]:
+    channels = [LineChannel(retry_delays=(0.02, 0.05))]
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         flows_dir=REPO / "flows",
@@ -53,7 +50,7 @@ async def served(
         agent_hours="always",
         session_secret="test",
     )
-    app = create_app(settings)
+    app = create_app(settings, channels=channels)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="none")
     )

@@ -17,7 +17,7 @@ from bot.handoff.desk import (
     waiting_text,
 )
 from bot.handoff.hours import AgentHours
-from bot.handoff.summary import summarize, summary_lines
+from bot.handoff.summary import summarize
 from bot.models import (
     Channel,
     ChoiceIn,
@@ -29,6 +29,7 @@ from bot.models import (
     TextIn,
     outbound_text,
 )
+from bot.records import summary_lines
 from bot.store import HandoffStatus, Orphan
 
 ROOT = Path(__file__).resolve().parents[1]

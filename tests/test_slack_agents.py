@@ -704,4 +704,4 @@ async def _inbox_ids(agents: AgentChannel) -> list[str]:
 
 
 def _client(agents: AgentChannel) -> Any:
-    return agents.app.client.app.state.slack_bolt.client  # type: ignore[attr-defined]
+    return agents.app.client.app.state.runtime.slack.bolt.client  # type: ignore[attr-defined]

@@ -12,13 +12,11 @@ from bot.models import (
     ChoiceIn,
     ChoicesOut,
     ConversationKey,
+    Message,
     StartIn,
     TextIn,
-    TextOut,
 )
-from bot.wiring import Runtime
-
-Message = TextOut | ChoicesOut | CardOut
+from bot.wiring import build
 
 
 async def run_chat(
@@ -28,7 +26,8 @@ async def run_chat(
     read: Callable[[str], str] = input,
     write: Callable[[str], None] = print,
 ) -> None:
-    runtime = await Runtime.start(settings)
+    # The service and store only: no channel, no background job.
+    runtime = await build(settings, "all", channels=())
     key = ConversationKey(channel=Channel.CLI, address=user)
     try:
         returning = await runtime.store.load(key) is not None

@@ -54,7 +54,7 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
         from bot.cli.worker import Companion
         from bot.core.backpressure import Foreground, SharedMoment
 
-        # The worker's batches of turns give way to this server's webhooks (bot/priority.py).
+        # The worker's batches of turns give way to this server's webhooks (bot/core/backpressure.py).
         handle, name = tempfile.mkstemp(prefix="yarigai-foreground-")
         os.close(handle)
         board = Path(name)

@@ -19,12 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI
-
 from bot.config import Settings
 from bot.core.backpressure import Foreground, SharedMoment
-from bot.http.app import CHANNELS, start_background
-from bot.wiring import Runtime
+from bot.wiring import build
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +48,7 @@ async def run(
         # one reply, and what waits here is durable.
         os.nice(nice)
     watch = SharedMoment(foreground_file) if foreground_file else None
-    runtime = await Runtime.start(
-        settings, worker_process=True, shard=shard, foreground=Foreground(watch=watch)
-    )
+    runtime = await build(settings, "worker", shard=shard, foreground=Foreground(watch=watch))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -61,12 +56,7 @@ async def run(
     if parent is not None:  # started by `yarigai serve`: stop when it is gone
         runtime.worker.spawn(_stop_with_parent(parent, stop))
     try:
-        # The channels keep their state on an app, as in a web server; this one serves nothing.
-        holder = FastAPI()
-        for plugin in CHANNELS:
-            await plugin.setup(holder, runtime)
-        if runtime.background:
-            await start_background(runtime)
+        await runtime.start()
         log.info("worker %d/%d running events recorded by the web servers", shard[0] + 1, shard[1])
         await runtime.worker.follow(stop, pace=runtime.service.foreground.step_aside)
     finally:

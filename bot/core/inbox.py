@@ -12,10 +12,13 @@ import contextlib
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
+from bot.core.backpressure import Foreground
 from bot.core.group_commit import GroupCommit
+from bot.core.ports import EventHandler, Handled
 from bot.errors import StoreError
 from bot.models import Channel
 from bot.records import InboxEvent, NewEvent
@@ -39,12 +42,6 @@ FOLLOW_QUIET_AFTER: Final = 2.0
 FOLLOW_RESCAN: Final = 5.0  # seconds between looks at every pending event, old ones too
 FOLLOW_BACKLOG: Final = 2000  # queued events above which it stops reading more for a moment
 
-MARKED: Final = "marked"
-"""What a handler returns when its own transaction marked the event processed (a turn saved
-with `inbox_id`): the worker then has nothing left to write for it."""
-
-EventHandler = Callable[[InboxEvent], Awaitable[Literal["marked"] | None]]
-
 
 def shard_of(channel: Channel | str, address: str, count: int) -> int:
     """Which of `count` workers runs this user's events (stable across processes and runs)."""
@@ -59,6 +56,7 @@ class Worker:
         local: bool = True,
         shard: tuple[int, int] = (0, 1),
         retry_first: float = RETRY_FIRST,
+        foreground: Foreground | None = None,
     ) -> None:
         """`local` False: events are only recorded here; another process (`yarigai worker`)
         runs them, finding them with `follow`. `shard` (i, n): with n workers, this one runs
@@ -67,6 +65,7 @@ class Worker:
         store error (tests shorten it)."""
         self.store = store
         self.retry_first = retry_first
+        self.foreground = foreground or Foreground()
         self.local = local
         self.shard = shard
         self.handlers: dict[str, EventHandler] = {}
@@ -83,6 +82,10 @@ class Worker:
 
     def register(self, channel: str, handler: EventHandler) -> None:
         self.handlers[channel] = handler
+
+    def serving(self) -> AbstractContextManager[None]:
+        """Hold while acknowledging a webhook: batches of turns give way to it meanwhile."""
+        return self.foreground.serving()
 
     async def submit(
         self,
@@ -132,7 +135,7 @@ class Worker:
         rescan_at = loop.time()
         while not stop.is_set():
             if pace is not None:
-                await pace()  # e.g. let a burst of webhooks through first (bot/priority.py)
+                await pace()  # e.g. let a burst of webhooks through first (backpressure.py)
             try:
                 if loop.time() >= rescan_at:
                     found = await self._all_pending()
@@ -286,7 +289,7 @@ class Worker:
             return True
         try:
             outcome = await handler(event)
-            if outcome != MARKED:
+            if outcome is not Handled.WITH_TURN:
                 await self.store.mark_processed(event.id)
         except AlreadyHandled:
             # Someone else ran it first (another worker given the same event, by mistake):

@@ -13,21 +13,25 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 from bot.core.backpressure import Foreground
 from bot.core.group_commit import GroupCommit
+from bot.core.ports import Reply
 from bot.engine import Engine
 from bot.errors import StoreError
 from bot.metrics import Metrics
 from bot.models import (
-    CardOut,
     ChoiceIn,
-    ChoicesOut,
     Classified,
     ConversationKey,
     ConversationState,
+    Event,
     HandoffRequested,
+    JoinedGroupIn,
+    LeftIn,
+    MediaIn,
+    Message,
     Mode,
     ResumeIn,
     StartIn,
@@ -48,24 +52,39 @@ from bot.store import (
 
 log = logging.getLogger(__name__)
 
-Event = TextIn | ChoiceIn | StartIn | ResumeIn
-Message = TextOut | ChoicesOut | CardOut
 _SAVE_ATTEMPTS = 5  # another process may write the same conversation between load and save
+# Said to a sticker, photo or other message the bot cannot read; the waiting question follows.
+KIND_REPLIES: Final = {
+    "sticker": "スタンプありがとうございます！",
+    "image": "画像を送ってくださってありがとうございます。",
+    "video": "動画を送ってくださってありがとうございます。",
+    "audio": "音声を送ってくださってありがとうございます。",
+    "file": "ファイルを送ってくださってありがとうございます。",
+    "location": "位置情報を送ってくださってありがとうございます。",
+}
+ASK_FOR_BUTTON: Final = (
+    "ごめんなさい、ここでは文字のメッセージだけ読み取れます。"
+    "下のボタンをタップするか、文字で答えてくださいね。"
+)
+ASK_FOR_TEXT: Final = (
+    "ごめんなさい、ここでは文字のメッセージだけ読み取れます。文字で送ってくださいね。"
+)
+GROUP_NOTE: Final = (
+    "お招きありがとうございます。このアカウントは1対1でのキャリア相談専用のため、"
+    "グループではお話しできません。相談したい方は、友だち追加して個別のトークで話しかけてくださいね。"
+)
+# How a message the bot cannot read shows in the transcript (agents read it there).
+KIND_LINES: Final = {
+    "sticker": "（スタンプ）",
+    "image": "（画像）",
+    "video": "（動画）",
+    "audio": "（音声）",
+    "file": "（ファイル）",
+    "location": "（位置情報）",
+}
 TURNS_PER_BATCH = 64
 """Turns of different conversations saved in one transaction at most. Under load a batch
 costs a fraction of separate transactions; alone, a turn waits one loop turn at most."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What one inbound event produced."""
-
-    conversation_id: int
-    messages: tuple[Message, ...]
-    mode: Mode
-    handoff: HandoffRequested | None = None
-    outbox_id: int | None = None
-    heard: str | None = None  # the user's words this turn, as kept in the transcript
 
 
 class HandoffHooks(Protocol):
@@ -93,7 +112,7 @@ class ConversationService:
     metrics: Metrics = field(default_factory=Metrics)
     listeners: list[TurnListener] = field(default_factory=list)
     hooks: HandoffHooks | None = None
-    # Webhook acknowledgements go first: each batch of turns waits for them (bot/priority.py).
+    # Webhook acknowledgements go first: each batch of turns waits for them (bot/core/backpressure.py).
     foreground: Foreground = field(default_factory=Foreground)
     # A lock lives while a turn holds or awaits it (the awaiting coroutines keep it referenced),
     # so the map never grows with every user ever seen and never drops a lock in use.
@@ -123,6 +142,8 @@ class ConversationService:
         written) when someone else marked it first. Turns of different conversations asked for
         together are loaded and saved together (one transaction).
         """
+        if isinstance(event, LeftIn | JoinedGroupIn):
+            return await self._outside_turn(key, event, inbox_id=inbox_id)
         started = time.perf_counter()
         lock = self._locks.get(key)
         if lock is None:
@@ -149,6 +170,20 @@ class ConversationService:
         for listener in self.listeners:
             await listener(key, reply, turn)
         return reply
+
+    async def _outside_turn(
+        self, key: ConversationKey, event: LeftIn | JoinedGroupIn, *, inbox_id: int | None
+    ) -> Reply:
+        """Events that are no turn of a conversation. The inbox event is claimed first, so
+        what follows happens at most once, whoever runs it (AlreadyHandled otherwise)."""
+        if inbox_id is not None and not await self.store.claim_event(inbox_id):
+            raise AlreadyHandled(inbox_id)
+        if isinstance(event, LeftIn):
+            # Kept until the retention purge deletes it (RETENTION_DAYS after this).
+            await self.store.mark_inactive(key)
+            return Reply(conversation_id=0, messages=(), mode=Mode.BOT)
+        # A group chat: said once, by the channel (no conversation is kept for a group).
+        return Reply(conversation_id=0, messages=(TextOut(text=GROUP_NOTE),), mode=Mode.BOT)
 
     def engine_for(self, stored: StoredConversation | None) -> Engine:
         if stored is not None and stored.state.flow in self.engines:
@@ -249,6 +284,14 @@ class ConversationService:
             )
             return _Plan(write=write, said=(), mode=mode, heard=heard)
 
+        if isinstance(event, MediaIn):
+            if stored is not None:
+                return self._media_reply(ask, stored, event, inbound, heard)
+            # A first message the bot cannot read: thank them and start.
+            said_first = (*(said_first or ()), TextOut(text=KIND_REPLIES.get(event.type, "")))
+            event = StartIn()
+        if isinstance(event, LeftIn | JoinedGroupIn):  # answered by `_outside_turn`
+            raise TypeError(f"{event.kind} is not a turn")
         engine = self.engine_for(stored)
         previous = stored.state if stored else None
         if previous is not None and previous.flow != engine.spec.flow:
@@ -268,10 +311,7 @@ class ConversationService:
                     effect.stage,
                 )
         bodies = [m.model_dump(mode="json") for m in said]
-        outbound = [
-            TranscriptEntry(direction="out", sender="bot", text=outbound_text(m), body=body)
-            for m, body in zip(said, bodies, strict=True)
-        ]
+        outbound = _outbound_entries(said, bodies)
         write = TurnWrite(
             key=ask.key,
             state=turn.conversation,
@@ -286,6 +326,36 @@ class ConversationService:
             event_at=ask.event_at,
         )
         return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
+
+    def _media_reply(
+        self,
+        ask: _Ask,
+        stored: StoredConversation,
+        event: MediaIn,
+        inbound: TranscriptEntry | None,
+        heard: str | None,
+    ) -> _Plan:
+        """Thanks, a word that only text is read, and the waiting question again; the
+        conversation stays where it is."""
+        question = self.engine_for(stored).question(stored.state)
+        ask_again = ASK_FOR_BUTTON if question is not None else ASK_FOR_TEXT
+        said: tuple[Message, ...] = (TextOut(text=KIND_REPLIES.get(event.type, "") + ask_again),)
+        if question is not None:
+            said += (question,)
+        bodies = [m.model_dump(mode="json") for m in said]
+        write = TurnWrite(
+            key=ask.key,
+            state=stored.state,
+            expected_version=stored.version,
+            conversation_id=stored.id,
+            inbound=[inbound] if inbound else [],
+            outbound=_outbound_entries(said, bodies),
+            deliver=bodies if ask.outbox else None,
+            inbox_id=ask.inbox_id,
+            reply_token=ask.reply_token,
+            event_at=ask.event_at,
+        )
+        return _Plan(write=write, said=said, mode=Mode.BOT, heard=heard)
 
     def _may_withdraw(self, stored: StoredConversation | None) -> bool:
         return self.hooks is not None and stored is not None and stored.mode is Mode.WAITING
@@ -336,7 +406,23 @@ class _Plan:
 _Outcome = tuple[Reply, Turn | None] | Exception
 
 
+def _outbound_entries(
+    said: Sequence[Message], bodies: Sequence[dict[str, Any]]
+) -> list[TranscriptEntry]:
+    return [
+        TranscriptEntry(direction="out", sender="bot", text=outbound_text(m), body=body)
+        for m, body in zip(said, bodies, strict=True)
+    ]
+
+
 def _inbound_entry(event: Event) -> TranscriptEntry | None:
+    if isinstance(event, MediaIn):
+        return TranscriptEntry(
+            direction="in",
+            sender="user",
+            text=KIND_LINES.get(event.type, f"（{event.type}）"),
+            body=event.model_dump(mode="json"),
+        )
     if isinstance(event, TextIn):
         return TranscriptEntry(
             direction="in", sender="user", text=event.text, body=event.model_dump(mode="json")

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 from bot.errors import FlowError
 from bot.flows.expressions import ExpressionError, check_syntax, names_read
-from bot.flows.loader import Flow, Loc
+from bot.flows.flow import Flow, Loc
 from bot.flows.schema import PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
 
 LINE_QUICK_REPLY_ITEMS = 13

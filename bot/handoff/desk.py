@@ -18,20 +18,22 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
-from bot.core.service import ConversationService, Event, Reply
+from bot.core.ports import AgentRef, AgentSurface, Reply, Sender
+from bot.core.service import ConversationService
 from bot.errors import AlreadyClaimed, DeliveryFailed
 from bot.handoff.hours import AgentHours, when
 from bot.handoff.summary import summarize
 from bot.models import (
-    CardOut,
     Channel,
     Choice,
     ChoiceIn,
     ChoicesOut,
     ConversationKey,
     ConversationState,
+    Event,
+    Message,
     Mode,
     ResumeIn,
     StoredMessage,
@@ -44,7 +46,6 @@ from bot.store import Handoff, HandoffStore, Orphan, SqlStore, StoredConversatio
 
 log = logging.getLogger(__name__)
 
-Message = TextOut | ChoicesOut | CardOut
 
 BACK_TO_BOT: Final = "__bot__"
 """Choice id of the ボットに戻る button offered while waiting."""
@@ -69,49 +70,6 @@ REPAIR_GRACE: Final = timedelta(minutes=2)
 """How long a conversation may sit out of bot mode without an open handoff before the
 watcher repairs it (a listener or release that failed half-way); longer than any live turn."""
 WATCH_INTERVAL: Final = 20.0  # seconds between timeout and repair sweeps
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AgentRef:
-    """Who acts: `id` is stable (agent name, or e.g. "slack:U0123"), `name` is shown to users."""
-
-    id: str
-    name: str
-    via: str = ""  # the surface acting ("console", "api", "slack"): it need not echo itself
-
-
-class AgentSurface(Protocol):
-    """Where agents see handoffs and act on them: the web console's live feed, and the Slack
-    agent channel. The desk calls these after each move has been stored, in the background:
-    a slow or failing surface never delays the user or another surface. Implementations
-    should be idempotent per handoff id and move (a repair may repeat a call)."""
-
-    async def notify_new(self, handoff: Handoff) -> None:
-        """A handoff entered the queue (status waiting; `handoff.summary` is filled)."""
-        ...
-
-    async def user_message(self, handoff: Handoff, text: str) -> None:
-        """The user wrote while waiting or while an agent holds the conversation."""
-        ...
-
-    async def agent_message(
-        self, handoff: Handoff, message: StoredMessage, agent: AgentRef
-    ) -> None:
-        """An agent's reply (`message.sender == "agent"`, delivered to the user) or internal
-        note (`"note"`, never shown to the user), from any surface (see `agent.via`)."""
-        ...
-
-    async def claimed(self, handoff: Handoff, agent: AgentRef) -> None:
-        """`agent` took the handoff (status claimed)."""
-        ...
-
-    async def released(self, handoff: Handoff) -> None:
-        """The agent handed back; the bot has resumed and said so to the user."""
-        ...
-
-    async def cancelled(self, handoff: Handoff) -> None:
-        """The user went back to the bot before any agent came."""
-        ...
 
 
 # ---------------------------------------------------------------- policy (pure)
@@ -189,7 +147,7 @@ class HandoffDesk:
     hours: AgentHours
     timeout: timedelta
     spawn: Spawn
-    senders: Mapping[Channel, Any]  # the runtime's dict: channels register theirs later
+    senders: Mapping[Channel, Sender]
     surfaces: Sequence[AgentSurface]  # the runtime's list, likewise
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _watcher: asyncio.Task[None] | None = field(default=None, init=False, repr=False)

@@ -69,17 +69,6 @@ def summarize(
     }
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """The summary as short lines of text (Slack cards, plain-text views)."""
-    lines = [f"理由: {summary.get('reason', '')}"]
-    lines += [f"・{a['question']} → {a['answer']}" for a in summary.get("answers", [])]
-    outcome = summary.get("outcome")
-    if outcome:
-        lines.append(f"■ {outcome.get('title', '')}")
-        lines += [f"・{f['label']}: {f['value']}" for f in outcome.get("fields", [])]
-    return lines
-
-
 def _labels(spec: FlowSpec) -> dict[str, dict[str, str]]:
     labels: dict[str, dict[str, str]] = {}
     for state in spec.states.values():

@@ -16,7 +16,6 @@ from bot.errors import BotError, StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
 from bot.store.db import Database
 from bot.store.inbox import claim_events, unclaim_events
-from bot.store.outbox import outbox_row
 from bot.store.schema import conversations, inbox, messages, outbox
 from bot.store.tx import IN_LIST, by_channel, insert, now_or
 
@@ -248,7 +247,7 @@ class Conversations(Database):
                     ]
                     if write.deliver is not None:
                         deliveries.append(
-                            (len(answers) - 1, outbox_row(conversation_id, write, now))
+                            (len(answers) - 1, _outbox_row(conversation_id, write, now))
                         )
                 if lines:
                     await connection.execute(sa.insert(messages), lines)
@@ -491,3 +490,17 @@ def _conversation(row: sa.RowMapping) -> StoredConversation:
         version=row["version"],
         updated_at=row["updated_at"],
     )
+
+
+def _outbox_row(conversation_id: int, write: TurnWrite, now: datetime) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "channel": write.key.channel.value,
+        "address": write.key.address,
+        "payload": [dict(message) for message in write.deliver or ()],
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "reply_token": write.reply_token,
+        "event_at": write.event_at,
+    }

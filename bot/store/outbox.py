@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -13,9 +13,6 @@ from bot.records import OutboxItem
 from bot.store.db import Database
 from bot.store.schema import outbox
 from bot.store.tx import IN_LIST, now_or
-
-if TYPE_CHECKING:
-    from bot.store.conversations import TurnWrite
 
 
 class Outbox(Database):
@@ -80,20 +77,6 @@ class Outbox(Database):
                 .where(outbox.c.id == outbox_id)
                 .values(attempts=outbox.c.attempts + 1, **values)
             )
-
-
-def outbox_row(conversation_id: int, write: TurnWrite, now: datetime) -> dict[str, Any]:
-    return {
-        "conversation_id": conversation_id,
-        "channel": write.key.channel.value,
-        "address": write.key.address,
-        "payload": [dict(message) for message in write.deliver or ()],
-        "status": "pending",
-        "attempts": 0,
-        "created_at": now,
-        "reply_token": write.reply_token,
-        "event_at": write.event_at,
-    }
 
 
 def _outbox_item(row: sa.RowMapping) -> OutboxItem:

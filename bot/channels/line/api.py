@@ -1,5 +1,5 @@
 """The Messaging API calls the bot makes, through the official async SDK, with LINE's kinds of
-failure turned into our own errors (the retry policy in `line_delivery` acts on the kind)."""
+failure turned into our own errors (the retry policy in `delivery` acts on the kind)."""
 
 from __future__ import annotations
 

@@ -53,6 +53,10 @@ class LineDeliveryFailed(DeliveryFailed):
         """Worth another round later: LINE failed, not our request, and nothing went by reply."""
         return self.cause.retryable and not self.replied
 
+    @property
+    def maybe_delivered(self) -> bool:
+        return self.reply_unclear
+
     def __repr__(self) -> str:
         return f"LineDeliveryFailed(cause={self.cause!r}, replied={self.replied})"
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, ValidationError
 
 from bot.errors import BotError
-from bot.models import ChoiceIn, Frozen, StartIn, TextIn
+from bot.models import ChoiceIn, Frozen, JoinedGroupIn, LeftIn, MediaIn, StartIn, TextIn
 from bot.storable_text import scrub_json
 
 log = logging.getLogger(__name__)
@@ -37,23 +37,10 @@ class MalformedWebhook(BotError):
     """A correctly signed body that is not a LINE webhook (not JSON, or no event list)."""
 
 
-class Unfollowed(Frozen):
-    """The user blocked the account (LINE `unfollow`)."""
-
-    kind: Literal["unfollow"] = "unfollow"
-
-
-class GroupJoined(Frozen):
-    """The bot was added to a group or multi-person chat (LINE `join`)."""
-
-    kind: Literal["joined"] = "joined"
-
-
-class Media(Frozen):
-    """A message we cannot read: sticker, image, video, audio, file or location."""
-
-    kind: Literal["media"] = "media"
-    type: str
+# The event kinds the service answers itself, under the names LINE gives them.
+Unfollowed = LeftIn
+GroupJoined = JoinedGroupIn
+Media = MediaIn
 
 
 class Ignored(Frozen):
@@ -64,7 +51,7 @@ class Ignored(Frozen):
 
 
 Content = Annotated[
-    TextIn | ChoiceIn | StartIn | Unfollowed | GroupJoined | Media | Ignored,
+    TextIn | ChoiceIn | StartIn | LeftIn | JoinedGroupIn | MediaIn | Ignored,
     Field(discriminator="kind"),
 ]
 
@@ -197,7 +184,7 @@ def _source(raw: Any) -> tuple[Literal["user", "group", "room", "none"], str]:
 
 def _content(
     raw: dict[str, Any], source: str
-) -> TextIn | ChoiceIn | StartIn | Unfollowed | GroupJoined | Media | Ignored:
+) -> TextIn | ChoiceIn | StartIn | LeftIn | JoinedGroupIn | MediaIn | Ignored:
     kind = _str(raw.get("type")) or "?"
     if source in ("group", "room"):
         # The bot is 1:1. What people write in a group is not ours to keep, so only the fact

@@ -3,17 +3,17 @@
 `POST /slack/events` takes events and interactivity. Bolt verifies the signature, answers
 `url_verification` and drops the bot's own events; then `_Recorder` parses the request into
 our own `SlackInbound`, records it in the inbox (unique by its event id, so Slack's retries and
-duplicates come to one turn) and only then acknowledges. The worker runs the turn
-(`SlackTurns`) and `SlackOut` delivers it with the Web API.
+duplicates come to one turn) and only then acknowledges. The inbox runs the turn
+(`SlackTurns`) and the outbox delivers it through `SlackCourier` with the Web API.
 
 The conversation does not use Bolt listeners: for Events API requests Bolt acknowledges before
 a listener runs and runs it in a future nobody keeps, so an event could be acknowledged and then
 lost. A middleware runs before the acknowledgement and decides its status. Requests it does not
-take go on to Bolt's listeners (`app.state.slack_bolt`, for other features' own buttons), and
+take go on to Bolt's listeners (`SlackAdapter.bolt`, for other features' own buttons), and
 what no listener takes either is acknowledged with 200 (`_unhandled`) so Slack does not retry.
 
 With `SLACK_AGENT_CHANNEL` set, agents' clicks and thread replies there take the same path:
-the middleware asks the agent channel (`slack_agents`) first, records what it recognises, and
+the middleware asks the agent channel (`agents/actions.py`) first, records what it recognises, and
 the worker hands those records back to it (`_routed`).
 """
 
@@ -22,14 +22,12 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final
 
 import aiohttp
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from pydantic import SecretStr, TypeAdapter
-from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from pydantic import SecretStr
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
@@ -49,23 +47,22 @@ from bot.channels.slack.events import Clicked, SlackInbound, destination, parse
 from bot.channels.slack.web_api import SlackApiFailure
 from bot.channels.slack.web_api import call as _call
 from bot.config import Settings
-from bot.core.inbox import MARKED, EventHandler, Worker
-from bot.core.ports import Sender
-from bot.core.service import ConversationService
-from bot.errors import ChannelError, StoreError
-from bot.models import (
-    CardOut,
-    Channel,
-    ChoiceIn,
-    ChoicesOut,
-    ConversationKey,
-    Outbound,
-    TextOut,
+from bot.core.ports import (
+    AgentDesk,
+    AgentSurface,
+    Attempt,
+    Conversations,
+    Deliveries,
+    EventHandler,
+    Handled,
+    InboxEvent,
+    OutboxItem,
+    Recorder,
+    Turns,
 )
-from bot.records import InboxEvent, OutboxItem
+from bot.errors import ChannelError, StoreError
+from bot.models import Channel, ChoiceIn, ChoicesOut, ConversationKey, Message
 from bot.storable_text import scrub_json
-from bot.store import SqlStore
-from bot.wiring import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +71,28 @@ CHANNEL: Final = Channel.SLACK.value
 RATE_LIMIT_RETRIES: Final = 3
 """429s waited out (each for its Retry-After) before a call counts as failed."""
 
-Message = TextOut | ChoicesOut | CardOut
-_MESSAGES: Final = TypeAdapter(list[Outbound])
+
+def enabled(settings: Settings) -> bool:
+    """Both Slack secrets set: without them Slack stays off and its route answers 404."""
+    return not _missing_secrets(settings)
 
 
+@dataclass(frozen=True, kw_only=True)
 class SlackChannel:
-    """The `ChannelPlugin` for Slack; enabled when both Slack secrets are set."""
+    """Slack's set-up; `build` makes the adapter when both Slack secrets are set."""
 
-    def mount(self, app: FastAPI, settings: Settings) -> None:
+    channel: ClassVar[Channel] = Channel.SLACK
+
+    async def build(
+        self,
+        settings: Settings,
+        *,
+        turns: Turns,
+        recorder: Recorder,
+        deliveries: Deliveries,
+        conversations: Conversations,
+        desk: AgentDesk,
+    ) -> SlackAdapter | None:
         missing = _missing_secrets(settings)
         if missing:
             log.info(
@@ -91,43 +102,49 @@ class SlackChannel:
             )
             if settings.slack_agent_channel.strip():
                 log.warning("SLACK_AGENT_CHANNEL is set, but the Slack agent channel needs Slack")
-            return
-        app.add_api_route(PATH, _events, methods=["POST"], include_in_schema=False)
-
-    async def setup(self, app: FastAPI, runtime: Runtime) -> None:
-        settings = runtime.settings
-        token, signing_secret = (
-            _secret(settings.slack_bot_token),
-            _secret(settings.slack_signing_secret),
+            return None
+        token = _secret(settings.slack_bot_token)
+        signing_secret = _secret(settings.slack_signing_secret)
+        # One connection pool for every call, closed at shutdown (created here, in the loop).
+        session = aiohttp.ClientSession()
+        client = _web_client(token, settings.slack_api_base_url, session)
+        agents = slack_agents.start(client=client, settings=settings, desk=desk)
+        bolt = _bolt_app(
+            client,
+            signing_secret,
+            _Recorder(recorder=recorder, conversations=conversations, agents=agents),
         )
-        if not (token and signing_secret):
-            return
-        client = _web_client(token, settings.slack_api_base_url, runtime)
-        agents = slack_agents.start(client=client, runtime=runtime)
-        bolt = _bolt_app(client, signing_secret, runtime, agents=agents)
-        app.state.slack_bolt = bolt
-        app.state.slack = AsyncSlackRequestHandler(bolt)
-
         out = SlackOut(client=client)
-        turns = SlackTurns(service=runtime.service, store=runtime.store, out=out)
-        runtime.worker.register(CHANNEL, turns if agents is None else _routed(turns, agents))
-        sender: Sender = SlackSender(out=out)
-        runtime.senders[Channel.SLACK] = sender
-        # Turns saved before the last stop whose replies were not delivered yet. Read now, before
-        # the worker resumes anything, so no reply produced from here on is delivered twice.
-        # Only in a process that runs turns, and only of its own users: other workers
-        # deliver theirs.
-        undelivered = [
-            item
-            for item in (
-                await runtime.store.outbox_pending(limit=1000) if runtime.worker.local else []
-            )
-            if item.channel is Channel.SLACK and runtime.worker.owns(item.channel, item.address)
-        ]
-        if undelivered:
-            log.info("delivering %d Slack replies left from the last run", len(undelivered))
-            runtime.worker.spawn(turns.redeliver(undelivered))
+        turns_handler = SlackTurns(
+            turns=turns, conversations=conversations, out=out, deliveries=deliveries
+        )
         log.info("Slack channel enabled at POST %s", PATH)
+        return SlackAdapter(
+            bolt=bolt,
+            session=session,
+            recorder=recorder,
+            handle=turns_handler if agents is None else _routed(turns_handler, agents),
+            courier=SlackCourier(out=out),
+            sender=SlackSender(out=out),
+            surfaces=() if agents is None else (agents.surface,),
+        )
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SlackAdapter:
+    """One process's Slack side: Bolt (for `POST /slack/events`), the handler of recorded
+    events, the outbox courier, the sender and the agent channel's surface."""
+
+    bolt: AsyncApp
+    session: aiohttp.ClientSession
+    recorder: Recorder
+    handle: EventHandler
+    courier: SlackCourier
+    sender: SlackSender
+    surfaces: tuple[AgentSurface, ...]
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
 class SlackOut:
@@ -179,37 +196,38 @@ class SlackOut:
 
 
 class SlackTurns:
-    """The worker's handler for recorded Slack events: run the turn, then deliver it."""
+    """The inbox's handler for recorded Slack events: run the turn, then deliver it."""
 
-    def __init__(self, *, service: ConversationService, store: SqlStore, out: SlackOut) -> None:
-        self.service = service
-        self.store = store
+    def __init__(
+        self,
+        *,
+        turns: Turns,
+        conversations: Conversations,
+        out: SlackOut,
+        deliveries: Deliveries,
+    ) -> None:
+        self.turns = turns
+        self.conversations = conversations
         self.out = out
+        self.deliveries = deliveries
 
-    async def __call__(self, event: InboxEvent) -> Literal["marked"]:
+    async def __call__(self, event: InboxEvent) -> Handled:
         inbound = SlackInbound.model_validate(event.payload)
         key = event.key
         # Only a click that answers the current question changes its message; a stale click
         # (a double click, an old message) leaves the history alone and the engine says so.
         clicked = inbound.clicked if await self._answers_current(key, inbound) else None
-        reply = await self.service.handle(key, inbound.event, outbox=True, inbox_id=event.id)
+        reply = await self.turns.handle(key, inbound.event, outbox=True, inbox_id=event.id)
         messages = list(reply.messages)
         if clicked is not None:
             messages = await self._settle(clicked, inbound, messages)
-        if reply.outbox_id is not None:
-            await self._deliver(reply.outbox_id, key.address, messages)
-        return MARKED  # the turn's transaction marked the event processed
-
-    async def redeliver(self, items: Sequence[OutboxItem]) -> None:
-        for item in items:
-            messages = _MESSAGES.validate_python(item.payload)
-            await self._deliver(item.id, item.address, messages)
+        await self.deliveries.deliver_now(reply, key, messages)
+        return Handled.WITH_TURN
 
     async def _answers_current(self, key: ConversationKey, inbound: SlackInbound) -> bool:
         if inbound.clicked is None or not isinstance(inbound.event, ChoiceIn):
             return False
-        stored = await self.store.load(key)
-        return stored is not None and stored.state.state == inbound.event.state
+        return await self.conversations.question_state(key) == inbound.event.state
 
     async def _settle(
         self, clicked: Clicked, inbound: SlackInbound, messages: list[Message]
@@ -230,14 +248,22 @@ class SlackTurns:
             log.warning("updating the clicked Slack message failed: %s", failure)
         return messages
 
-    async def _deliver(self, outbox_id: int, address: str, messages: Sequence[Message]) -> None:
+
+class SlackCourier:
+    """The outbox's `Courier` for Slack. Slack has no idempotency key for a post, so an item
+    is posted once per round; a refusal (after the client's own retries) is for good."""
+
+    def __init__(self, *, out: SlackOut) -> None:
+        self._out = out
+
+    async def deliver(
+        self, item: OutboxItem, messages: Sequence[Message], attempt: Attempt
+    ) -> None:
         try:
-            await self.out.post(address, messages)
+            await self._out.post(item.address, messages)
         except SlackApiFailure as failure:
-            log.error("Slack reply %d to %s not delivered: %s", outbox_id, address, failure)
-            await self.store.mark_failed(outbox_id, str(failure))
-            return
-        await self.store.mark_sent(outbox_id)
+            log.error("Slack reply %d to %s not delivered: %s", item.id, item.address, failure)
+            raise
 
 
 class SlackSender:
@@ -281,10 +307,14 @@ class _Recorder(AsyncMiddleware):
     so Slack never retries a request we chose to ignore."""
 
     def __init__(
-        self, *, worker: Worker, store: SqlStore, agents: SlackAgentActions | None = None
+        self,
+        *,
+        recorder: Recorder,
+        conversations: Conversations,
+        agents: SlackAgentActions | None = None,
     ) -> None:
-        self._worker = worker
-        self._store = store
+        self._recorder = recorder
+        self._conversations = conversations
         self._agents = agents
 
     async def async_process(
@@ -336,7 +366,7 @@ class _Recorder(AsyncMiddleware):
         occurred_at: datetime,
     ) -> BoltResponse:
         try:
-            new = await self._worker.submit(
+            new = await self._recorder.submit(
                 channel=CHANNEL,
                 event_id=event_id,
                 address=address,
@@ -356,37 +386,24 @@ class _Recorder(AsyncMiddleware):
     async def _continues(self, address: str) -> bool:
         """Does the bot talk in this thread? Its conversation exists, or its first event (the
         mention) is recorded and waiting."""
-        key = ConversationKey(channel=Channel.SLACK, address=address)
-        if await self._store.load(key) is not None:
-            return True
-        return bool(await self._store.pending_events(limit=1, channel=CHANNEL, address=address))
+        return await self._conversations.is_known(
+            ConversationKey(channel=Channel.SLACK, address=address)
+        )
 
 
 def _routed(turns: SlackTurns, agents: SlackAgentActions) -> EventHandler:
     """The worker's Slack handler: agent requests to the agent channel, the rest are turns."""
 
-    async def handle(event: InboxEvent) -> Literal["marked"] | None:
+    async def handle(event: InboxEvent) -> Handled:
         if agents.owns(event):
             await agents(event)
-            return None
+            return Handled.NOTHING_SAVED
         return await turns(event)
 
     return handle
 
 
-async def _events(request: Request) -> Response:
-    handler: AsyncSlackRequestHandler | None = getattr(request.app.state, "slack", None)
-    if handler is None:  # the lifespan has not set the channel up (yet)
-        return Response(status_code=503)
-    runtime: Runtime = request.app.state.runtime
-    with runtime.service.foreground.serving():
-        return await handler.handle(request)
-
-
-def _web_client(token: str, base_url: str, runtime: Runtime) -> AsyncWebClient:
-    # One connection pool for every call, closed at shutdown (created here, inside the loop).
-    session = aiohttp.ClientSession()
-    runtime.teardown.append(session.close)
+def _web_client(token: str, base_url: str, session: aiohttp.ClientSession) -> AsyncWebClient:
     return AsyncWebClient(
         token=token,
         base_url=base_url,
@@ -399,13 +416,7 @@ def _web_client(token: str, base_url: str, runtime: Runtime) -> AsyncWebClient:
     )
 
 
-def _bolt_app(
-    client: AsyncWebClient,
-    signing_secret: str,
-    runtime: Runtime,
-    *,
-    agents: SlackAgentActions | None = None,
-) -> AsyncApp:
+def _bolt_app(client: AsyncWebClient, signing_secret: str, recorder: _Recorder) -> AsyncApp:
     bolt = AsyncApp(
         name="yarigai",
         client=client,  # carries the token; passing `token` as well only earns a warning
@@ -416,7 +427,7 @@ def _bolt_app(
         raise_error_for_unhandled_request=True,
         logger=log,
     )
-    bolt.use(_Recorder(worker=runtime.worker, store=runtime.store, agents=agents))
+    bolt.use(recorder)
     bolt.error(_unhandled)
     return bolt
 

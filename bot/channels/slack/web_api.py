@@ -1,6 +1,6 @@
 """Slack Web API calls, one way for every Slack module: `call` turns any failure into a
 `SlackApiFailure` carrying Slack's error code (the user channel in `slack.py`, the agent
-channel in `slack_agents.py`)."""
+channel in `agents/actions.py`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.errors import ChannelError
+from bot.errors import DeliveryFailed
 
 
-class SlackApiFailure(ChannelError):
+class SlackApiFailure(DeliveryFailed):
     """A Slack Web API call failed; `code` is Slack's `error` (or the HTTP/transport failure)."""
 
     def __init__(self, method: str, code: str) -> None:

@@ -111,9 +111,8 @@ def mount(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(SignInRequired, _sign_in_required)
 
 
-async def setup(app: FastAPI, runtime: Runtime) -> None:
-    feed = ConsoleFeed()
-    runtime.surfaces.append(feed)
+def setup(app: FastAPI, runtime: Runtime, feed: ConsoleFeed) -> None:
+    """In the lifespan, once the runtime is built (`feed` is one of the desk's surfaces)."""
     app.state.console = Console(
         runtime=runtime,
         agents=AgentStore(engine=runtime.store.engine),
@@ -125,11 +124,6 @@ async def setup(app: FastAPI, runtime: Runtime) -> None:
             lstrip_blocks=True,
         ),
     )
-
-    async def close() -> None:
-        feed.close()
-
-    runtime.teardown.append(close)
 
 
 async def _sign_in_required(request: Request, _: Exception) -> Response:

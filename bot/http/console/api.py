@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field, StringConstraints
 
+from bot.core.ports import AgentRef
 from bot.errors import (
     AlreadyClaimed,
     DeliveryFailed,
@@ -18,7 +19,6 @@ from bot.errors import (
     NotHolder,
     UnknownHandoff,
 )
-from bot.handoff.desk import AgentRef
 from bot.http.console.auth import TokenAgent, token_agent
 from bot.http.console.views import (
     HandoffDetail,

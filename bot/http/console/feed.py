@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bot.handoff.desk import AgentRef
+from bot.core.ports import AgentRef
 from bot.models import StoredMessage
 from bot.store import Handoff
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator
 
+from bot.core.ports import AgentRef
 from bot.errors import (
     AlreadyClaimed,
     DeliveryFailed,
@@ -20,7 +21,6 @@ from bot.errors import (
     NotHolder,
     UnknownHandoff,
 )
-from bot.handoff.desk import AgentRef
 from bot.http.console.auth import (
     SessionAgent,
     check_csrf,

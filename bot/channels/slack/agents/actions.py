@@ -51,11 +51,10 @@ from bot.channels.slack.agents.events import (
 from bot.channels.slack.blocks import SlackMessage
 from bot.channels.slack.web_api import SlackApiFailure, call
 from bot.config import Settings
+from bot.core.ports import AgentDesk, AgentRef, HandoffRefs, InboxEvent
 from bot.errors import AlreadyClaimed, DeliveryFailed, HandoffClosed, NotHolder, UnknownHandoff
-from bot.handoff.desk import AgentRef, HandoffDesk
 from bot.models import StoredMessage
-from bot.store import Handoff, HandoffStatus, HandoffStore, InboxEvent
-from bot.wiring import Runtime
+from bot.records import Handoff, HandoffStatus
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +104,14 @@ class AgentChannelConfig:
         return f"{self.public_url}/console/handoffs/{handoff_id}" if self.public_url else None
 
 
-def start(*, client: AsyncWebClient, runtime: Runtime) -> SlackAgentActions | None:
-    """Open the agent channel if SLACK_AGENT_CHANNEL is set: its surface joins the desk's."""
-    config = AgentChannelConfig.from_settings(runtime.settings)
+def start(
+    *, client: AsyncWebClient, settings: Settings, desk: AgentDesk
+) -> SlackAgentActions | None:
+    """Open the agent channel if SLACK_AGENT_CHANNEL is set (its `surface` is for the desk)."""
+    config = AgentChannelConfig.from_settings(settings)
     if config is None:
         return None
-    desk = runtime.desk
     surface = SlackAgentSurface(client=client, handoffs=desk.handoffs, config=config)
-    runtime.surfaces.append(surface)
     log.info(
         "Slack agent channel %s enabled (%s)",
         config.channel,
@@ -128,7 +127,7 @@ class SlackAgentSurface:
     told. Moves on one handoff are shown one at a time, in the order the desk made them."""
 
     def __init__(
-        self, *, client: AsyncWebClient, handoffs: HandoffStore, config: AgentChannelConfig
+        self, *, client: AsyncWebClient, handoffs: HandoffRefs, config: AgentChannelConfig
     ) -> None:
         self._client = client
         self._handoffs = handoffs
@@ -259,7 +258,7 @@ class SlackAgentActions:
     def __init__(
         self,
         *,
-        desk: HandoffDesk,
+        desk: AgentDesk,
         surface: SlackAgentSurface,
         names: SlackAgentNames,
         config: AgentChannelConfig,

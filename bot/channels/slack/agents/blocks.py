@@ -11,10 +11,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from bot.channels.slack.blocks import MAX_BLOCKS, MAX_SECTION_TEXT, SlackMessage
-from bot.handoff.desk import AgentRef
-from bot.handoff.summary import summary_lines
+from bot.core.ports import AgentRef
 from bot.models import StoredMessage
-from bot.store import Handoff, HandoffStatus
+from bot.records import Handoff, HandoffStatus, summary_lines
 
 ACTION_PREFIX: Final = "yarigai.agent."
 """Agent buttons' `action_id`s start with this (not with the user buttons' prefix)."""

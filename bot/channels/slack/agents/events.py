@@ -2,7 +2,7 @@
 or a message in the agent channel's threads. Nothing past this module sees the raw payload.
 
 Whether a message's thread is a handoff's (its card) is a question for the store, asked by
-`slack_agents`; here a message only qualifies by where it was written.
+`bot.channels.slack.agents.actions`; here a message only qualifies by where it was written.
 """
 
 from __future__ import annotations

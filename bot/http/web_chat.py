@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, Field
 
-from bot.core.service import Reply
+from bot.core.ports import Reply
 from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
 from bot.storable_text import require_storable
 from bot.wiring import Runtime
@@ -47,7 +47,7 @@ class HistoryReply(BaseModel):
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page() -> HTMLResponse:
-    html = resources.files("bot.channels").joinpath("web_chat.html").read_text(encoding="utf-8")
+    html = resources.files("bot.http").joinpath("web_chat.html").read_text(encoding="utf-8")
     return HTMLResponse(html)
 
 
