@@ -22,6 +22,7 @@ from bot.engine import Engine
 from bot.errors import StoreError
 from bot.metrics import Metrics
 from bot.models import (
+    Channel,
     ChoiceIn,
     Classified,
     ConversationKey,
@@ -48,6 +49,7 @@ from bot.store import (
     StoredConversation,
     TranscriptEntry,
     TurnWrite,
+    UnknownConversation,
 )
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ KIND_LINES: Final = {
     "file": "（ファイル）",
     "location": "（位置情報）",
 }
+_INTERACTIVE: Final = frozenset({Channel.WEB, Channel.CLI})
 TURNS_PER_BATCH = 64
 """Turns of different conversations saved in one transaction at most. Under load a batch
 costs a fraction of separate transactions; alone, a turn waits one loop turn at most."""
@@ -133,8 +136,10 @@ class ConversationService:
         inbox_id: int | None = None,
         reply_token: str | None = None,
         event_at: datetime | None = None,
+        existing_only: bool = False,
     ) -> Reply:
-        """Run one inbound event through the conversation.
+        """Run one inbound event through the conversation (`existing_only`: raise
+        UnknownConversation, writing nothing, unless the conversation exists).
 
         `outbox` queues the reply durably for a channel sender (with the event's `reply_token`
         and time, for a delivery retried after a crash); `inbox_id` marks the recorded webhook
@@ -157,6 +162,7 @@ class ConversationService:
                     inbox_id=inbox_id,
                     reply_token=reply_token,
                     event_at=event_at,
+                    existing_only=existing_only,
                 )
             )
         if isinstance(outcome, BaseException):
@@ -195,7 +201,10 @@ class ConversationService:
     async def _run_batch(self, asks: Sequence[_Ask]) -> list[_Outcome]:
         """One load and one save for the turns of many conversations. A turn that needs more
         (withdrawing a handoff) or lost a race to another writer is run on its own after."""
-        await self.foreground.step_aside()
+        if not any(ask.key.channel in _INTERACTIVE for ask in asks):
+            # Webhook acknowledgements first; a person waiting on this request (the web chat,
+            # the terminal) is foreground work itself.
+            await self.foreground.step_aside()
         outcomes: list[_Outcome | None] = [None] * len(asks)
         alone: list[int] = []
         planned: list[tuple[int, _Plan]] = []
@@ -269,6 +278,8 @@ class ConversationService:
         said_first: tuple[Message, ...] | None,
     ) -> _Plan:
         """What the turn says and writes (no I/O)."""
+        if stored is None and ask.existing_only:
+            raise UnknownConversation(ask.key)
         inbound = _inbound_entry(ask.event)
         heard = inbound.text if inbound else None
         mode = stored.mode if stored else Mode.BOT
@@ -378,6 +389,7 @@ class _Ask:
     inbox_id: int | None
     reply_token: str | None = None
     event_at: datetime | None = None
+    existing_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +411,7 @@ class _Plan:
             handoff=self.handoff,
             outbox_id=saved.outbox_id,
             heard=self.heard,
+            last_id=saved.last_message_id,
         )
         return reply, self.turn
 

@@ -28,6 +28,7 @@ from bot.errors import BotError, StoreError
 from bot.http import console, web_chat
 from bot.http.asgi import App, add_post, answer, header, read_body
 from bot.http.console.feed import ConsoleFeed
+from bot.http.errors import http_error
 from bot.models import Mode
 from bot.records import InboxHealth
 from bot.storable_text import scrub_json
@@ -126,7 +127,8 @@ def create_app(
     @app.exception_handler(BotError)
     async def bot_error(_: Request, exc: BotError) -> JSONResponse:
         log.error("request failed: %s", exc)
-        return JSONResponse({"error": type(exc).__name__}, status_code=500)
+        answer = http_error(exc)
+        return JSONResponse({"error": answer.code}, status_code=answer.status)
 
     return app
 
@@ -152,7 +154,8 @@ async def _line_webhook(scope: Scope, receive: Receive, send: Send) -> None:
         )
     except BotError as exc:
         log.error("LINE webhook failed: %s", exc)
-        status, error = 500, type(exc).__name__
+        answer_ = http_error(exc)
+        status, error = answer_.status, answer_.code
     except Exception:
         log.exception("LINE webhook failed")
         status, error = 500, "internal error"

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from bot.core.ports import Reply
 from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
 from bot.storable_text import require_storable
+from bot.store import UnknownConversation
 from bot.wiring import Runtime
 
 router = APIRouter()
@@ -56,23 +57,25 @@ async def start(request: Request) -> ChatReply:
     runtime: Runtime = request.app.state.runtime
     session = secrets.token_urlsafe(18)
     reply = await runtime.service.handle(_key(session), StartIn())
-    return await _chat_reply(runtime, session, reply)
+    return _chat_reply(session, reply)
 
 
 @router.post("/api/chat/sessions/{session}/messages", response_model=ChatReply)
 async def say(session: SessionId, body: SayRequest, request: Request) -> ChatReply:
     runtime: Runtime = request.app.state.runtime
     key = _key(session)
-    if await runtime.store.load(key) is None:
-        raise HTTPException(status_code=404, detail="unknown chat session")
     if body.choice:
         event: ChoiceIn | TextIn = ChoiceIn(choice=body.choice, state=body.state, label=body.label)
     elif body.text and body.text.strip():
         event = TextIn(text=body.text.strip())
     else:
         raise HTTPException(status_code=422, detail="send 'text' or 'choice'")
-    reply = await runtime.service.handle(key, event)
-    return await _chat_reply(runtime, session, reply)
+    try:
+        # One load and one save: the turn itself finds out whether the session exists.
+        reply = await runtime.service.handle(key, event, existing_only=True)
+    except UnknownConversation:
+        raise HTTPException(status_code=404, detail="unknown chat session") from None
+    return _chat_reply(session, reply)
 
 
 @router.get("/api/chat/sessions/{session}/messages", response_model=HistoryReply)
@@ -98,11 +101,12 @@ def _key(session: str) -> ConversationKey:
     return ConversationKey(channel=Channel.WEB, address=session)
 
 
-async def _chat_reply(runtime: Runtime, session: str, reply: Reply) -> ChatReply:
-    lines = await runtime.store.transcript(reply.conversation_id, limit=1)
+def _chat_reply(session: str, reply: Reply) -> ChatReply:
+    # `last_id` comes from the saved turn: an agent's message written just after it is then
+    # still newer than it, and the page's next poll shows it.
     return ChatReply(
         session=session,
         mode=reply.mode.value,
         messages=[m.model_dump(mode="json") for m in reply.messages],
-        last_id=lines[-1].id if lines else 0,
+        last_id=reply.last_id,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -99,6 +99,7 @@ class SavedTurn:
     conversation_id: int
     version: int
     outbox_id: int | None
+    last_message_id: int = 0  # the newest transcript line it wrote (0: none)
 
 
 class Conversations(Database):
@@ -196,6 +197,7 @@ class Conversations(Database):
                 raise ValueError(f"{write.key}: an update needs the conversation's id")
         answers: list[SavedTurn | ConcurrentUpdate | AlreadyHandled] = []
         lines: list[dict[str, Any]] = []
+        line_owners: list[int] = []  # for each line, the index of its turn in `answers`
         deliveries: list[tuple[int, dict[str, Any]]] = []  # (index in answers, outbox row)
         try:
             async with self._begin() as connection:
@@ -242,15 +244,22 @@ class Conversations(Database):
                     answers.append(
                         SavedTurn(conversation_id=conversation_id, version=version, outbox_id=None)
                     )
-                    lines += [
-                        _message(conversation_id, e, now) for e in (*write.inbound, *write.outbound)
-                    ]
+                    entries = (*write.inbound, *write.outbound)
+                    lines += [_message(conversation_id, e, now) for e in entries]
+                    line_owners += [len(answers) - 1] * len(entries)
                     if write.deliver is not None:
                         deliveries.append(
                             (len(answers) - 1, _outbox_row(conversation_id, write, now))
                         )
                 if lines:
-                    await connection.execute(sa.insert(messages), lines)
+                    line_ids = await connection.execute(
+                        sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
+                        lines,
+                    )
+                    for index, line_id in zip(line_owners, line_ids.scalars(), strict=True):
+                        saved = answers[index]
+                        assert isinstance(saved, SavedTurn)
+                        answers[index] = replace(saved, last_message_id=line_id)
                 if deliveries:
                     ids = await connection.execute(
                         sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
@@ -259,11 +268,7 @@ class Conversations(Database):
                     for (index, _), outbox_id in zip(deliveries, ids.scalars(), strict=True):
                         saved = answers[index]
                         assert isinstance(saved, SavedTurn)
-                        answers[index] = SavedTurn(
-                            conversation_id=saved.conversation_id,
-                            version=saved.version,
-                            outbox_id=outbox_id,
-                        )
+                        answers[index] = replace(saved, outbox_id=outbox_id)
         except _RaceInBatch:
             # Someone else saved one of these conversations meanwhile and the batch cannot
             # tell which: nothing was written; each turn is retried on its own.

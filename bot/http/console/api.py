@@ -14,9 +14,7 @@ from bot.core.ports import AgentRef
 from bot.errors import (
     AlreadyClaimed,
     DeliveryFailed,
-    HandoffClosed,
     HandoffError,
-    NotHolder,
     UnknownHandoff,
 )
 from bot.http.console.auth import TokenAgent, token_agent
@@ -28,6 +26,7 @@ from bot.http.console.views import (
     handoff_view,
     line_view,
 )
+from bot.http.errors import http_error
 from bot.models import outbound_text
 from bot.store import Agent, Handoff, HandoffStatus
 
@@ -180,22 +179,13 @@ async def _get(desk: HandoffDesk, handoff_id: int) -> Handoff:
 
 
 def _http(error: HandoffError | DeliveryFailed) -> HTTPException:
-    if isinstance(error, UnknownHandoff):
-        problem = Problem(error="not_found", message="no such handoff")
-        return HTTPException(status_code=404, detail=problem.model_dump(exclude_none=True))
+    answer = http_error(error)
+    problem = Problem(error=answer.code, message=answer.message)
     if isinstance(error, AlreadyClaimed):
         problem = Problem(
-            error="already_claimed",
-            message=f"{error.agent_name or error.agent} holds this handoff",
+            error=answer.code,
+            message=answer.message,
             agent=error.agent,
             agent_name=error.agent_name,
         )
-        return HTTPException(status_code=409, detail=problem.model_dump(exclude_none=True))
-    if isinstance(error, NotHolder):
-        problem = Problem(error="not_holder", message="claim the handoff first")
-        return HTTPException(status_code=403, detail=problem.model_dump(exclude_none=True))
-    if isinstance(error, HandoffClosed):
-        problem = Problem(error="closed", message=f"the handoff is {error.status}")
-        return HTTPException(status_code=409, detail=problem.model_dump(exclude_none=True))
-    problem = Problem(error="delivery_failed", message="kept in the transcript; the send failed")
-    return HTTPException(status_code=502, detail=problem.model_dump(exclude_none=True))
+    return HTTPException(status_code=answer.status, detail=problem.model_dump(exclude_none=True))

@@ -29,6 +29,7 @@ from bot.http.console.auth import (
     session_agent,
 )
 from bot.http.console.views import detail_view, handoff_view
+from bot.http.errors import http_error
 from bot.storable_text import require_storable
 from bot.store import Agent
 
@@ -213,16 +214,20 @@ def _failed(request: Request, handoff_id: int, error: HandoffError | DeliveryFai
 
 
 def _explain(error: HandoffError | DeliveryFailed) -> tuple[str, int]:
-    """An error as an agent reads it, and its HTTP status."""
+    """An error as an agent reads it, and its HTTP status (`bot.http.errors`)."""
+    status = http_error(error).status
     if isinstance(error, AlreadyClaimed):
-        return f"{error.agent_name or error.agent}さんが対応中です。", 409
+        return f"{error.agent_name or error.agent}さんが対応中です。", status
     if isinstance(error, NotHolder):
-        return "この会話を担当していないため、できません。先に「対応する」を押してください。", 403
+        return (
+            "この会話を担当していないため、できません。先に「対応する」を押してください。",
+            status,
+        )
     if isinstance(error, HandoffClosed):
-        return "この依頼はすでに終わっています。", 409
+        return "この依頼はすでに終わっています。", status
     if isinstance(error, DeliveryFailed):
         return (
             "記録はしましたが、ユーザーへの送信に失敗しました。少し待って送り直してください。",
-            502,
+            status,
         )
-    return "できませんでした。", 400
+    return "できませんでした。", status
