@@ -4,7 +4,6 @@ against LINE's OpenAPI spec) and a fake Slack Web API."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fakes.line_api import (
     ACCESS_TOKEN,
     CHANNEL_SECRET,
@@ -21,6 +19,7 @@ from fakes.line_api import (
     new_user_id,
     require_spec,
 )
+from fakes.served import serving_app
 from fakes.slack_api import BOT_ID, FakeSlackApi, Posted, SlackEvents
 from pydantic import SecretStr
 
@@ -129,18 +128,7 @@ async def served(tmp_path: Path, line: FakeLineApi, slack: FakeSlackApi) -> Asyn
         session_secret=SecretStr("test"),
     )
     app = create_app(settings, channels=channels)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="none")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # start-up failed: raise why
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
+    async with serving_app(app) as url:
         yield Served(
             url=url,
             runtime=app.state.runtime,
@@ -149,9 +137,6 @@ async def served(tmp_path: Path, line: FakeLineApi, slack: FakeSlackApi) -> Asyn
             slack=slack,
             events=SlackEvents(SIGNING_SECRET),
         )
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_line_user_to_a_slack_agent_and_back_to_the_bot(served: Served) -> None:

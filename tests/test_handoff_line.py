@@ -3,13 +3,11 @@ API that checks every request against LINE's OpenAPI spec; the real app under uv
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from agent_app import password_hash
 from fakes.line_api import (
     ACCESS_TOKEN,
@@ -19,6 +17,7 @@ from fakes.line_api import (
     new_user_id,
     require_spec,
 )
+from fakes.served import serving_app
 
 from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
 from bot.config import Settings
@@ -51,20 +50,8 @@ async def served(tmp_path: Path, fake: FakeLineApi) -> AsyncIterator[tuple[str, 
         session_secret="test",
     )
     app = create_app(settings, channels=channels)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="none")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", app.state.runtime
-    finally:
-        server.should_exit = True
-        await task
+    async with serving_app(app) as url:
+        yield url, app.state.runtime
 
 
 async def test_line_user_asks_agent_takes_over_replies_by_push_and_hands_back(

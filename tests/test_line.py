@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from fakes.line_api import (
     ACCESS_TOKEN,
     CHANNEL_SECRET,
@@ -32,6 +31,7 @@ from fakes.line_api import (
     sign,
 )
 from fakes.processes import free_port, wait_healthy
+from fakes.served import serving_app
 from fastapi import FastAPI
 
 from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
@@ -151,23 +151,8 @@ def line_settings(database: Path, fake: FakeLineApi, **overrides: Any) -> Settin
 async def serving(settings: Settings, fake: FakeLineApi) -> AsyncIterator[Bot]:
     """The app under uvicorn on a free port of 127.0.0.1, in this event loop."""
     app = create_app(settings, channels=[_tuned.line], outbox=_tuned.outbox, jobs=_tuned.jobs)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="none"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # start-up failed: raise why
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
+    async with serving_app(app) as url:
         yield Bot(app=app, url=url, fake=fake, hooks=Webhooks(url + WEBHOOK_PATH, fake=fake))
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def until(

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field
 
 from bot.channels.slack.blocks import ACTION_PREFIX, read_button_value
-from bot.models import ChoiceIn, Frozen, StartIn, TextIn
+from bot.models import ChoiceIn, Frozen, MediaIn, StartIn, TextIn
 
 MAX_TEXT: Final = 2000
 """Characters of a user's message kept (as the web chat accepts)."""
@@ -41,7 +41,7 @@ class SlackInbound(Frozen):
     origin: Origin
     occurred_at: datetime
     user: str
-    event: Annotated[TextIn | ChoiceIn | StartIn, Field(discriminator="kind")]
+    event: Annotated[TextIn | ChoiceIn | StartIn | MediaIn, Field(discriminator="kind")]
     clicked: Clicked | None = None
 
 
@@ -58,8 +58,12 @@ def parse(body: Mapping[str, Any], *, bot_user_id: str | None) -> SlackInbound |
     try:
         if body.get("type") == "event_callback":
             event = body.get("event")
-            if not isinstance(event, Mapping) or event.get("bot_id") or event.get("subtype"):
-                return None  # bots (ours included), edits, deletions, joins, file shares
+            if (
+                not isinstance(event, Mapping)
+                or event.get("bot_id")
+                or event.get("subtype") not in (None, "file_share")
+            ):
+                return None  # bots (ours included), edits, deletions, joins
             if event.get("type") == "message":
                 return _message(event, bot_user_id)
             if event.get("type") == "app_mention":
@@ -114,8 +118,11 @@ def _message(event: Mapping[str, Any], bot_user_id: str | None) -> SlackInbound 
     else:
         return None  # channel chatter: the bot speaks in channels only when mentioned
     text = plain_text(str(event.get("text", "")), bot_user_id=bot_user_id)
+    said: TextIn | MediaIn = TextIn(text=text)
     if not text:
-        return None
+        if event.get("subtype") != "file_share":
+            return None
+        said = MediaIn(type=_file_kind(event.get("files")))  # a file alone: thanked, re-asked
     return SlackInbound(
         # The message's (channel, ts), not Slack's event_id: a thread reply that mentions the
         # bot arrives both as `message` and `app_mention`, two event ids for one message.
@@ -124,7 +131,7 @@ def _message(event: Mapping[str, Any], bot_user_id: str | None) -> SlackInbound 
         origin=origin,
         occurred_at=_time(ts),
         user=user,
-        event=TextIn(text=text),
+        event=said,
     )
 
 
@@ -178,3 +185,13 @@ def _click(body: Mapping[str, Any]) -> SlackInbound | None:
 
 def _time(ts: str) -> datetime:
     return datetime.fromtimestamp(float(ts), UTC)
+
+
+def _file_kind(files: Any) -> str:
+    """What the user shared, in the words the service thanks for (image, video, audio, file)."""
+    first = files[0] if isinstance(files, list) and files and isinstance(files[0], Mapping) else {}
+    mimetype = str(first.get("mimetype", ""))
+    for kind in ("image", "video", "audio"):
+        if mimetype.startswith(kind + "/"):
+            return kind
+    return "file"
