@@ -7,6 +7,7 @@ reverse order (an AsyncExitStack).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -20,12 +21,13 @@ from bot.config import Settings
 from bot.core.backpressure import Foreground
 from bot.core.inbox import Worker
 from bot.core.jobs import Jobs, JobsTuning
+from bot.core.leases import LeaseKeeper, job_lease
 from bot.core.lookup import ConversationLookup
 from bot.core.outbox import Outbox, OutboxTuning
 from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
 from bot.core.service import ConversationService
 from bot.engine import Engine
-from bot.errors import FlowError
+from bot.errors import FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.hours import AgentHours
@@ -68,6 +70,7 @@ class Runtime:
     metrics: Metrics
     desk: HandoffDesk
     jobs: Jobs
+    leases: LeaseKeeper | None = None  # several processes run events (WORKER_MODE=separate)
     line: LineAdapter | None = None
     slack: SlackAdapter | None = None
     senders: dict[Channel, Sender] = field(default_factory=dict)
@@ -78,38 +81,69 @@ class Runtime:
         """This process runs recorded events (and delivers their replies)."""
         return self.role != "web"
 
-    @property
-    def background(self) -> bool:
-        """This process runs the background jobs: the only process, or the first worker."""
-        return self.role == "all" or (self.role == "worker" and self.worker.shard[0] == 0)
-
     async def start(self) -> None:
         """Start delivering and running events (a web-only process does neither)."""
         if not self.runs_turns:
             log.info("WORKER_MODE=separate: LINE and Slack events are run by `yarigai worker`")
             return
+        if self.leases is not None:
+            self.leases.start()
+            self._exit.push_async_callback(self.leases.close)
         # Before the inbox resumes events: what is pending now is the last run's.
         await self.outbox.start()
         self._exit.push_async_callback(self.outbox.close)
-        if self.background:
-            self.desk.start()
-            self._exit.push_async_callback(self.desk.close)
-            self.jobs.start()
-            self._exit.push_async_callback(self.jobs.close)
+        if self.leases is None:  # the only process: the background jobs are its own
+            await self._start_jobs()
+        else:  # each job runs in one process at a time, whichever holds its lease
+            watching = asyncio.get_running_loop().create_task(self._take_jobs(self.leases))
+            self._exit.push_async_callback(_cancelled, watching)
         recovered = await self.worker.recover()
         if recovered:
             log.info("resuming %d events recorded before the last stop", recovered)
 
+    async def _start_jobs(self) -> None:
+        self.desk.start()
+        self._exit.push_async_callback(self.desk.close)
+        self.jobs.start()
+        self._exit.push_async_callback(self.jobs.close)
+
+    async def _take_jobs(self, leases: LeaseKeeper) -> None:
+        """Take the background jobs' lease when it is free (its holder stopped or died)."""
+        name = job_lease("background")
+        running = False
+        while True:
+            if running and not leases.holds(name):  # lost (the database was away too long)
+                log.warning("background jobs passed to another process")
+                await self.desk.close()
+                await self.jobs.close()
+                running = False
+            if not running:
+                try:
+                    running = name in await leases.acquire([name])
+                except StoreError as exc:
+                    log.warning("background jobs' lease not taken (%s)", type(exc).__name__)
+                if running:
+                    log.info("running the background jobs (handoff timers, purge)")
+                    self.desk.start()
+                    self.jobs.start()
+            await asyncio.sleep(leases.ttl / 3)
+
     async def close(self) -> None:
         await self.worker.close()  # first: what runs events finishes while the rest works
+        await self.desk.close()
+        await self.jobs.close()
         await self._exit.aclose()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def build(
     settings: Settings,
     role: Role,
     *,
-    shard: tuple[int, int] = (0, 1),
     foreground: Foreground | None = None,
     channels: Sequence[LineChannel | SlackChannel] = DEFAULT_CHANNELS,
     surfaces: Sequence[AgentSurface] = (),
@@ -118,7 +152,7 @@ async def build(
 ) -> Runtime:
     """Load flows (refusing broken ones), open and migrate the store, and build the rest.
 
-    `shard` (i, n): a worker's part of the users when n workers share them. `foreground`:
+    `foreground`:
     what batches of turns give way to (bot/core/backpressure.py); by default this process's
     own webhooks. `channels`: the channels' tuning (tests pass their own). `surfaces`: agent
     surfaces made outside (the web console's feed)."""
@@ -141,7 +175,6 @@ async def build(
             hours=hours,
             store=store,
             exit_stack=exit_stack,
-            shard=shard,
             foreground=foreground or Foreground(),
             channels=channels,
             surfaces=surfaces,
@@ -161,7 +194,6 @@ async def _build(
     hours: AgentHours,
     store: SqlStore,
     exit_stack: AsyncExitStack,
-    shard: tuple[int, int],
     foreground: Foreground,
     channels: Sequence[LineChannel | SlackChannel],
     surfaces: Sequence[AgentSurface],
@@ -178,7 +210,11 @@ async def _build(
         metrics=metrics,
         foreground=foreground,
     )
-    worker = Worker(store=store, local=role != "web", shard=shard, foreground=foreground)
+    # Workers (WORKER_MODE=separate) share the events by leases; one process alone needs none.
+    leases = LeaseKeeper(store=store) if role == "worker" else None
+    worker = Worker(store=store, local=role != "web", leases=leases, foreground=foreground)
+    if leases is not None:
+        leases.on_lost = worker.lost
     # Filled below, before anything runs: the desk reaches users through the channels'
     # senders and tells the agent surfaces, and the Slack agent channel acts through the desk.
     senders: dict[Channel, Sender] = {}
@@ -197,7 +233,7 @@ async def _build(
     service.hooks = desk
     service.listeners.append(desk.on_turn)
     outbox = Outbox(
-        store=store, couriers=couriers, metrics=metrics, owns=worker.owns, tuning=outbox_tuning
+        store=store, couriers=couriers, metrics=metrics, leases=leases, tuning=outbox_tuning
     )
     lookup = ConversationLookup(store=store)
     line: LineAdapter | None = None
@@ -240,6 +276,7 @@ async def _build(
         metrics=metrics,
         desk=desk,
         jobs=Jobs(store=store, retention_days=settings.retention_days, tuning=jobs_tuning),
+        leases=leases,
         line=line,
         slack=slack,
         senders=senders,

@@ -60,7 +60,7 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
         board = Path(name)
         foreground = Foreground(publish=SharedMoment.create(board))
         count = settings.worker_processes
-        workers = [Companion.start(board, (index, count)) for index in range(count)]
+        workers = [Companion.start(board, number=index + 1) for index in range(count)]
     if workers:
         # uvicorn re-raises SIGTERM after its graceful shutdown; ending by SystemExit instead
         # lets the `finally` below stop the workers and remove the shared file.
@@ -95,29 +95,20 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
     "passes it to the worker it starts).",
 )
 @click.option(
-    "--shard",
-    default="1/1",
-    metavar="I/N",
-    help="Run part I of N of the users' events (N workers share a database, one per part; "
-    "part 1 also runs the background jobs).",
-)
-@click.option(
     "--parent-pid",
     type=int,
     default=None,
     help="Stop when this process (the `yarigai serve` that started the worker) is gone.",
 )
-def worker(nice: int, foreground_file: Path | None, shard: str, parent_pid: int | None) -> None:
-    """Run LINE and Slack events for web servers in WORKER_MODE=separate."""
+def worker(nice: int, foreground_file: Path | None, parent_pid: int | None) -> None:
+    """Run LINE and Slack events for web servers in WORKER_MODE=separate (any number of
+    workers, on any hosts, share a database: each runs the conversations it holds a lease on)."""
     if parent_pid is not None:
         from bot.cli.worker import die_with_parent
 
         die_with_parent(parent_pid)  # first: before any start-up work
     from bot.cli.worker import run
 
-    part, _, parts = shard.partition("/")
-    if not (part.isdigit() and parts.isdigit() and 1 <= int(part) <= int(parts)):
-        raise click.BadParameter(f"{shard!r} is not I/N with 1 <= I <= N", param_hint="--shard")
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     try:
@@ -126,7 +117,6 @@ def worker(nice: int, foreground_file: Path | None, shard: str, parent_pid: int 
                 settings,
                 nice=nice,
                 foreground_file=foreground_file,
-                shard=(int(part) - 1, int(parts)),
                 parent=parent_pid,
             )
         )

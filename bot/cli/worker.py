@@ -34,21 +34,19 @@ async def run(
     *,
     nice: int = 0,
     foreground_file: Path | None = None,
-    shard: tuple[int, int] = (0, 1),
     parent: int | None = None,
 ) -> None:
     """Until SIGTERM or SIGINT; then finish what is running (a few seconds at most) and stop.
 
     `foreground_file`: the web server's count of webhooks in flight (`yarigai serve` passes
-    it), which batches of turns wait on. `shard` (i, n): run the events of part i of n of the
-    users; the first part's worker also runs the background jobs. `parent`: the pid of the
-    `yarigai serve` that started it, which it does not outlive."""
+    it), which batches of turns wait on. `parent`: the pid of the `yarigai serve` that
+    started it, which it does not outlive."""
     if nice:
         # Behind the web server for the CPU: its quick 200 to a webhook matters more than any
         # one reply, and what waits here is durable.
         os.nice(nice)
     watch = SharedMoment(foreground_file) if foreground_file else None
-    runtime = await build(settings, "worker", shard=shard, foreground=Foreground(watch=watch))
+    runtime = await build(settings, "worker", foreground=Foreground(watch=watch))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -57,7 +55,7 @@ async def run(
         runtime.worker.spawn(_stop_with_parent(parent, stop))
     try:
         await runtime.start()
-        log.info("worker %d/%d running events recorded by the web servers", shard[0] + 1, shard[1])
+        log.info("worker running events recorded by the web servers")
         await runtime.worker.follow(stop, pace=runtime.service.foreground.step_aside)
     finally:
         log.info("worker stopping")
@@ -107,18 +105,17 @@ class Companion:
     webhooks meanwhile: the events wait in the inbox, durable."""
 
     command: list[str]
-    shard: tuple[int, int]
+    number: int  # 1..WORKER_PROCESSES, for the log
     process: subprocess.Popen[bytes]
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def start(cls, foreground_file: Path, shard: tuple[int, int] = (0, 1)) -> Companion:
+    def start(cls, foreground_file: Path, *, number: int = 1) -> Companion:
         command = [sys.executable, "-m", "bot.cli", "worker"]
         command += ["--foreground-file", str(foreground_file)]
-        command += ["--shard", f"{shard[0] + 1}/{shard[1]}"]
         command += ["--parent-pid", str(os.getpid())]
-        companion = cls(command=command, shard=shard, process=subprocess.Popen(command))
+        companion = cls(command=command, number=number, process=subprocess.Popen(command))
         threading.Thread(target=companion._watch, name="worker-watch", daemon=True).start()
         companion._started()
         return companion
@@ -136,8 +133,7 @@ class Companion:
                 process.wait()
 
     def _started(self) -> None:
-        index, count = self.shard
-        log.info("started `yarigai worker` %d/%d (pid %d)", index + 1, count, self.process.pid)
+        log.info("started `yarigai worker` %d (pid %d)", self.number, self.process.pid)
 
     def _watch(self) -> None:
         pause = RESTART_FIRST
@@ -149,9 +145,8 @@ class Companion:
             if self._stopping.is_set():
                 return
             log.error(
-                "`yarigai worker` %d/%d exited with %s; restarting it in %.0f s",
-                self.shard[0] + 1,
-                self.shard[1],
+                "`yarigai worker` %d exited with %s; restarting it in %.0f s",
+                self.number,
                 code,
                 pause,
             )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -18,11 +17,13 @@ from typing import Any, Final
 
 from bot.core.backpressure import Foreground
 from bot.core.group_commit import GroupCommit
+from bot.core.leases import LeaseKeeper, conversation_lease
 from bot.core.ports import EventHandler, Handled
 from bot.errors import StoreError
 from bot.models import Channel
 from bot.records import InboxEvent, NewEvent
 from bot.store import AlreadyHandled, SqlStore
+from bot.store.notify import InboxBell
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +44,28 @@ FOLLOW_RESCAN: Final = 5.0  # seconds between looks at every pending event, old 
 FOLLOW_BACKLOG: Final = 2000  # queued events above which it stops reading more for a moment
 
 
-def shard_of(channel: Channel | str, address: str, count: int) -> int:
-    """Which of `count` workers runs this user's events (stable across processes and runs)."""
-    return zlib.crc32(f"{Channel(channel).value}:{address}".encode()) % count
-
-
 class Worker:
     def __init__(
         self,
         *,
         store: SqlStore,
         local: bool = True,
-        shard: tuple[int, int] = (0, 1),
+        leases: LeaseKeeper | None = None,
         retry_first: float = RETRY_FIRST,
         foreground: Foreground | None = None,
     ) -> None:
         """`local` False: events are only recorded here; another process (`yarigai worker`)
-        runs them, finding them with `follow`. `shard` (i, n): with n workers, this one runs
-        the events of the users `shard_of` gives i (a user's events stay in one worker, so
-        they still run one at a time, in order). `retry_first`: the first pause after a
-        store error (tests shorten it)."""
+        runs them, finding them with `follow`. `leases`: several workers share the database;
+        this one runs the events of the conversations whose lease it holds (a user's events
+        stay with one worker at a time, so they still run one at a time, in order). None: this
+        is the only process running events. `retry_first`: the first pause after a store
+        error (tests shorten it)."""
         self.store = store
         self.retry_first = retry_first
         self.foreground = foreground or Foreground()
         self.local = local
-        self.shard = shard
+        self.leases = leases
+        self._leased: set[tuple[str, str]] = set()  # conversations whose lease a queue uses
         self.handlers: dict[str, EventHandler] = {}
         self._queues: dict[tuple[str, str], list[InboxEvent]] = {}
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -75,6 +73,7 @@ class Worker:
         self._known: set[int] = set()  # inbox ids queued or being processed, never taken twice
         self._store_failures: dict[int, int] = {}  # inbox id -> store errors in a row
         self.settled_failed = 0  # events settled as failed by this worker (bad events)
+        self._last_found = 0  # events the last look at the inbox found
         self._stopping = asyncio.Event()  # set by close(): ends retry pauses at once
         self._closed = False
         # Webhook requests arriving together are recorded in one transaction.
@@ -116,7 +115,7 @@ class Worker:
 
     async def recover(self) -> int:
         """Schedule every recorded, unprocessed event (after a crash or restart)."""
-        events = [e for e in await self.store.pending_events(limit=10_000) if self._mine(e)]
+        events = await self._take(await self.store.pending_events(limit=10_000))
         for event in events:
             self._enqueue(event)
         return len(events)
@@ -133,43 +132,85 @@ class Worker:
         newest = 0
         quiet_since = loop.time()
         rescan_at = loop.time()
-        while not stop.is_set():
-            if pace is not None:
-                await pace()  # e.g. let a burst of webhooks through first (backpressure.py)
-            try:
-                if loop.time() >= rescan_at:
-                    found = await self._all_pending()
-                    rescan_at = loop.time() + FOLLOW_RESCAN
+        # PostgreSQL: woken by each commit that records events, instead of polling.
+        bell = InboxBell(self.store.engine) if InboxBell.available(self.store.engine) else None
+        try:
+            while not stop.is_set():
+                if bell is not None:
+                    if not bell.listening and loop.time() >= rescan_at:
+                        await bell.close()
+                        await bell.open()
+                    bell.rung.clear()  # before reading: what commits after rings again
+                newest, rescan_at, quiet_since = await self._look(
+                    stop, pace, newest=newest, rescan_at=rescan_at, quiet_since=quiet_since
+                )
+                pause = self._pause_after(loop.time() - quiet_since)
+                idle = not self.backlog() and self._last_found < FOLLOW_BATCH
+                if bell is not None and bell.listening and idle:
+                    # Nothing backed up here: wait for the bell (or the safety rescan).
+                    pause = max(0.0, rescan_at - loop.time())
+                    await _first_of(stop, bell.rung, pause)
                 else:
-                    # In the order recorded, so `newest` never skips one (a rescan, oldest
-                    # first and cut at FOLLOW_BATCH, could).
-                    found = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=newest)
-                    newest = max([newest, *(event.id for event in found)])
-            except StoreError as exc:
-                # Passing (a locked file, a dropped connection): look again a little later.
-                log.warning("could not read the inbox (%s); trying again", type(exc).__name__)
-                found = []
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), FOLLOW_IDLE)
-            for event in found:
-                if self._mine(event):
-                    self._enqueue(event)
-            if found:
-                quiet_since = loop.time()
-            if self.backlog() >= FOLLOW_BACKLOG:
-                pause = FOLLOW_BACKED_UP  # enough queued here: let it drain before reading more
-            elif len(found) == FOLLOW_BATCH:
-                pause = 0.0
-            elif self.backlog():
-                # New events would only queue behind the backlog: looking less often costs
-                # them nothing, and each look is a query.
-                pause = FOLLOW_BACKED_UP
-            elif loop.time() - quiet_since < FOLLOW_QUIET_AFTER:
-                pause = FOLLOW_BUSY
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), pause)
+        finally:
+            if bell is not None:
+                await bell.close()
+
+    async def _look(
+        self,
+        stop: asyncio.Event,
+        pace: Callable[[], Awaitable[None]] | None,
+        *,
+        newest: int,
+        rescan_at: float,
+        quiet_since: float,
+    ) -> tuple[int, float, float]:
+        """One look at the inbox: queue what is this worker's; (newest, rescan_at,
+        quiet_since) after it."""
+        loop = asyncio.get_running_loop()
+        self._last_found = 0
+        if pace is not None:
+            await pace()  # e.g. let a burst of webhooks through first (backpressure.py)
+        try:
+            if loop.time() >= rescan_at:
+                found = await self._all_pending()
+                rescan_at = loop.time() + FOLLOW_RESCAN
             else:
-                pause = FOLLOW_IDLE
+                # In the order recorded, so `newest` never skips one (a rescan, oldest
+                # first and cut at FOLLOW_BATCH, could).
+                found = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=newest)
+                newest = max([newest, *(event.id for event in found)])
+        except StoreError as exc:
+            # Passing (a locked file, a dropped connection): look again a little later.
+            log.warning("could not read the inbox (%s); trying again", type(exc).__name__)
+            found = []
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
+                await asyncio.wait_for(stop.wait(), FOLLOW_IDLE)
+        self._last_found = len(found)
+        try:
+            found = await self._take(found)
+        except StoreError as exc:
+            log.warning("could not take leases (%s); trying again", type(exc).__name__)
+            found = []
+        for event in found:
+            self._enqueue(event)
+        if found:
+            quiet_since = loop.time()
+        return newest, rescan_at, quiet_since
+
+    def _pause_after(self, quiet_for: float) -> float:
+        if self.backlog() >= FOLLOW_BACKLOG:
+            return FOLLOW_BACKED_UP  # enough queued here: let it drain before reading more
+        if self._last_found == FOLLOW_BATCH:
+            return 0.0
+        if self.backlog():
+            # New events would only queue behind the backlog: looking less often costs them
+            # nothing, and each look is a query.
+            return FOLLOW_BACKED_UP
+        if quiet_for < FOLLOW_QUIET_AFTER:
+            return FOLLOW_BUSY
+        return FOLLOW_IDLE
 
     async def _all_pending(self) -> list[InboxEvent]:
         """Every pending event, page by page in the order recorded (so stragglers behind a
@@ -223,12 +264,35 @@ class Worker:
     # ------------------------------------------------------------ internals
 
     def owns(self, channel: Channel | str, address: str) -> bool:
-        """Whether this worker runs (and delivers to) that user."""
-        index, count = self.shard
-        return count == 1 or shard_of(channel, address, count) == index
+        """Whether this worker runs (and delivers to) that user now."""
+        return self.leases is None or self.leases.holds(conversation_lease(channel, address))
 
-    def _mine(self, event: InboxEvent) -> bool:
-        return self.owns(event.channel, event.address)
+    async def _take(self, events: list[InboxEvent]) -> list[InboxEvent]:
+        """The events this worker is to run: all, alone; else those of conversations it
+        holds or can take the lease of now (the others are another worker's)."""
+        if self.leases is None or not events:
+            return events
+        wanted = {
+            (e.channel.value, e.address)
+            for e in events
+            if e.id not in self._known and (e.channel.value, e.address) not in self._leased
+        }
+        if wanted:
+            granted = await self.leases.acquire(conversation_lease(c, a) for c, a in wanted)
+            self._leased |= {(c, a) for c, a in wanted if conversation_lease(c, a) in granted}
+        return [e for e in events if (e.channel.value, e.address) in self._leased]
+
+    def lost(self, names: set[str]) -> None:
+        """`LeaseKeeper.on_lost`: those conversations passed to another worker; what is queued
+        for them here is left to it (what runs now finishes, the inbox mark decides)."""
+        for key in list(self._leased):
+            if conversation_lease(*key) in names:
+                self._leased.discard(key)
+                for event in self._queues.get(key, [])[1:]:
+                    self._known.discard(event.id)
+                queue = self._queues.get(key)
+                if queue:
+                    del queue[1:]
 
     def _enqueue(self, event: InboxEvent) -> None:
         key = (event.channel, event.address)
@@ -267,6 +331,9 @@ class Worker:
             queue = self._queues.pop(key, None) or []
             for event in queue:  # closing: left pending in the inbox for the next run
                 self._known.discard(event.id)
+            if key in self._leased and self.leases is not None:
+                self._leased.discard(key)
+                self.spawn(self.leases.release([conversation_lease(*key)]))
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -341,3 +408,13 @@ class Worker:
         except StoreError:
             return False
         return True
+
+
+async def _first_of(stop: asyncio.Event, rung: asyncio.Event, seconds: float) -> None:
+    """Until `stop` or `rung` is set, or `seconds` pass."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(rung.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -22,6 +22,7 @@ from typing import Final
 from pydantic import TypeAdapter, ValidationError
 
 from bot.core.group_commit import GroupCommit
+from bot.core.leases import LeaseKeeper, conversation_lease
 from bot.core.ports import Attempt, Courier, Reply
 from bot.errors import DeliveryFailed
 from bot.metrics import Metrics
@@ -65,14 +66,17 @@ class Outbox:
         store: SqlStore,
         couriers: Mapping[Channel, Courier],
         metrics: Metrics,
-        owns: Callable[[Channel, str], bool],
+        leases: LeaseKeeper | None = None,
         tuning: OutboxTuning | None = None,
     ) -> None:
+        """`leases`: several workers share the database; this one delivers for the
+        conversations whose lease it holds (taking one for items nobody delivers)."""
         self.store = store
         self.couriers = couriers  # the wiring fills it in before anything runs
         self.metrics = metrics
         self.tuning = tuning or OutboxTuning()
-        self._owns = owns
+        self.leases = leases
+        self._leased: dict[int, str] = {}  # conversation id -> its lease, while behind here
         self._in_flight: set[int] = set()  # outbox ids being delivered right now
         self._behind: set[int] = set()  # conversation ids
         self._maybe_delivered: set[int] = set()  # outbox ids an earlier try may have delivered
@@ -92,7 +96,7 @@ class Outbox:
         # Taken before the inbox recovers unprocessed events, and only of this process's
         # users: so only items of the previous run are in it, and nobody is delivering them
         # any more, whatever their age.
-        orphans = await self._pending()
+        orphans = await self._held(await self._pending())
         if orphans:
             log.info("delivering %d messages left undelivered by the last run", len(orphans))
         # Their tries may have reached the user just before the stop (LINE: a reply token
@@ -140,6 +144,7 @@ class Outbox:
                 return
             delivered = await self._deliver(item, sending, Attempt(first=True))
         if not delivered:
+            await self._held([item])  # the turn's worker holds it: kept while behind
             self._fall_behind({item.conversation_id})
 
     async def sweep(self) -> None:
@@ -155,6 +160,7 @@ class Outbox:
         items = [
             item for item in pending if item.created_at <= cutoff and item.id not in self._done
         ]
+        items = await self._held(items)
         self._fall_behind({item.conversation_id for item in items})
 
     # ------------------------------------------------------------ rounds
@@ -192,6 +198,7 @@ class Outbox:
                 items = [item for item in items if item.id not in self._done]
                 if not items:
                     self._behind.discard(conversation_id)
+                    await self._let_go(conversation_id)
                     continue
                 for item in items:
                     if not await self._deliver_pending(item):
@@ -257,6 +264,25 @@ class Outbox:
         if len(self._done) > _DONE_REMEMBERED:
             self._done.popitem(last=False)
 
+    async def _held(self, items: list[OutboxItem]) -> list[OutboxItem]:
+        """The items whose conversation this process delivers for: all, alone; else those
+        whose lease it holds or can take now (kept until the conversation is caught up)."""
+        if self.leases is None or not items:
+            return items
+        names = {
+            item.conversation_id: conversation_lease(item.channel, item.address)
+            for item in items
+            if item.conversation_id not in self._leased
+        }
+        granted = await self.leases.acquire(names.values()) if names else set()
+        self._leased.update({cid: name for cid, name in names.items() if name in granted})
+        return [item for item in items if item.conversation_id in self._leased]
+
+    async def _let_go(self, conversation_id: int) -> None:
+        name = self._leased.pop(conversation_id, None)
+        if name is not None and self.leases is not None:
+            await self.leases.release([name])
+
     def _lock(self, conversation_id: int) -> asyncio.Lock:
         lock = self._locks.get(conversation_id)
         if lock is None:
@@ -272,9 +298,7 @@ class Outbox:
             found += [
                 item
                 for item in page
-                if item.id not in self._in_flight
-                and item.channel in self.couriers
-                and self._owns(item.channel, item.address)
+                if item.id not in self._in_flight and item.channel in self.couriers
             ]
             if len(page) < PAGE:
                 return found

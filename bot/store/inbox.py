@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.models import Channel
 from bot.records import InboxEvent, InboxHealth, NewEvent
 from bot.store.db import Database
+from bot.store.notify import ring
 from bot.store.schema import inbox
 from bot.store.tx import IN_LIST, insert, now_or
 
@@ -48,7 +49,10 @@ class Inbox(Database):
                 .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
                 .returning(inbox.c.id)
             )
-            return inserted.scalar_one_or_none() is not None
+            new = inserted.scalar_one_or_none() is not None
+            if new:
+                await ring(connection)
+            return new
 
     async def record_events(
         self, events: Sequence[NewEvent], *, now: datetime | None = None
@@ -78,6 +82,8 @@ class Inbox(Database):
             )
             for row in inserted:
                 recorded[(row.channel, row.event_id)] = row.id
+            if recorded:
+                await ring(connection)  # workers waiting for events wake at commit
         answers: list[InboxEvent | None] = []
         for new in events:
             key = (Channel(new.channel).value, new.event_id)

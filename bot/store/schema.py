@@ -160,6 +160,16 @@ outbox: Final = sa.Table(
     ),
 )
 
+leases: Final = sa.Table(
+    "leases",
+    metadata,
+    # "conversation:<channel>:<address>" or "job:<name>"
+    sa.Column("name", sa.String(320), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),  # the process (host:pid:random)
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+
 # ---------------------------------------------------------------- handoffs and agents
 
 HANDOFF_STATUSES: Final = ("waiting", "claimed", "released", "cancelled")
