@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from bot.errors import FlowError
 from bot.flows.expressions import ExpressionError, check_syntax, names_read
 from bot.flows.loader import Flow, Loc
-from bot.flows.schema import PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
+from bot.flows.schema import BACK, PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
 
 LINE_QUICK_REPLY_ITEMS = 13
 LINE_LABEL_CHARS = 20
@@ -48,8 +48,8 @@ def targets(state: StateSpec) -> Iterator[tuple[Loc, str]]:
 def entry_points(spec: FlowSpec) -> set[str]:
     """States a conversation can enter from outside the flow's own edges."""
     entries = {spec.start}
-    entries |= {s for s in (spec.returning, spec.resume) if s}
-    entries |= {c.goto for c in spec.commands if c.goto}
+    entries |= {s for s in (spec.returning, spec.resume, spec.again) if s}
+    entries |= {c.goto for c in spec.commands if c.goto and c.goto != BACK}
     entries |= {name for name, state in spec.states.items() if state.fallback}
     return entries
 
@@ -77,8 +77,12 @@ def _unknown_targets(flow: Flow) -> Iterator[FlowError]:
                 yield flow.error(
                     ("states", name, *suffix), f"state '{name}' goes to unknown state '{target}'"
                 )
+    for field in ("again",):
+        target = getattr(spec, field)
+        if target and target not in spec.states:
+            yield flow.error((field,), f"{field} is the unknown state '{target}'")
     for i, command in enumerate(spec.commands):
-        if command.goto and command.goto not in spec.states:
+        if command.goto and command.goto != BACK and command.goto not in spec.states:
             yield flow.error(
                 ("commands", i, "goto"),
                 f"command '{command.id}' goes to unknown state '{command.goto}'",

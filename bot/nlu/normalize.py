@@ -11,6 +11,7 @@ _SMALL_KANA = str.maketrans("ぁぃぅぇぉっゃゅょゎ", "あいうえお�
 _LONG_VOWELS = re.compile(r"[ー〜~～]+")
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 _REPEATS = re.compile(r"(.)\1{2,}")
+_WORD_REPEATS = re.compile(r"(.{2,4}?)\1+")  # 「ちゃうちゃう」「そうそう」: said twice for emphasis
 _SPACES = re.compile(r"\s+")
 _PUNCT_RUNS = re.compile(r"([^\w\s])\1+")
 # 「うーん」「う〜ん」「んー」 hesitate; folding their long vowel would make them 「うん」 (yes).
@@ -26,7 +27,8 @@ def normalize(text: str) -> str:
 
     The hesitation 「うーん」 is kept apart from 「うん」 (see `HESITATION`).
 
-    Repeated characters (3 or more) collapse to one, so 「つまんないいいい」 matches 「つまんない」.
+    Repeated characters (3 or more) collapse to one, so 「つまんないいいい」 matches 「つまんない」,
+    and a word said twice (「ちゃうちゃう」) to once.
     The last few results are kept: one message is looked at by several rules in a row, and
     flow words (a question's 「これで全部」) come back on every message.
     """
@@ -36,7 +38,8 @@ def normalize(text: str) -> str:
     text = text.translate(_SMALL_KANA)
     text = _LONG_VOWELS.sub("", text)
     text = _NOISE.sub("", text)
-    return _REPEATS.sub(r"\1", text)
+    text = _REPEATS.sub(r"\1", text)
+    return _WORD_REPEATS.sub(r"\1", text)
 
 
 def tidy(text: str) -> str:

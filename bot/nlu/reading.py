@@ -73,7 +73,7 @@ def _load() -> Any:
     with _lock:
         if not _loaded:
             try:
-                from sudachipy import Dictionary
+                from sudachipy import Dictionary  # type: ignore[import-untyped]
 
                 _tokenizer = Dictionary(dict="small").tokenizer()
             except Exception as exc:  # missing package or dictionary: keep working without
