@@ -608,14 +608,16 @@ def _labels_by_slot(spec: FlowSpec) -> dict[str, dict[str, str]]:
 
 
 def _is_done_text(text: str, ask: QuestionSpec) -> bool:
-    """「以上です」「これで全部かな」: the user finishes a multi-select in words."""
-    norm = normalize(text)
-    words = {normalize(ask.done_label), *_DONE_NORM}
-    return any(norm.startswith(w) and len(norm) <= len(w) + 4 for w in words if w)
+    """「以上です」「これで全部かな」「これでぜんぶ」: the user finishes a multi-select in words."""
+    typed = {normalize(text), reading(text)}
+    words = {normalize(ask.done_label), reading(ask.done_label), *_DONE_NORM}
+    return any(t.startswith(w) and len(t) <= len(w) + 4 for t in typed for w in words if w)
 
 
 _DONE_WORDS = ("以上", "おわり", "終わり", "これだけ", "これで全部", "それだけ", "ok", "done")
-_DONE_NORM = frozenset(normalize(w) for w in _DONE_WORDS)
+_DONE_NORM = frozenset(normalize(w) for w in _DONE_WORDS) | frozenset(
+    reading(w) for w in _DONE_WORDS
+)
 
 
 def _says_it(typed: str, choice: ChoiceSpec) -> bool:
