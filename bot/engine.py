@@ -339,6 +339,8 @@ class _TurnBuilder:
         if choice is None:  # an understander named something this question does not offer
             self.miss(ask)
             return
+        if self.first_turn and self.messages and isinstance(self.messages[-1], ChoicesOut):
+            self.messages.pop()  # a first message that answers: no need to show the question
         if typed:
             self.capture(ask, typed)
             if ask.echo and not _says_it(typed, choice) and choice.goto is None:
