@@ -143,6 +143,7 @@ class _TurnBuilder:
         self.entered: list[str] = []
         self.origin = conversation.state  # where the user was when this turn began
         self.offer_back = False  # an answer read from typed text was restated: offer 「戻る」
+        self.answered_question: ChoicesOut | None = None  # shown, then answered in this turn
 
     # ------------------------------------------------------------ events
 
@@ -214,7 +215,7 @@ class _TurnBuilder:
             )
         command = self.spec.command(understood.command) if understood.command else None
         if command is not None:
-            if self.first_turn and command.reset and command.goto == self.spec.start:
+            if self.first_turn and command.reset:
                 return  # 「はじめる」 as a first message: the greeting just given is the start
             if pending == command.id:  # the same command again: that is a yes
                 self.run_command(command, confirmed=True)
@@ -340,7 +341,8 @@ class _TurnBuilder:
             self.miss(ask)
             return
         if self.first_turn and self.messages and isinstance(self.messages[-1], ChoicesOut):
-            self.messages.pop()  # a first message that answers: no need to show the question
+            # A first message that answers: its question may go if the turn runs long.
+            self.answered_question = self.messages[-1]
         if typed:
             self.capture(ask, typed)
             if ask.echo and not _says_it(typed, choice) and choice.goto is None:
@@ -593,9 +595,12 @@ class _TurnBuilder:
         return not ask.accepts or command_id in ask.accepts
 
     def result(self) -> Turn:
+        messages = _fit_bubbles(self.messages)
+        if len(messages) > MAX_BUBBLES and self.answered_question is not None:
+            messages = _fit_bubbles([m for m in self.messages if m is not self.answered_question])
         return Turn(
             conversation=self.conv,
-            messages=_fit_bubbles(self.messages),
+            messages=messages,
             effects=tuple(self.effects),
             entered=tuple(self.entered),
         )

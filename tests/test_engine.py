@@ -359,7 +359,7 @@ def test_a_first_text_message_is_greeted_once() -> None:
 
 def test_a_first_text_message_that_answers_is_taken() -> None:
     turn = ENGINE.advance(None, say("経理です"))
-    assert said(turn) == [GREETING, PAINS_Q]  # the question it answers is not shown
+    assert said(turn) == [GREETING, ROLE_Q, PAINS_Q]
     assert answers(turn.conversation) == {"role": "keiri"}
 
 

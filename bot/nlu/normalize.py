@@ -11,12 +11,20 @@ _SMALL_KANA = str.maketrans("ぁぃぅぇぉっゃゅょゎ", "あいうえお�
 _LONG_VOWELS = re.compile(r"[ー〜~～]+")
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 _REPEATS = re.compile(r"(.)\1{2,}")
-_WORD_REPEATS = re.compile(r"(.{2,4}?)\1+")  # 「ちゃうちゃう」「そうそう」: said twice for emphasis
 _SPACES = re.compile(r"\s+")
 _PUNCT_RUNS = re.compile(r"([^\w\s])\1+")
 # 「うーん」「う〜ん」「んー」 hesitate; folding their long vowel would make them 「うん」 (yes).
 # They keep a mark of their own (ゞ survives the punctuation filter) and match only each other.
 _HESITATION = re.compile(r"(?:^|(?<=\W))(?:[うぅ]+[ー〜~～]+[んむ]+|ん[ー〜~～]+)")
+# Kansai negatives folded into standard ones, so 「できへん」 meets 「できない」's keywords.
+_DIALECT = (
+    (re.compile(r"(?:せえ|せー|しい|し)へん|せえひん|しいひん"), "しない"),
+    (re.compile(r"(?:でき|でけ)へん"), "できない"),
+    (re.compile(r"わか(?:ら|れ)へん"), "わからない"),
+    (re.compile(r"あらへん"), "ない"),
+    (re.compile(r"(思|おも)わへん"), r"\1わない"),
+    (re.compile(r"(?:知|し)らへん"), "しらない"),
+)
 HESITATION: str = "うゞん"
 """What every spelling of 「うーん」 normalises to."""
 
@@ -27,19 +35,19 @@ def normalize(text: str) -> str:
 
     The hesitation 「うーん」 is kept apart from 「うん」 (see `HESITATION`).
 
-    Repeated characters (3 or more) collapse to one, so 「つまんないいいい」 matches 「つまんない」,
-    and a word said twice (「ちゃうちゃう」) to once.
+    Repeated characters (3 or more) collapse to one, so 「つまんないいいい」 matches 「つまんない」.
     The last few results are kept: one message is looked at by several rules in a row, and
     flow words (a question's 「これで全部」) come back on every message.
     """
     text = unicodedata.normalize("NFKC", text).lower()
     text = "".join(_KATAKANA.get(ch, ch) for ch in text)
     text = _HESITATION.sub(HESITATION, text)
+    for pattern, standard in _DIALECT:
+        text = pattern.sub(standard, text)
     text = text.translate(_SMALL_KANA)
     text = _LONG_VOWELS.sub("", text)
     text = _NOISE.sub("", text)
-    text = _REPEATS.sub(r"\1", text)
-    return _WORD_REPEATS.sub(r"\1", text)
+    return _REPEATS.sub(r"\1", text)
 
 
 def tidy(text: str) -> str:

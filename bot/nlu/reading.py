@@ -17,6 +17,7 @@ kana spellings of kanji words are simply not recognised (logged once).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from functools import lru_cache
 from typing import Any, Final
@@ -34,7 +35,8 @@ _loaded = False
 
 
 def reading(text: str) -> str:
-    """The normalised kana reading of `text` (hiragana, folded like `normalize`)."""
+    """The normalised kana reading of `text` (hiragana, folded like `normalize`, and with
+    long vowels shortened: けい/けー -> け, そう/そー -> そ)."""
     return _reading(text[:_MAX_CHARS])
 
 
@@ -47,11 +49,21 @@ def available() -> bool:
 def _reading(text: str) -> str:
     tokenizer = _load()
     if tokenizer is None or not any(_needs_reading(ch) for ch in text):
-        return normalize(text)
+        return _fold_length(normalize(text))
     with _lock:  # a Sudachi tokenizer is not safe to share between threads
         morphemes = tokenizer.tokenize(text)
         parts = [_read(m.surface(), m.reading_form()) for m in morphemes]
-    return normalize("".join(parts))
+    return _fold_length(normalize("".join(parts)))
+
+
+# 「けいり」「けーり」「けり」, 「そうむ」「そーむ」: vowel length is spelled many ways (and
+# `normalize` already drops ー), so readings compare without it.
+_LONG_E = re.compile(r"([えけげせぜてでねへべぺめれ])い")
+_LONG_O = re.compile(r"([おこごそぞとどのほぼぽもよろ])う")
+
+
+def _fold_length(text: str) -> str:
+    return _LONG_O.sub(r"\1", _LONG_E.sub(r"\1", text))
 
 
 def _read(surface: str, reading_form: str) -> str:

@@ -90,6 +90,8 @@ _CLAUSE_BREAK: Final = re.compile(
 _REFUSALS_NORM: Final = tuple(normalize(w) for w in REFUSALS)
 _NEGATIONS_NORM: Final = tuple(normalize(w) for w in NEGATIONS)
 _NEGATOR_TERMS: Final = frozenset(_REFUSALS_NORM + _NEGATIONS_NORM) - {normalize("いいえ")}
+_COPULA_NEGATIONS: Final = frozenset(normalize(w) for w in ("じゃない", "ではない", "でもない"))
+"""「いやじゃない」 negates 「いや」; 「いや、違う」 only repeats it."""
 _DOUBTS_NORM: Final = tuple(sorted({normalize(w) for w in DOUBTS}, key=len, reverse=True))
 
 
@@ -160,8 +162,17 @@ def named_choices(text: str, choices: Sequence[ChoiceSpec]) -> tuple[str, ...]:
 
 def is_doubtful(text: str) -> bool:
     """A bare hesitation, or a message ending in a doubtful question (rule 5)."""
-    norm = normalize(text)
-    return bool(norm) and (norm.replace(HESITATION, "") == "" or norm.endswith(_DOUBTS_NORM))
+    return _doubtful(normalize(text))
+
+
+def _doubtful(norm: str) -> bool:
+    if not norm:
+        return False
+    bare = _FINAL_PARTICLES.sub("", norm)
+    return norm.replace(HESITATION, "") == "" or bare.endswith(_DOUBTS_NORM)
+
+
+_FINAL_PARTICLES: Final = re.compile(r"(?:あ|ね|ねえ|よ|わ)+$")
 
 
 def negated(segmented: Segmented, start: int, end: int) -> bool:
@@ -185,7 +196,7 @@ def _named(
     if len(exact) == 1:
         return (exact[0],)
     unsure = next((c.id for c in choices if c.unsure), None)
-    if unsure is not None and (plain.replace(HESITATION, "") == "" or plain.endswith(_DOUBTS_NORM)):
+    if unsure is not None and _doubtful(plain):
         return (unsure,)
     key = tuple(choices) if isinstance(choices, tuple) else None
     index = (_reading_index if read else _term_index)(key) if key else _index(vocabularies)
@@ -209,7 +220,15 @@ def _named(
         # 「好き」, not 「あんまり」.
         scope = min([o.start for o in hits if not o.negator and o.start >= hit.end] + [clause_end])
         others = [(o.start, o.end) for o in hits if o is not hit and not o.negator]
-        if segmented.negations(hit.end, scope, others) % 2 == 0:
+        # 「いや、違う」「ちゃうちゃう」: a refusal right after a refusal is emphasis.
+        emphasis = hit.negator and any(
+            o.negator
+            and 0 <= o.start - hit.end <= 1
+            and segmented.text[o.start : o.end] not in _COPULA_NEGATIONS
+            for o in hits
+            if o is not hit
+        )
+        if emphasis or segmented.negations(hit.end, scope, others) % 2 == 0:
             kept.append(hit)
             if hit.refusal:
                 strong.add(hit.choice)
