@@ -312,17 +312,17 @@ def _pacing(flow: Flow) -> Iterator[FlowError]:
     for loc, text in _bubble_texts(spec):
         length = longest_render(text, spec.vars)
         if length > MAX_BUBBLE_CHARS:
-            state = loc[1] if loc[0] == "states" else f"command {spec.commands[int(loc[1])].id}"
+            owner = loc[1] if loc[0] == "states" else f"{loc[0]} {loc[1]}"
             yield flow.error(
                 loc,
-                f"state '{state}': a bubble of up to {length} characters; at most "
+                f"state '{owner}': a bubble of up to {length} characters; at most "
                 f"{MAX_BUBBLE_CHARS} fit a phone (shorten it, split the turn, or use a card)",
             )
     starts: list[tuple[Loc, str, int, str]] = []  # (where, first state, bubbles before, why)
     for name in entry_points(spec) - {c.goto for c in spec.commands if c.goto}:
         starts.append((("states", name), name, 0, f"entering '{name}'"))
     for i, command in enumerate(spec.commands):
-        if command.goto in spec.states:
+        if command.goto is not None and command.goto in spec.states:
             why = f"command '{command.id}'"
             starts.append((("commands", i), command.goto, len(command.say), why))
     for name, state in spec.states.items():
