@@ -53,6 +53,12 @@ class ChoiceSpec(Model):
         description="The choice a negated mention of this one means: 「好きじゃない」 names 'yes' "
         "negated, so 'no'. Without it a negated mention names nothing.",
     )
+    topic: tuple[str, ...] = Field(
+        default=(),
+        description="Words of the question's own statement that, repeated alone, mean this "
+        "choice (「目立ちたい」 to 「スポットライトを浴びていたい」); any answer word wins over them. "
+        "Usually given per question (QuestionSpec.topic) for shared choices.",
+    )
     unsure: bool = Field(
         default=False,
         description="The don't-know answer: a bare hesitation (「うーん」) or a doubtful question "
@@ -76,11 +82,34 @@ class QuestionSpec(Model):
         description="Restate an answer the bot read from typed text (texts.echo), so a misread "
         "can be corrected; off where the next message names the answer anyway.",
     )
+    topic: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="choice id: words of this question's statement meaning that choice when "
+        "repeated alone (「目立ちたい」 is yes to 「スポットライトを浴びていたい」; negated, the "
+        "choice's opposite). Added to the choices' own `topic`.",
+    )
     capture: dict[str, str] = Field(
         default_factory=dict,
         description="slot: regular expression. Details typed with the answer (「経理3年目」) are "
         "kept: the first group (or the whole match) of the first match fills the slot.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _topics_into_choices(cls, data: object) -> object:
+        """Shared choices (a YAML anchor) get this question's topic words as their own."""
+        if not isinstance(data, dict) or not isinstance(data.get("topic"), dict):
+            return data
+        topic, choices = data["topic"], data.get("choices")
+        if not isinstance(choices, list):
+            return data
+        merged = []
+        for choice in choices:
+            if isinstance(choice, dict) and str(choice.get("id")) in topic:
+                words = [*choice.get("topic", ()), *topic[str(choice.get("id"))]]
+                choice = {**choice, "topic": words}
+            merged.append(choice)
+        return {**data, "choices": merged}
 
     @model_validator(mode="after")
     def _patterns(self) -> QuestionSpec:

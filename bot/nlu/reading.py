@@ -34,10 +34,16 @@ _tokenizer: Any = None
 _loaded = False
 
 
-def reading(text: str) -> str:
+def reading(text: str, *, fold: bool = True) -> str:
     """The normalised kana reading of `text` (hiragana, folded like `normalize`, and with
-    long vowels shortened: けい/けー -> け, そう/そー -> そ)."""
-    return _reading(text[:_MAX_CHARS])
+    long vowels shortened: けい/けー -> け, そう/そー -> そ, unless `fold` is false)."""
+    read = _reading(text[:_MAX_CHARS])
+    return _fold_length(read) if fold else read
+
+
+def has_kanji(text: str) -> bool:
+    """Whether a reading can differ from the written form."""
+    return any(_needs_reading(ch) for ch in text)
 
 
 def available() -> bool:
@@ -49,11 +55,11 @@ def available() -> bool:
 def _reading(text: str) -> str:
     tokenizer = _load()
     if tokenizer is None or not any(_needs_reading(ch) for ch in text):
-        return _fold_length(normalize(text))
+        return normalize(text)
     with _lock:  # a Sudachi tokenizer is not safe to share between threads
         morphemes = tokenizer.tokenize(text)
         parts = [_read(m.surface(), m.reading_form()) for m in morphemes]
-    return _fold_length(normalize("".join(parts)))
+    return normalize("".join(parts))
 
 
 # 「けいり」「けーり」「けり」, 「そうむ」「そーむ」: vowel length is spelled many ways (and

@@ -31,7 +31,7 @@ from typing import Final
 from bot.flows.schema import ChoiceSpec
 from bot.nlu.memo import by_identity
 from bot.nlu.normalize import HESITATION, normalize
-from bot.nlu.reading import reading
+from bot.nlu.reading import has_kanji, reading
 
 REFUSALS: Final = ("いいえ", "違う", "ちがう", "ちゃう", "じゃない", "ではない", "ううん", "いや")
 """Words that turn an answer into a refusal; a keyword containing one is a refusal keyword."""
@@ -104,6 +104,7 @@ class Hit:
     end: int
     refusal: bool
     negator: bool = False  # the term is only a negation (じゃない, 違う): it can negate a hit
+    weak: bool = False  # a topic word or a hesitation: any other answer wins over it
 
     def inside(self, other: Hit) -> bool:
         return (
@@ -200,7 +201,7 @@ def _named(
         return (unsure,)
     key = tuple(choices) if isinstance(choices, tuple) else None
     index = (_reading_index if read else _term_index)(key) if key else _index(vocabularies)
-    hits = list(_hits(segmented.text, index))
+    hits = [h for h in _hits(segmented.text, index) if _stands_alone(h, segmented)]
     hits = [h for h in hits if not any(h.inside(o) for o in hits if o.choice != h.choice)]
     if not hits and not exact:
         return None
@@ -236,16 +237,44 @@ def _named(
         # Negated: the refusal words after it were its negation, not answers of their own.
         negators += [o for o in hits if o.negator and hit.end <= o.start < scope]
         if opposite in by_id:
-            kept.append(Hit(opposite, hit.start, hit.end, True))
-            strong.add(opposite)
+            kept.append(Hit(opposite, hit.start, hit.end, True, weak=hit.weak))
+            if not hit.weak:
+                strong.add(opposite)
     kept = [h for h in kept if h not in negators]
     if strong:
         kept = [h for h in kept if h.choice in strong]
-    weak = {h.choice for h in kept if _is_weak(segmented.text[h.start : h.end])}
-    if weak and any(h.choice not in weak for h in kept):
-        kept = [h for h in kept if h.choice not in weak]
+    if any(not h.weak for h in kept):
+        kept = [h for h in kept if not h.weak]
     named = {h.choice for h in kept} | set(exact)
     return tuple(c.id for c in choices if c.id in named)
+
+
+_SHORT: Final = 2
+_KANA_WORD: Final = re.compile(r"[ぁ-ゖ]+")
+_FOLLOWERS: Final = frozenset("ですだねよかなわもとはつさやぜ")
+"""What may follow a short kana word that stands alone: 「そうです」「うんうん」, not 「うんざり」."""
+
+
+def _stands_alone(hit: Hit, segmented: Segmented) -> bool:
+    """A kana keyword of one or two characters (はい, うん, そう, ない, まだ…) counts only as a
+    word of its own: a whole clause, the start of one followed by a particle or a kanji, or the
+    end of one; 「うんざり」「そうじ」「はいる」 hold it by chance."""
+    text = segmented.text
+    term = text[hit.start : hit.end]
+    if len(term) > _SHORT or not _KANA_WORD.fullmatch(term):
+        return True
+    starts = {0, *segmented.ends}
+    end = segmented.clause_end(hit.end)
+    if hit.end == end:
+        return True
+    if hit.start not in starts:
+        return False
+    after = text[hit.end]
+    if text.startswith(("だん", "どう"), hit.end):  # 相談, 運動
+        return False
+    if text.startswith(tuple(_COPULA_NEGATIONS), hit.end):  # 「いやじゃない」
+        return True
+    return after in _FOLLOWERS or after == term[0] or not _KANA_WORD.fullmatch(after)
 
 
 def _is_weak(term: str) -> bool:
@@ -257,6 +286,7 @@ def _is_weak(term: str) -> bool:
 class _Vocabulary:
     terms: tuple[tuple[str, bool], ...]  # (normalised term, is a refusal)
     examples: frozenset[str]
+    topic: frozenset[str] = frozenset()  # the weak terms among `terms`
 
 
 @by_identity
@@ -265,8 +295,11 @@ def _vocabulary(choice: ChoiceSpec) -> _Vocabulary:
     examples = [normalize(e) for e in choice.examples]
     terms = [normalize(t) for t in (choice.label, *choice.keywords)]
     terms += [e for e in examples if len(e) >= MIN_EXAMPLE_HIT]
-    unique = dict.fromkeys(t for t in terms if t)
-    return _Vocabulary(tuple((t, is_refusal(t)) for t in unique), frozenset(examples))
+    topic = {normalize(t) for t in choice.topic} - set(terms)
+    unique = dict.fromkeys(t for t in [*terms, *sorted(topic)] if t)
+    return _Vocabulary(
+        tuple((t, is_refusal(t)) for t in unique), frozenset(examples), frozenset(topic)
+    )
 
 
 @by_identity
@@ -274,15 +307,25 @@ def _readings(choice: ChoiceSpec) -> _Vocabulary:
     """The same terms read in kana; readings too short to be safe are left out."""
     written = _vocabulary(choice)
     terms = []
-    for (term, refusal), source in zip(written.terms, _term_sources(choice), strict=True):
+    sources = _term_sources(choice)
+    for (_, refusal), source in zip(written.terms[: len(sources)], sources, strict=True):
+        # Kana terms are matched as written already; folded again (もういい -> もいい) they
+        # would only find words by chance.
         read = reading(source)
-        if read == term or len(read) >= MIN_READING:
+        if has_kanji(source) and len(read) >= MIN_READING:
             terms.append((read, refusal or is_refusal(read)))
-    examples = frozenset(reading(e) for e in choice.examples)
-    return _Vocabulary(tuple(dict.fromkeys(terms)), examples)
+    examples = frozenset(reading(e) for e in choice.examples if has_kanji(e))
+    topic = frozenset(reading(t) for t in choice.topic if has_kanji(t)) - {t for t, _ in terms}
+    terms += [(t, False) for t in sorted(topic) if len(t) >= MIN_READING]
+    return _Vocabulary(tuple(dict.fromkeys(terms)), examples, topic)
 
 
 def _term_sources(choice: ChoiceSpec) -> list[str]:
+    """The written terms of `_vocabulary` (topic words aside), unnormalised, in its order."""
+    return _sources(choice)
+
+
+def _sources(choice: ChoiceSpec) -> list[str]:
     """The written terms of `_vocabulary`, unnormalised and in the same order."""
     sources = [*(choice.label, *choice.keywords)]
     sources += [e for e in choice.examples if len(normalize(e)) >= MIN_EXAMPLE_HIT]
@@ -294,15 +337,17 @@ def _term_sources(choice: ChoiceSpec) -> list[str]:
     return list(seen.values())
 
 
-_TermIndex = dict[str, tuple[tuple[str, str, bool], ...]]
-"""First character of a term -> (choice id, term, is a refusal) for every term starting so."""
+_TermIndex = dict[str, tuple[tuple[str, str, bool, bool], ...]]
+"""First character of a term -> (choice id, term, is a refusal, is weak) for every term
+starting so."""
 
 
 def _index(vocabularies: Iterable[tuple[ChoiceSpec, _Vocabulary]]) -> _TermIndex:
-    index: dict[str, list[tuple[str, str, bool]]] = {}
+    index: dict[str, list[tuple[str, str, bool, bool]]] = {}
     for choice, vocabulary in vocabularies:
         for key, refusal in vocabulary.terms:
-            index.setdefault(key[0], []).append((choice.id, key, refusal))
+            weak = key in vocabulary.topic or _is_weak(key)
+            index.setdefault(key[0], []).append((choice.id, key, refusal, weak))
     return {first: tuple(terms) for first, terms in index.items()}
 
 
@@ -320,8 +365,8 @@ def _reading_index(choices: tuple[ChoiceSpec, ...]) -> _TermIndex:
 def _hits(norm: str, index: _TermIndex) -> Iterable[Hit]:
     """Every occurrence of every term; only terms starting with a character of `norm` can occur."""
     for first in set(norm):
-        for choice, key, refusal in index.get(first, ()):
+        for choice, key, refusal, weak in index.get(first, ()):
             start = norm.find(key)
             while start >= 0:
-                yield Hit(choice, start, start + len(key), refusal, key in _NEGATOR_TERMS)
+                yield Hit(choice, start, start + len(key), refusal, key in _NEGATOR_TERMS, weak)
                 start = norm.find(key, start + 1)

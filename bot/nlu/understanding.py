@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
 from bot.nlu.memo import by_identity
 from bot.nlu.normalize import normalize
-from bot.nlu.reading import reading
+from bot.nlu.reading import has_kanji, reading
 from bot.nlu.rules import named_choices, negated, segment
 
 YES = "__yes__"
@@ -125,15 +125,17 @@ def match_faq(text: str, faqs: Sequence[FaqSpec], *, named: bool) -> str | None:
     if not norm or not faqs:
         return None
     asking = is_question(text)
-    read = reading(text)
+    read = reading(text, fold=False)
     for faq in faqs:
-        terms = _faq_terms(faq)
+        written, kana = _faq_terms(faq)
         if faq.kind == "question":
-            if (asking or not named) and any(t in norm or t in read for t in terms):
+            if (asking or not named) and (
+                any(t in norm for t in written) or any(t in read for t in kana)
+            ):
                 return faq.id
-        elif not named and any(
-            (t in norm and len(norm) <= len(t) + 4) or (t in read and len(read) <= len(t) + 4)
-            for t in terms
+        elif not named and (
+            any(t in norm and len(norm) <= len(t) + 4 for t in written)
+            or any(t in read and len(read) <= len(t) + 4 for t in kana)
         ):
             return faq.id
     return None
@@ -141,9 +143,12 @@ def match_faq(text: str, faqs: Sequence[FaqSpec], *, named: bool) -> str | None:
 
 def small_talk(text: str, faqs: Sequence[FaqSpec]) -> str | None:
     """A `small_talk` entry whose keyword is anywhere in a message nothing else understood."""
-    norm, read = normalize(text), reading(text)
+    norm, read = normalize(text), reading(text, fold=False)
     for faq in faqs:
-        if faq.kind == "small_talk" and any(t in norm or t in read for t in _faq_terms(faq)):
+        if faq.kind != "small_talk":
+            continue
+        written, kana = _faq_terms(faq)
+        if any(t in norm for t in written) or any(t in read for t in kana):
             return faq.id
     return None
 
@@ -210,9 +215,11 @@ def _command_terms_written(
 def _command_terms_read(
     command: CommandSpec,
 ) -> tuple[tuple[str, ...], frozenset[str], int, tuple[str, ...]]:
-    terms = tuple(t for t in (reading(t) for t in (command.label, *command.keywords)) if t)
-    examples = frozenset(reading(e) for e in command.examples)
-    phrases = tuple(dict.fromkeys(reading(p) for p in expand(command.phrases)))
+    # Only words with kanji: kana ones are matched as written already (see `rules._readings`).
+    written = (command.label, *command.keywords)
+    terms = tuple(t for t in (reading(t) for t in written if has_kanji(t)) if t)
+    examples = frozenset(reading(e) for e in command.examples if has_kanji(e))
+    phrases = tuple(dict.fromkeys(reading(p) for p in expand(command.phrases) if has_kanji(p)))
     return terms, examples, max(map(len, terms), default=0), phrases
 
 
@@ -225,10 +232,14 @@ def _command_terms(
 
 
 @by_identity
-def _faq_terms(faq: FaqSpec) -> tuple[str, ...]:
-    terms = [normalize(k) for k in expand(faq.keywords)]
-    terms += [reading(k) for k in expand(faq.keywords)]
-    return tuple(t for t in dict.fromkeys(terms) if len(t) >= 2)
+def _faq_terms(faq: FaqSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(written terms, kana readings of the ones with kanji), normalised once per entry.
+    Readings are matched against the message's unfolded reading (long vowels kept): folded,
+    「有料」 would be found in 「入力」."""
+    keywords = expand(faq.keywords)
+    written = tuple(t for t in dict.fromkeys(normalize(k) for k in keywords) if len(t) >= 2)
+    kana = (reading(k, fold=False) for k in keywords if has_kanji(k))
+    return written, tuple(t for t in dict.fromkeys(kana) if len(t) >= 3)
 
 
 _ALTERNATIVES = re.compile(r"\{([^{}]*)\}")
