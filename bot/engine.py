@@ -5,6 +5,7 @@ No I/O, no clock, no globals: the same inputs always give the same turn.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import unicodedata
@@ -617,14 +618,20 @@ def _labels_by_slot(spec: FlowSpec) -> dict[str, dict[str, str]]:
 def _is_done_text(text: str, ask: QuestionSpec) -> bool:
     """「以上です」「これで全部かな」「これでぜんぶ」: the user finishes a multi-select in words."""
     typed = {normalize(text), reading(text)}
-    words = {normalize(ask.done_label), reading(ask.done_label), *_DONE_NORM}
+    words = {normalize(ask.done_label), reading(ask.done_label), *_done_words()}
     return any(t.startswith(w) and len(t) <= len(w) + 4 for t in typed for w in words if w)
 
 
 _DONE_WORDS = ("以上", "おわり", "終わり", "これだけ", "これで全部", "それだけ", "ok", "done")
-_DONE_NORM = frozenset(normalize(w) for w in _DONE_WORDS) | frozenset(
-    reading(w) for w in _DONE_WORDS
-)
+
+
+@functools.cache
+def _done_words() -> frozenset[str]:
+    """Written and read (kana) forms; worked out at first use, not at import (no dictionary
+    load for a process that never sees a multi-select)."""
+    return frozenset(normalize(w) for w in _DONE_WORDS) | frozenset(
+        reading(w) for w in _DONE_WORDS
+    )
 
 
 def _says_it(typed: str, choice: ChoiceSpec) -> bool:
