@@ -629,9 +629,7 @@ _DONE_WORDS = ("以上", "おわり", "終わり", "これだけ", "これで全
 def _done_words() -> frozenset[str]:
     """Written and read (kana) forms; worked out at first use, not at import (no dictionary
     load for a process that never sees a multi-select)."""
-    return frozenset(normalize(w) for w in _DONE_WORDS) | frozenset(
-        reading(w) for w in _DONE_WORDS
-    )
+    return frozenset(normalize(w) for w in _DONE_WORDS) | frozenset(reading(w) for w in _DONE_WORDS)
 
 
 def _says_it(typed: str, choice: ChoiceSpec) -> bool:
