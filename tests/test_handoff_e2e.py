@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 SIGNING_SECRET = "fake-signing-secret-e2e"
 AGENTS = "G0AGENTS1"  # a private channel, as the docs advise
 SATO = "U0SATO001"
-RESUMED = "おかえりなさい。担当者とのお話はいかがでしたか？"
+RESUMED = "おかえりなさい。担当者とのお話はここまでです。続けるときは、下から選んでくださいね。"
 
 
 @dataclass

@@ -98,7 +98,10 @@ async def test_line_user_asks_agent_takes_over_replies_by_push_and_hands_back(
 
     resumed = fake.last(user)
     assert resumed.via == "push"
-    assert resumed.text == "おかえりなさい。担当者とのお話はいかがでしたか？"
+    assert (
+        resumed.text
+        == "おかえりなさい。担当者とのお話はここまでです。続けるときは、下から選んでくださいね。"
+    )
     assert "参考になった" in [b["label"] for b in resumed.buttons]
     await send(hooks.tap(user, resumed.button("参考になった")))
     assert any("よかったです" in text for text in fake.texts(user)[-4:])
