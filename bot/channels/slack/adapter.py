@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 
 PATH: Final = "/slack/events"
 CHANNEL: Final = Channel.SLACK.value
+DOUBLE_CLICK_SECONDS: Final = 1.5
+"""Two clicks of one button closer than this are one click (the second is not answered)."""
+CLICKS_REMEMBERED: Final = 10_000
 RATE_LIMIT_RETRIES: Final = 3
 """429s waited out (each for its Retry-After) before a call counts as failed."""
 
@@ -210,10 +213,34 @@ class SlackTurns:
         self.conversations = conversations
         self.out = out
         self.deliveries = deliveries
+        # address -> (message ts, choice, when) of the last click run: a user's events run
+        # in order in one worker (its lease), so a double click's second half meets it here.
+        self._last_click: OrderedDict[str, tuple[str, str, datetime]] = OrderedDict()
+
+    def _double_click(self, address: str, inbound: SlackInbound) -> bool:
+        if inbound.clicked is None or not isinstance(inbound.event, ChoiceIn):
+            return False
+        this = (inbound.clicked.ts, inbound.event.choice, inbound.occurred_at)
+        last = self._last_click.get(address)
+        self._last_click[address] = this
+        self._last_click.move_to_end(address)
+        while len(self._last_click) > CLICKS_REMEMBERED:
+            self._last_click.popitem(last=False)
+        return (
+            last is not None
+            and last[:2] == this[:2]
+            and abs((this[2] - last[2]).total_seconds()) < DOUBLE_CLICK_SECONDS
+        )
 
     async def __call__(self, event: InboxEvent) -> Handled:
         inbound = SlackInbound.model_validate(event.payload)
         key = event.key
+        if self._double_click(key.address, inbound):
+            # The same button of the same message again within a moment: the first click is
+            # being answered; a second answer ("that button was for the last question")
+            # would only confuse. Kept in the inbox, not in the conversation.
+            log.info("Slack double click ignored (%s)", event.event_id)
+            return Handled.NOTHING_SAVED
         # Only a click that answers the current question changes its message; a stale click
         # (a double click, an old message) leaves the history alone and the engine says so.
         clicked = inbound.clicked if await self._answers_current(key, inbound) else None
