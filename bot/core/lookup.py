@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.models import ConversationKey, Mode
+from bot.models import ConversationKey
 from bot.store import SqlStore
 
 
 @dataclass(frozen=True, eq=False)
 class ConversationLookup:
     store: SqlStore
-
-    async def mode_of(self, key: ConversationKey) -> Mode | None:
-        stored = await self.store.load(key)
-        return None if stored is None else stored.mode
 
     async def question_state(self, key: ConversationKey) -> str | None:
         stored = await self.store.load(key)

@@ -193,10 +193,6 @@ class Recorder(Protocol):
         """Held while a webhook is being acknowledged: batches of turns give way to it."""
         ...
 
-    def owns(self, channel: str, address: str) -> bool:
-        """Whether this process runs (and delivers to) that user."""
-        ...
-
     def spawn(self, coro: Any) -> Any:
         """Run a background task, keeping a reference to it."""
         ...
@@ -222,8 +218,6 @@ class Deliveries(Protocol):
 
 class Conversations(Protocol):
     """What channels may read of a conversation (`bot.core.lookup`)."""
-
-    async def mode_of(self, key: ConversationKey) -> Mode | None: ...
 
     async def question_state(self, key: ConversationKey) -> str | None:
         """The state the conversation is in (whose question it waits on), if it exists."""
