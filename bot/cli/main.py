@@ -54,8 +54,9 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
         from bot.cli.worker import Companion
         from bot.core.backpressure import Foreground, SharedMoment
 
-        # The worker's batches of turns give way to this server's webhooks (bot/core/backpressure.py).
-        handle, name = tempfile.mkstemp(prefix="yarigai-foreground-")
+        # The workers' batches of turns give way to this server's webhooks (backpressure.py).
+        _remove_stale_boards()
+        handle, name = tempfile.mkstemp(prefix=f"{BOARD_PREFIX}{os.getpid()}-")
         os.close(handle)
         board = Path(name)
         foreground = Foreground(publish=SharedMoment.create(board))
@@ -104,9 +105,9 @@ def worker(nice: int, foreground_file: Path | None, parent_pid: int | None) -> N
     """Run LINE and Slack events for web servers in WORKER_MODE=separate (any number of
     workers, on any hosts, share a database: each runs the conversations it holds a lease on)."""
     if parent_pid is not None:
-        from bot.cli.worker import die_with_parent
+        from bot.cli.parent import die_with_parent
 
-        die_with_parent(parent_pid)  # first: before any start-up work
+        die_with_parent(parent_pid)  # `python -m bot.cli` did it already; `yarigai` here
     from bot.cli.worker import run
 
     settings = Settings()
@@ -140,6 +141,20 @@ def chat(user: str) -> None:
         sys.exit(1)
     except (EOFError, KeyboardInterrupt):
         click.echo()
+
+
+BOARD_PREFIX = "yarigai-foreground-"
+
+
+def _remove_stale_boards() -> None:
+    """The shared files of servers killed before they could remove theirs (their pid is in
+    the name)."""
+    if not Path("/proc").is_dir():  # no way to tell whose they are
+        return
+    for path in Path(tempfile.gettempdir()).glob(f"{BOARD_PREFIX}*"):
+        pid = path.name.removeprefix(BOARD_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            path.unlink(missing_ok=True)
 
 
 def _attach_groups() -> None:

@@ -81,23 +81,6 @@ RESTART_SETTLED = 60.0
 """A worker that ran this many seconds before dying is restarted after RESTART_FIRST again."""
 
 
-def die_with_parent(parent: int) -> None:
-    """Make the kernel stop this process when its parent dies, and stop now if it already has.
-
-    Called before any start-up work: a worker whose server was killed while it started would
-    otherwise run on beside the next server's workers, running the same events."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    # Checked after the request: a parent gone before it was made leaves us with another one.
-    if os.getppid() != parent:
-        log.warning("`yarigai serve` (pid %d) is gone; the worker does not start", parent)
-        sys.exit(0)
-
-
 @dataclass
 class Companion:
     """`yarigai worker` started by `yarigai serve` (WORKER_MODE=separate). If it dies, the

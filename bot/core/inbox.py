@@ -248,10 +248,12 @@ class Worker:
         self._stopping.set()
         # Events not started yet stay pending in the inbox for the next run; only the ones
         # running now are finished (a worker started meanwhile must not meet them half done).
-        for queue in self._queues.values():
-            for event in queue:
+        for key, queue in self._queues.items():
+            # The head of a running queue is running: it stays, and its drain finishes it.
+            kept = 1 if key in self._running and queue else 0
+            for event in queue[kept:]:
                 self._known.discard(event.id)
-            queue.clear()
+            del queue[kept:]
         await self.idle(grace)
         left = [*self._running.values(), *self._tasks]
         for task in left:
@@ -317,14 +319,14 @@ class Worker:
                     log.exception("could not settle %s event %s", event.channel, event.id)
                     settled = False
                 if settled:
-                    queue.pop(0)
+                    _drop(queue, event)
                     continue
                 # Not settled (the database away, say): this user's later events wait behind
                 # it, so their answers keep their order; other users go on.
                 tries = self._store_failures.get(event.id, 1)
                 await self._pause(min(RETRY_MOST, self.retry_first * 2 ** (tries - 1)))
                 if not await self._still_pending(event):
-                    queue.pop(0)  # it committed before the error came back: done
+                    _drop(queue, event)  # it committed before the error came back: done
                     self._store_failures.pop(event.id, None)
         finally:
             self._running.pop(key, None)
@@ -418,3 +420,9 @@ async def _first_of(stop: asyncio.Event, rung: asyncio.Event, seconds: float) ->
     finally:
         for wait in waits:
             wait.cancel()
+
+
+def _drop(queue: list[InboxEvent], event: InboxEvent) -> None:
+    """Take a settled event off its queue (unless closing took it off already)."""
+    if queue and queue[0] is event:
+        queue.pop(0)
