@@ -12,6 +12,7 @@ test: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bot
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/yarigai flows check flows
 	$(BIN)/pytest
@@ -33,6 +34,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy bot
+	$(BIN)/lint-imports
 
 format: dev
 	$(BIN)/ruff format .

@@ -28,6 +28,7 @@ from uuid import uuid4
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from bot.core.service import ConversationService
 from bot.engine import Engine
 from bot.errors import StoreError
 from bot.flows.loader import load_flows
@@ -43,9 +44,8 @@ from bot.models import (
     Turn,
     outbound_text,
 )
-from bot.service import ConversationService
 from bot.store import SqlStore, create_engine
-from bot.store.tables import conversations, messages
+from bot.store.schema import conversations, messages
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 POSTGRES_URL: Final = os.environ.get(

@@ -1,0 +1,1 @@
+"""yarigai: a LINE and Slack career chatbot for Japanese back-office workers."""

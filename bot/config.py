@@ -65,6 +65,6 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=32,
-        description="WORKER_MODE=separate: how many workers `yarigai serve` starts; each runs "
-        "the events of its share of the users.",
+        description="WORKER_MODE=separate: how many workers `yarigai serve` starts; they take "
+        "conversations by lease (more may run elsewhere with `yarigai worker`).",
     )

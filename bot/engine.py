@@ -5,12 +5,25 @@ No I/O, no clock, no globals: the same inputs always give the same turn.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import re
+import unicodedata
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from bot.flows.expressions import evaluate, holds, render
 from bot.flows.loader import Flow
-from bot.flows.schema import PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, QuestionSpec, StateSpec
+from bot.flows.schema import (
+    BACK,
+    PREVIOUS,
+    ChoiceSpec,
+    CommandSpec,
+    FaqSpec,
+    FlowSpec,
+    QuestionSpec,
+    StateSpec,
+)
 from bot.models import (
     CardField,
     CardOut,
@@ -29,10 +42,21 @@ from bot.models import (
     Turn,
 )
 from bot.nlu.normalize import normalize
+from bot.nlu.reading import reading
 from bot.nlu.understanding import NO, YES, Understander, keyword_understander, yes_or_no
 
 DONE = "__done__"
-MAX_BUBBLES = 5  # LINE answers at most 5 messages per reply; more reads as spam on a phone
+MAX_BUBBLES: Final = 3
+"""Bubbles per turn on a phone: more scroll the first ones away before they are read."""
+MAX_CHARS: Final = 180
+"""Characters per text bubble (cards excepted): about a phone screen's worth."""
+LINE_MAX_MESSAGES: Final = 5  # LINE answers at most 5 messages per reply
+HISTORY: Final = "_history"
+"""Slot of the questions answered so far (names), for `back`. Underscored slots are the
+engine's own: never shown to agents."""
+PENDING: Final = "_pending_command"
+"""Slot of a command waiting for the user's yes before it forgets or ends anything."""
+_MAX_HISTORY: Final = 40
 _MAX_HOPS = 100  # a flow whose `next` loops without asking would otherwise never return
 
 Message = TextOut | ChoicesOut | CardOut
@@ -51,8 +75,16 @@ class Engine:
             (name for name, s in self.spec.states.items() if s.fallback), self.spec.start
         )
         self._agent_command = next(
-            (c for c in self.spec.commands if c.goto and self.spec.states[c.goto].handoff), None
+            (
+                c
+                for c in self.spec.commands
+                if c.goto in self.spec.states and self.spec.states[c.goto].handoff
+            ),
+            None,
         )
+        self._back_command = next((c for c in self.spec.commands if c.goto == BACK), None)
+        self._faqs: dict[str, FaqSpec] = {f.id: f for f in self.spec.faq}
+        self._answer_slots = frozenset(self._labels)
 
     def new(self) -> ConversationState:
         return ConversationState(flow=self.spec.flow, flow_version=self.flow.version, state="")
@@ -111,10 +143,17 @@ class _TurnBuilder:
         self.first_turn = False
         self.entered: list[str] = []
         self.origin = conversation.state  # where the user was when this turn began
+        self.offer_back = False  # an answer read from typed text was restated: offer 「戻る」
+        self.answered_question: ChoicesOut | None = None  # shown, then answered in this turn
 
     # ------------------------------------------------------------ events
 
     def on_choice(self, event: ChoiceIn) -> None:
+        pending = self.conv.slots.get(PENDING)
+        if pending and event.choice in (YES, NO):
+            self.on_pending(str(pending), event.choice == YES)
+            return
+        self.drop_pending()
         command = self.spec.command(event.choice)
         if command is not None:
             self.run_command(command)
@@ -144,6 +183,13 @@ class _TurnBuilder:
     def on_text(self, text: str) -> None:
         state = self.current()
         ask = state.ask
+        pending = self.conv.slots.get(PENDING)
+        if pending:
+            verdict = yes_or_no(text)
+            if verdict is not None:
+                self.on_pending(str(pending), verdict == YES)
+                return
+            self.drop_pending()
         if self.conv.pending_confirm:
             verdict = yes_or_no(text)
             if verdict is not None:
@@ -156,6 +202,7 @@ class _TurnBuilder:
             choices=ask.choices if ask else (),
             commands=commands,
             multi=bool(ask and ask.multi),
+            faqs=self.spec.faq,
         )
         if ask is not None or understood.command:  # idle chatter after the end is not logged
             intents = (understood.command,) if understood.command else understood.intents
@@ -169,7 +216,16 @@ class _TurnBuilder:
             )
         command = self.spec.command(understood.command) if understood.command else None
         if command is not None:
+            if self.first_turn and command.reset:
+                return  # 「はじめる」 as a first message: the greeting just given is the start
+            if pending == command.id:  # the same command again: that is a yes
+                self.run_command(command, confirmed=True)
+                return
             self.run_command(command)
+            return
+        faq = self.engine._faqs.get(understood.faq or "")
+        if faq is not None:
+            self.on_faq(faq)
             return
         if ask is None:
             self.on_idle()
@@ -184,7 +240,7 @@ class _TurnBuilder:
         if understood.confirm:
             self.ask_confirm(ask, understood.intents)
             return
-        self.answer(ask, understood.intents)
+        self.answer(ask, understood.intents, typed=text)
 
     def on_confirm(self, agreed: bool) -> None:
         ask = self.current().ask
@@ -198,12 +254,73 @@ class _TurnBuilder:
             self.miss(ask)
 
     def on_idle(self) -> None:
-        """Input where no question waits: after the end, start again; otherwise move on."""
+        """Input where no question waits: after the end, ask whether to go on (the flow's
+        `again`, else its `returning`); otherwise move on."""
         state = self.current()
         if state.end or self.conv.status is Status.ENDED:
-            self.enter(self.spec.returning or self.spec.start, reset=self.spec.returning is None)
+            target = self.spec.again or self.spec.returning
+            self.enter(target or self.spec.start, reset=target is None)
         else:
             self.resume()
+
+    def on_faq(self, faq: FaqSpec) -> None:
+        """Answer a question to the bot, then the question waits on (a first message: the
+        greeting's question comes after the answer, not before it)."""
+        if self.first_turn and self.messages and isinstance(self.messages[-1], ChoicesOut):
+            self.messages.pop()
+            if faq.kind == "small_talk":  # the greeting already answered 「こんにちは」
+                self.reask()
+                return
+        for text in faq.say:
+            self.say(text)
+        if self.current().ask is not None:
+            self.reask()
+        else:
+            self.on_idle()
+
+    def on_pending(self, command_id: str, agreed: bool) -> None:
+        self.drop_pending()
+        command = self.spec.command(command_id)
+        if agreed and command is not None:
+            self.run_command(command, confirmed=True)
+            return
+        self.say(self.spec.texts.cancelled)
+        if self.current().ask is not None:
+            self.reask()
+        else:
+            self.on_idle()
+
+    def drop_pending(self) -> None:
+        if PENDING in self.conv.slots:
+            self.update(slots={k: v for k, v in self.conv.slots.items() if k != PENDING})
+
+    def go_back(self) -> None:
+        """Back one question: the answers before it stay, its own answer is shown again."""
+        history = [h for h in self.conv.slots.get(HISTORY, []) if h in self.spec.states]
+        while history and history[-1] == self.conv.state:
+            history.pop()
+        if not history:
+            self.say(self.spec.texts.back_at_start)
+            self.reask()
+            return
+        name = history.pop()
+        ask = self.spec.states[name].ask
+        if ask is None:
+            self.reask()
+            return
+        self.fill(HISTORY, history)
+        self.say(self.spec.texts.back)
+        previous = self.conv.slots.get(ask.slot)
+        selection = tuple(previous) if ask.multi and isinstance(previous, list) else ()
+        self.update(
+            state=name,
+            status=Status.ACTIVE,
+            selection=selection,
+            misses=0,
+            pending_confirm=(),
+        )
+        self.entered.append(name)
+        self.messages.append(self.render_question(name, ask))
 
     def resume(self) -> None:
         state = self.current()
@@ -212,17 +329,28 @@ class _TurnBuilder:
 
     # ------------------------------------------------------------ answers
 
-    def answer(self, ask: QuestionSpec, intents: Sequence[str]) -> None:
+    def answer(self, ask: QuestionSpec, intents: Sequence[str], *, typed: str = "") -> None:
         if ask.multi:
             picked = [c.id for c in ask.choices if c.id in set(self.conv.selection) | set(intents)]
             self.update(selection=tuple(picked), misses=0)
+            if typed:
+                self.capture(ask, typed)
             self.messages.append(self.render_question(self.conv.state, ask, prompt=False))
             return
         choice = next((c for c in ask.choices if c.id == intents[0]), None)
         if choice is None:  # an understander named something this question does not offer
             self.miss(ask)
             return
+        if self.first_turn and self.messages and isinstance(self.messages[-1], ChoicesOut):
+            # A first message that answers: its question may go if the turn runs long.
+            self.answered_question = self.messages[-1]
+        if typed:
+            self.capture(ask, typed)
+            if ask.echo and not _says_it(typed, choice) and choice.goto is None:
+                self.say(self.spec.texts.echo, answer=choice.label)
+                self.offer_back = self.engine._back_command is not None
         self.fill(ask.slot, choice.id)
+        self.remember_answered()
         self.leave(choice)
 
     def finish_multi(self, ask: QuestionSpec) -> None:
@@ -232,7 +360,21 @@ class _TurnBuilder:
             return
         self.fill(ask.slot, list(self.conv.selection))
         self.update(selection=())
+        self.remember_answered()
         self.leave(None)
+
+    def capture(self, ask: QuestionSpec, typed: str) -> None:
+        """Details typed with an answer (「経理で3年目」) fill the question's capture slots."""
+        text = unicodedata.normalize("NFKC", typed)
+        for slot, pattern in ask.capture.items():
+            found = re.search(pattern, text)
+            if found:
+                self.fill(slot, found.group(1) if found.groups() else found.group(0))
+
+    def remember_answered(self) -> None:
+        """The question just answered, for `back`."""
+        history = [*self.conv.slots.get(HISTORY, []), self.conv.state][-_MAX_HISTORY:]
+        self.fill(HISTORY, history)
 
     def ask_confirm(self, ask: QuestionSpec, intents: Sequence[str]) -> None:
         by_id = {c.id: c for c in ask.choices}
@@ -266,7 +408,14 @@ class _TurnBuilder:
         if ask is not None:
             self.messages.append(self.render_question(self.conv.state, ask))
 
-    def run_command(self, command: CommandSpec) -> None:
+    def run_command(self, command: CommandSpec, *, confirmed: bool = False) -> None:
+        if command.confirm and not confirmed and self.has_answers():
+            self.ask_first(command)
+            return
+        if command.goto == BACK:
+            self.update(pending_confirm=())
+            self.go_back()
+            return
         for text in command.say:
             self.say(text)
         self.update(pending_confirm=())
@@ -274,6 +423,30 @@ class _TurnBuilder:
             self.enter(command.goto, reset=command.reset)
         else:
             self.reask()
+
+    def ask_first(self, command: CommandSpec) -> None:
+        """「ここまでの答えが消えますが…」 [はい] [いいえ、続ける] before a command acts."""
+        assert command.confirm is not None
+        self.fill(PENDING, command.id)
+        texts = self.spec.texts
+        self.messages.append(
+            ChoicesOut(
+                text=self.render(command.confirm),
+                state=self.conv.state,
+                choices=(
+                    Choice(id=YES, label=texts.confirm_go),
+                    Choice(id=NO, label=texts.confirm_stay),
+                ),
+            )
+        )
+
+    def has_answers(self) -> bool:
+        """Whether a question is waiting and something was answered already."""
+        if self.current().ask is None or self.conv.status is Status.ENDED:
+            return False
+        return bool(self.conv.selection) or any(
+            s in self.engine._answer_slots for s in self.conv.slots
+        )
 
     # ------------------------------------------------------------ moving
 
@@ -307,6 +480,7 @@ class _TurnBuilder:
     def enter(self, name: str, *, reset: bool = False) -> None:
         if reset:
             self.update(slots={}, status=Status.ACTIVE, return_to=None)
+        self.drop_pending()
         self.update(selection=(), misses=0, pending_confirm=())
         for _ in range(_MAX_HOPS):
             state = self.spec.states[name]
@@ -357,6 +531,9 @@ class _TurnBuilder:
         agent = self.engine._agent_command
         if offer_agent and agent and self._accepts(ask, agent.id):
             choices.append(Choice(id=agent.id, label=agent.label))
+        back = self.engine._back_command
+        if self.offer_back and back and self._accepts(ask, back.id) and prompt:
+            choices.append(Choice(id=back.id, label=back.label))
         if prompt:
             text = self.render(ask.text)
         else:  # a multi-select after a pick: say what is chosen so far instead of asking again
@@ -419,9 +596,12 @@ class _TurnBuilder:
         return not ask.accepts or command_id in ask.accepts
 
     def result(self) -> Turn:
+        messages = _fit_bubbles(self.messages)
+        if len(messages) > MAX_BUBBLES and self.answered_question is not None:
+            messages = _fit_bubbles([m for m in self.messages if m is not self.answered_question])
         return Turn(
             conversation=self.conv,
-            messages=_fit_bubbles(self.messages),
+            messages=messages,
             effects=tuple(self.effects),
             entered=tuple(self.entered),
         )
@@ -436,25 +616,48 @@ def _labels_by_slot(spec: FlowSpec) -> dict[str, dict[str, str]]:
 
 
 def _is_done_text(text: str, ask: QuestionSpec) -> bool:
-    """「以上です」「これで全部かな」: the user finishes a multi-select in words."""
-    norm = normalize(text)
-    words = {normalize(ask.done_label), *_DONE_NORM}
-    return any(norm.startswith(w) and len(norm) <= len(w) + 4 for w in words if w)
+    """「以上です」「これで全部かな」「これでぜんぶ」: the user finishes a multi-select in words."""
+    typed = {normalize(text), reading(text)}
+    words = {normalize(ask.done_label), reading(ask.done_label), *_done_words()}
+    return any(t.startswith(w) and len(t) <= len(w) + 4 for t in typed for w in words if w)
 
 
 _DONE_WORDS = ("以上", "おわり", "終わり", "これだけ", "これで全部", "それだけ", "ok", "done")
-_DONE_NORM = frozenset(normalize(w) for w in _DONE_WORDS)
+
+
+@functools.cache
+def _done_words() -> frozenset[str]:
+    """Written and read (kana) forms; worked out at first use, not at import (no dictionary
+    load for a process that never sees a multi-select)."""
+    return frozenset(normalize(w) for w in _DONE_WORDS) | frozenset(reading(w) for w in _DONE_WORDS)
+
+
+def _says_it(typed: str, choice: ChoiceSpec) -> bool:
+    """Whether the typed text holds the choice's own label, keyword or example, so the answer
+    needs no restating (「経理です」, 「うん」); 「もう限界」 read as 「転職も考えたい」 does."""
+    norm, read = normalize(typed), reading(typed)
+    words = [w for w in (choice.label, *choice.keywords, *choice.examples) if w]
+    terms = {normalize(w) for w in words} | {reading(w) for w in words}
+    return any(t and (t in norm or t in read) for t in terms)
 
 
 def _fit_bubbles(messages: list[Message]) -> tuple[Message, ...]:
-    """Merge neighbouring texts until the turn fits in MAX_BUBBLES."""
+    """Merge neighbouring texts until the turn fits in MAX_BUBBLES, as long as a merged bubble
+    stays within MAX_CHARS (beyond LINE's 5 messages, whatever their length)."""
     merged = list(messages)
     while len(merged) > MAX_BUBBLES:
-        for i in range(len(merged) - 1):
-            a, b = merged[i], merged[i + 1]
-            if isinstance(a, TextOut) and isinstance(b, TextOut):
-                merged[i : i + 2] = [TextOut(text=f"{a.text}\n\n{b.text}")]
-                break
-        else:
+        pairs = [
+            (len(a.text) + len(b.text), i)
+            for i, (a, b) in enumerate(itertools.pairwise(merged))
+            if isinstance(a, TextOut) and isinstance(b, TextOut)
+        ]
+        fitting = [p for p in pairs if p[0] + 1 <= MAX_CHARS]
+        if not fitting and len(merged) <= LINE_MAX_MESSAGES:
             break
+        if not (fitting or pairs):
+            break
+        _, i = min(fitting or pairs)
+        a, b = merged[i], merged[i + 1]
+        assert isinstance(a, TextOut) and isinstance(b, TextOut)
+        merged[i : i + 2] = [TextOut(text=f"{a.text}\n{b.text}")]
     return tuple(merged)

@@ -89,4 +89,15 @@ class UnknownAgent(BotError):
 
 
 class DeliveryFailed(ChannelError):
-    """A message was kept in the transcript but its channel did not take it."""
+    """A message was kept in the transcript but its channel did not take it.
+
+    `retryable`: worth another round later (the channel failed, not our request).
+    `maybe_delivered`: the failed try may have reached the user all the same."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+    @property
+    def maybe_delivered(self) -> bool:
+        return False

@@ -80,6 +80,30 @@ class ResumeIn(Frozen):
 
 
 Inbound = Annotated[TextIn | ChoiceIn | StartIn | ResumeIn, Field(discriminator="kind")]
+"""What the engine takes; the service also takes the kinds below, which it answers itself."""
+
+
+class MediaIn(Frozen):
+    """A message the bot cannot read: a sticker, image, video, audio, file or location."""
+
+    kind: Literal["media"] = "media"
+    type: str
+
+
+class LeftIn(Frozen):
+    """The user left the channel (LINE: blocked the account)."""
+
+    kind: Literal["unfollow"] = "unfollow"
+
+
+class JoinedGroupIn(Frozen):
+    """The bot was added to a group chat (it only talks one to one)."""
+
+    kind: Literal["joined"] = "joined"
+
+
+Event = TextIn | ChoiceIn | StartIn | ResumeIn | MediaIn | LeftIn | JoinedGroupIn
+"""Every inbound kind the service takes (`bot.core.service.ConversationService.handle`)."""
 
 
 # ---------------------------------------------------------------- outbound
@@ -127,6 +151,8 @@ class CardOut(Frozen):
 
 
 Outbound = Annotated[TextOut | ChoicesOut | CardOut, Field(discriminator="type")]
+Message = TextOut | ChoicesOut | CardOut
+"""One outbound message, as code passes it around (`Outbound` is its parsing form)."""
 
 
 def outbound_text(message: TextOut | ChoicesOut | CardOut) -> str:

@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 
 from fastapi.testclient import TestClient
 
-from bot.app import create_app
 from bot.config import Settings
-from bot.console.auth import hash_password, new_token
-from bot.handoff import HandoffDesk
-from bot.runtime import Runtime
+from bot.handoff.desk import HandoffDesk
+from bot.http.app import create_app
+from bot.http.console.auth import hash_password, new_token
 from bot.store import AgentStore
+from bot.wiring import Runtime
 
 FLOWS = Path(__file__).parent / "flows"
 PASSWORD = "correct horse battery"

@@ -16,8 +16,8 @@ from typing import Final
 import pytest
 import uvicorn
 
-from bot.app import create_app
 from bot.config import Settings
+from bot.http.app import create_app
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 CHROMIUM: Final = Path("/usr/bin/chromium")

@@ -65,6 +65,23 @@ async def store_target(
 
 
 @pytest.fixture
+async def postgres_database() -> AsyncIterator[str]:
+    """The URL of a new, empty PostgreSQL database, for processes the test starts."""
+    await _require_postgres(POSTGRES_URL)
+    name = f"yarigai_test_{uuid4().hex[:16]}"
+    engine = create_engine(POSTGRES_URL)
+    admin = engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await engine.dispose()
+
+
+@pytest.fixture
 async def store(store_target: StoreTarget) -> AsyncIterator[SqlStore]:
     """A migrated, open SqlStore on each backend."""
     opened = await store_target.open()

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from bot.cli.chat import run_chat
 from bot.config import Settings
-from bot.terminal import run_chat
 
 ROOT = Path(__file__).parent.parent
 
@@ -65,3 +65,16 @@ async def test_terminal_chat_keeps_progress_between_runs(tmp_path: Path) -> None
     screen = "\n".join(shown)
     assert "おかえりなさい" in screen and "  1. 続きから" in screen
     assert "やりがいを感じにくいのは" in screen  # back at the frustrations question
+
+
+async def test_terminal_chat_takes_several_numbers_and_never_says_buttons(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    typed = _lines("1", "1 3", "ヘルプ", "2,5", "6")
+    shown: list[str] = []
+    await run_chat(settings, read=lambda _prompt: next(typed), write=shown.append)
+    screen = "\n".join(shown)
+    # 「1 3」 picked two frustrations at once, 「2,5」 two more; 6 was 「これで全部」.
+    assert "  1. ✓ 成果が見えにくい" in screen and "  3. ✓ 売上への貢献が見えない" in screen
+    assert "  5. ✓ 成長している実感がない" in screen
+    assert "（1/8）" in screen
+    assert "ボタン" not in screen, [line for line in shown if "ボタン" in line]

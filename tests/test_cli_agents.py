@@ -7,8 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from bot.cli import main
-from bot.console.auth import check_password, token_hash
+from bot.cli.main import main
+from bot.http.console.auth import check_password, token_hash
 from bot.store import AgentStore, SqlStore
 
 PASSWORD = "a long enough password"

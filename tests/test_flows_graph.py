@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bot.cli_flows import flows
+from bot.cli.flows import flows
 from bot.flows.graph import mermaid
 from bot.flows.jsonschema import flow_json_schema, schema_text
 from bot.flows.loader import load_flow, parse_flow

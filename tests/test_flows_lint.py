@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bot.cli_flows import flows
+from bot.cli.flows import flows
 from bot.flows.lint import lint
 from bot.flows.loader import FlowErrors, load_flow, parse_flow
 
@@ -282,3 +282,80 @@ def test_check_an_empty_directory_fails(tmp_path: Path) -> None:
     result = CliRunner().invoke(flows, ["check", str(tmp_path)])
     assert result.exit_code == 1
     assert "no flow files" in result.stderr
+
+
+# ---------------------------------------------------------------- pacing on a phone
+
+
+def test_a_turn_of_more_than_three_bubbles_is_named() -> None:
+    text = (
+        HEAD
+        + "states:\n"
+        + QUESTION
+        + "    next: advice\n"
+        + "  advice:\n    say: [一つ目, 二つ目]\n    next: more\n"
+        + "  more:\n    say: [三つ目]\n    next: bye\n"
+        + BYE.replace("[またね]", "[またね, さようなら]")
+    )
+    assert lint_text(text) == [
+        "f.yaml:12:3: state 'advice': an answer to 'q' can send 5 bubbles in one turn "
+        "(advice -> more -> bye); at most 3 on a phone"
+    ]
+
+
+def test_a_command_s_own_words_count_in_its_turn() -> None:
+    text = (
+        HEAD
+        + "commands:\n  - {id: stop, label: やめる, goto: bye, say: [わかりました, では]}\n"
+        + "states:\n"
+        + QUESTION
+        + "    next: bye\n"
+        + BYE.replace("[またね]", "[またね, さようなら]")
+    )
+    assert lint_text(text) == [
+        "f.yaml:4:5: state 'bye': command 'stop' can send 4 bubbles in one turn (bye); "
+        "at most 3 on a phone"
+    ]
+
+
+def test_a_long_bubble_is_named_with_its_longest_branch() -> None:
+    long_text = "あ" * 120
+    text = (
+        HEAD
+        + "vars: {name: Zキャリア}\n"
+        + "states:\n"
+        + QUESTION
+        + "    next: bye\n"
+        + "  bye:\n    say:\n"
+        + f"      - \"{{% if mood == 'good' %}}{long_text}{{% else %}}短い{{% endif %}}"
+        + f'{{{{ vars.name }}}}{"い" * 56}"\n'
+        + "    end: true\n"
+    )
+    assert lint_text(text) == [
+        "f.yaml:15:9: state 'bye': a bubble of up to 181 characters; at most 180 fit a phone "
+        "(shorten it, split the turn, or use a card)"
+    ]
+
+
+def test_cards_are_exempt_from_the_length() -> None:
+    value = "う" * 400
+    text = (
+        HEAD
+        + "states:\n"
+        + QUESTION
+        + "    next: bye\n"
+        + f"  bye:\n    say:\n      - card: {{title: まとめ, fields: [{{label: 長い, value: {value}}}]}}\n"
+        + "    end: true\n"
+    )
+    assert lint_text(text) == []
+
+
+def test_an_opposite_must_be_a_sibling_choice() -> None:
+    text = (
+        HEAD
+        + "states:\n"
+        + QUESTION.replace("{id: good, label: いい}", "{id: good, label: いい, opposite: awful}")
+    )
+    assert lint_text(text + "    next: bye\n" + BYE) == [
+        "f.yaml:9:43: choice 'good' in 'q': opposite 'awful' is not a choice of this question"
+    ]

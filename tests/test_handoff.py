@@ -13,7 +13,7 @@ import pytest
 from agent_app import AgentApp, agent_app
 
 from bot.errors import ChannelError
-from bot.handoff import CANCELLED_TEXT, timeout_text
+from bot.handoff.desk import CANCELLED_TEXT, timeout_text
 from bot.models import CardOut, Channel, ChoicesOut, ConversationKey, Mode, StartIn, TextIn, TextOut
 
 

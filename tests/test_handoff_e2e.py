@@ -4,7 +4,6 @@ against LINE's OpenAPI spec) and a fake Slack Web API."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fakes.line_api import (
     ACCESS_TOKEN,
     CHANNEL_SECRET,
@@ -21,24 +19,24 @@ from fakes.line_api import (
     new_user_id,
     require_spec,
 )
+from fakes.served import serving_app
 from fakes.slack_api import BOT_ID, FakeSlackApi, Posted, SlackEvents
 from pydantic import SecretStr
 
-import bot.app as app_module
-from bot.app import create_app
-from bot.channels.line import WEBHOOK_PATH, LineChannel
-from bot.channels.slack import PATH as SLACK_PATH
-from bot.channels.slack import SlackChannel
-from bot.channels.slack_agent_blocks import CLAIM_LABEL, RELEASE_LABEL
+from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
+from bot.channels.slack.adapter import PATH as SLACK_PATH
+from bot.channels.slack.adapter import SlackChannel
+from bot.channels.slack.agents.blocks import CLAIM_LABEL, RELEASE_LABEL
 from bot.config import Settings
-from bot.runtime import Runtime
+from bot.http.app import create_app
 from bot.store import HandoffStatus
+from bot.wiring import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 SIGNING_SECRET = "fake-signing-secret-e2e"
 AGENTS = "G0AGENTS1"  # a private channel, as the docs advise
 SATO = "U0SATO001"
-RESUMED = "おかえりなさい。担当者とのお話はいかがでしたか？"
+RESUMED = "おかえりなさい。担当者とのお話はここまでです。続けるときは、下から選んでくださいね。"
 
 
 @dataclass
@@ -111,11 +109,8 @@ def slack() -> Iterator[FakeSlackApi]:
 
 
 @pytest.fixture
-async def served(
-    tmp_path: Path, line: FakeLineApi, slack: FakeSlackApi, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Served]:
+async def served(tmp_path: Path, line: FakeLineApi, slack: FakeSlackApi) -> AsyncIterator[Served]:
     channels = [LineChannel(retry_delays=(0.02, 0.05), loading_after=None), SlackChannel()]
-    monkeypatch.setattr(app_module, "CHANNELS", channels)
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         flows_dir=REPO / "flows",
@@ -132,19 +127,8 @@ async def served(
         agent_hours="always",
         session_secret=SecretStr("test"),
     )
-    app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="none")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # start-up failed: raise why
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
+    app = create_app(settings, channels=channels)
+    async with serving_app(app) as url:
         yield Served(
             url=url,
             runtime=app.state.runtime,
@@ -153,9 +137,6 @@ async def served(
             slack=slack,
             events=SlackEvents(SIGNING_SECRET),
         )
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_line_user_to_a_slack_agent_and_back_to_the_bot(served: Served) -> None:

@@ -3,13 +3,11 @@ API that checks every request against LINE's OpenAPI spec; the real app under uv
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from agent_app import password_hash
 from fakes.line_api import (
     ACCESS_TOKEN,
@@ -19,14 +17,14 @@ from fakes.line_api import (
     new_user_id,
     require_spec,
 )
+from fakes.served import serving_app
 
-import bot.app as app_module
-from bot.app import create_app
-from bot.channels.line import WEBHOOK_PATH, LineChannel
+from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
 from bot.config import Settings
-from bot.console.auth import new_token
-from bot.runtime import Runtime
+from bot.http.app import create_app
+from bot.http.console.auth import new_token
 from bot.store import AgentStore
+from bot.wiring import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,10 +37,8 @@ def fake() -> Iterator[FakeLineApi]:
 
 
 @pytest.fixture
-async def served(
-    tmp_path: Path, fake: FakeLineApi, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[str, Runtime]]:
-    monkeypatch.setattr(app_module, "CHANNELS", [LineChannel(retry_delays=(0.02, 0.05))])
+async def served(tmp_path: Path, fake: FakeLineApi) -> AsyncIterator[tuple[str, Runtime]]:
+    channels = [LineChannel(retry_delays=(0.02, 0.05))]
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         flows_dir=REPO / "flows",
@@ -53,21 +49,9 @@ async def served(
         agent_hours="always",
         session_secret="test",
     )
-    app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="none")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", app.state.runtime
-    finally:
-        server.should_exit = True
-        await task
+    app = create_app(settings, channels=channels)
+    async with serving_app(app) as url:
+        yield url, app.state.runtime
 
 
 async def test_line_user_asks_agent_takes_over_replies_by_push_and_hands_back(
@@ -114,7 +98,10 @@ async def test_line_user_asks_agent_takes_over_replies_by_push_and_hands_back(
 
     resumed = fake.last(user)
     assert resumed.via == "push"
-    assert resumed.text == "おかえりなさい。担当者とのお話はいかがでしたか？"
+    assert (
+        resumed.text
+        == "おかえりなさい。担当者とのお話はここまでです。続けるときは、下から選んでくださいね。"
+    )
     assert "参考になった" in [b["label"] for b in resumed.buttons]
     await send(hooks.tap(user, resumed.button("参考になった")))
     assert any("よかったです" in text for text in fake.texts(user)[-4:])

@@ -9,15 +9,15 @@ import pytest
 
 from bot.engine import Engine
 from bot.flows.loader import load_flow
-from bot.handoff import (
+from bot.handoff.desk import (
     BACK_TO_BOT,
     is_back_to_bot,
     repair_action,
     timeout_due,
     waiting_text,
 )
-from bot.handoff_summary import summarize, summary_lines
-from bot.hours import AgentHours
+from bot.handoff.hours import AgentHours
+from bot.handoff.summary import summarize
 from bot.models import (
     Channel,
     ChoiceIn,
@@ -29,6 +29,7 @@ from bot.models import (
     TextIn,
     outbound_text,
 )
+from bot.records import summary_lines
 from bot.store import HandoffStatus, Orphan
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.errors import ConfigError
-from bot.hours import AgentHours, when
+from bot.handoff.hours import AgentHours, when
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 DEFAULT = AgentHours.parse("Mon-Fri 09:00-18:00 Asia/Tokyo")

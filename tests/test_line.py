@@ -14,14 +14,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from fakes.line_api import (
     ACCESS_TOKEN,
     CHANNEL_SECRET,
@@ -32,18 +31,21 @@ from fakes.line_api import (
     sign,
 )
 from fakes.processes import free_port, wait_healthy
+from fakes.served import serving_app
 from fastapi import FastAPI
 
-import bot.app as app_module
-from bot.app import create_app
-from bot.channels.line import ASK_FOR_BUTTON, ASK_FOR_TEXT, GROUP_NOTE, WEBHOOK_PATH, LineChannel
-from bot.channels.line_webhook import parse
+from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
+from bot.channels.line.webhook import parse
 from bot.config import Settings
+from bot.core.jobs import JobsTuning
+from bot.core.outbox import OutboxTuning
+from bot.core.service import ASK_FOR_BUTTON, GROUP_NOTE
 from bot.errors import DeliveryFailed
+from bot.http.app import create_app
 from bot.models import Channel, ConversationKey, Mode, StartIn, Status, TextOut
-from bot.runtime import Runtime
 from bot.store import SqlStore
-from bot.store.tables import inbox, outbox
+from bot.store.schema import inbox, outbox
+from bot.wiring import Runtime, build
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_RETRIES = (0.02, 0.05)
@@ -92,17 +94,36 @@ def settings(tmp_path: Path, fake: FakeLineApi) -> Settings:
     return line_settings(tmp_path / "db.sqlite", fake)
 
 
+@dataclass
+class Tuned:
+    """How the next app a test serves is tuned (`plugin` chooses, `serving` builds)."""
+
+    line: LineChannel
+    outbox: OutboxTuning = field(default_factory=OutboxTuning)
+    jobs: JobsTuning = field(default_factory=JobsTuning)
+
+
+_OUTBOX_KEYS = frozenset({"sweep_every", "orphan_after", "catch_up_first", "catch_up_most"})
+_tuned = Tuned(line=LineChannel(retry_delays=FAST_RETRIES, loading_after=None))
+
+
 @pytest.fixture
-def plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., LineChannel]:
-    """Serve the app with a LINE plugin tuned for the test (fast retries by default)."""
+def plugin() -> Iterator[Callable[..., LineChannel]]:
+    """Tune the apps the test serves (fast retries by default), by argument to create_app."""
+    global _tuned
 
     def use(**tuning: Any) -> LineChannel:
-        channel = LineChannel(**{"retry_delays": FAST_RETRIES, **tuning})
-        monkeypatch.setattr(app_module, "CHANNELS", [channel])
+        global _tuned
+        outbox = {k: v for k, v in tuning.items() if k in _OUTBOX_KEYS}
+        jobs = {k: v for k, v in tuning.items() if k == "purge_every"}
+        line = {k: v for k, v in tuning.items() if k not in _OUTBOX_KEYS and k != "purge_every"}
+        channel = LineChannel(**{"retry_delays": FAST_RETRIES, **line})
+        _tuned = Tuned(line=channel, outbox=OutboxTuning(**outbox), jobs=JobsTuning(**jobs))
         return channel
 
     use(loading_after=None)
-    return use
+    yield use
+    _tuned = Tuned(line=LineChannel(retry_delays=FAST_RETRIES, loading_after=None))
 
 
 @pytest.fixture
@@ -129,24 +150,9 @@ def line_settings(database: Path, fake: FakeLineApi, **overrides: Any) -> Settin
 @asynccontextmanager
 async def serving(settings: Settings, fake: FakeLineApi) -> AsyncIterator[Bot]:
     """The app under uvicorn on a free port of 127.0.0.1, in this event loop."""
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="none"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # start-up failed: raise why
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
+    app = create_app(settings, channels=[_tuned.line], outbox=_tuned.outbox, jobs=_tuned.jobs)
+    async with serving_app(app) as url:
         yield Bot(app=app, url=url, fake=fake, hooks=Webhooks(url + WEBHOOK_PATH, fake=fake))
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def until(
@@ -326,7 +332,7 @@ async def test_malformed_oversized_and_empty_bodies(
 async def test_without_both_secrets_the_endpoint_is_off(
     tmp_path: Path, fake: FakeLineApi, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.channels.line")
+    caplog.set_level(logging.INFO, logger="bot.channels.line.adapter")
     settings = line_settings(tmp_path / "db.sqlite", fake, line_channel_access_token=None)
     async with serving(settings, fake) as bot:
         answer = await bot.hooks.send(bot.hooks.follow(new_user_id()))
@@ -488,9 +494,11 @@ async def test_follow_unfollow_and_coming_back(bot: Bot) -> None:
 
 async def test_stickers_and_images_get_a_kind_reply_and_the_question_again(bot: Bot) -> None:
     user = new_user_id()
-    await bot.send(bot.hooks.image(user))  # before anything: no question to show
-    assert bot.fake.texts(user) == ["画像を送ってくださってありがとうございます。" + ASK_FOR_TEXT]
-    await bot.send(bot.hooks.follow(user))
+    # Before anything: thanks, and the conversation starts (the greeting and first question).
+    await bot.send(bot.hooks.image(user))
+    first = bot.fake.texts(user)
+    assert first[0] == "画像を送ってくださってありがとうございます。"
+    assert "やりがい相談です" in first[1] and bot.fake.last(user).buttons
     await bot.send(bot.hooks.sticker(user))
     kind, again = bot.fake.seen(user)[-2:]
     assert kind.text == "スタンプありがとうございます！" + ASK_FOR_BUTTON
@@ -498,6 +506,11 @@ async def test_stickers_and_images_get_a_kind_reply_and_the_question_again(bot: 
     # The re-shown buttons still answer the question.
     await bot.tap(user, "総務")
     assert any("総務なんですね" in t for t in bot.fake.texts(user))
+    # Kept in the transcript, as agents would read it.
+    stored = await bot.runtime.store.load(ConversationKey(channel=Channel.LINE, address=user))
+    assert stored is not None
+    said = [m.text for m in await bot.runtime.store.transcript(stored.id) if m.direction == "in"]
+    assert said[:2] == ["（画像）", "（スタンプ）"]
 
 
 async def test_in_a_group_the_bot_notes_once_then_stays_quiet(bot: Bot) -> None:
@@ -594,7 +607,7 @@ async def test_a_saved_turn_not_yet_delivered_is_pushed_after_restart(
     user = new_user_id()
     settings = line_settings(database, fake)
     # What a crash right after the turn's commit leaves: the reply waits in the outbox.
-    runtime = await Runtime.start(settings)
+    runtime = await build(settings, "all", channels=())
     key = ConversationKey(channel=Channel.LINE, address=user)
     await runtime.service.handle(key, StartIn(), outbox=True)
     await runtime.close()
@@ -644,7 +657,7 @@ def _server_process(database: Path, fake: FakeLineApi, workdir: Path) -> Iterato
         "LINE_API_BASE_URL": fake.url,
         "PYTHONPATH": str(REPO),
     }
-    command = [sys.executable, "-m", "uvicorn", "bot.app:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "bot.http.app:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     # The working directory is empty so no developer's .env is read.
     process = subprocess.Popen(command, env=env, cwd=workdir)

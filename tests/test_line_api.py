@@ -9,15 +9,15 @@ import pytest
 from fakes.line_api import ACCESS_TOKEN, FakeLineApi, new_user_id, require_spec
 from linebot.v3.messaging import PushMessageRequest, ReplyMessageRequest, TextMessage
 
-from bot.channels.line_api import (
+from bot.channels.line.api import (
     LineApi,
     LineBadRequest,
     LineConflict,
     LineInvalidReplyToken,
     LineServerError,
 )
-from bot.channels.line_delivery import Delivery, LineDeliveryFailed, retry_key
-from bot.channels.line_render import render
+from bot.channels.line.delivery import Delivery, LineDeliveryFailed, retry_key
+from bot.channels.line.render import render
 from bot.errors import DeliveryFailed
 from bot.models import CardField, CardOut, Choice, ChoicesOut, TextOut
 

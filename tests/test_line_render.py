@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fakes.line_api import SpecValidator, load_validator, require_spec
 
-from bot.channels.line_render import (
+from bot.channels.line.render import (
     MAX_QUICK_REPLIES,
     SELECTED_MARK,
     batches,
@@ -17,7 +17,7 @@ from bot.channels.line_render import (
     render,
     split_text,
 )
-from bot.channels.line_webhook import choice_from_postback
+from bot.channels.line.webhook import choice_from_postback
 from bot.engine import DONE
 from bot.models import CardField, CardOut, Choice, ChoiceIn, ChoicesOut, TextOut
 

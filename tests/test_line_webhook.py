@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from fakes.line_api import FakeLineApi, Webhooks, new_user_id, require_spec
 
-from bot.channels.line_webhook import (
+from bot.channels.line.webhook import (
     GroupJoined,
     Ignored,
     LineEvent,

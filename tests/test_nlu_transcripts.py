@@ -123,7 +123,8 @@ def test_a_guessed_frustration_is_confirmed_and_the_job_path_reaches_the_advice(
             Step("ちがうなあ", "q_thanks"),
             Step("はい", "q_pillar"),
             Step("いいえ、違います", "ask_direction", {"fit_result": "low"}),
-            Step("仕事やめたい", "ways", {"direction": "change"}),  # not the stop command
+            Step("仕事やめたい", "job_types", {"direction": "change"}),  # not the stop command
+            Step("今の職場でできることも見たい", "ways", {"leaver_next": "both"}),
             Step("忙しくて無理そう", "quals", {"ways_feel": "hard"}),
             Step("今は資格はいいかな", "outlook", {"qual": "none"}),
             Step("まだ不安です", "job_self", {"outlook_feel": "still"}),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bot.core.service import ConversationService, Reply
 from bot.engine import Engine
 from bot.errors import StoreError
 from bot.flows.loader import load_flow
 from bot.models import Channel, ConversationKey, StartIn, TextIn
-from bot.service import ConversationService, Reply
 from bot.store import SqlStore
 
 MINI = Path(__file__).parent / "flows" / "mini.yaml"

@@ -27,14 +27,15 @@ from fakes.slack_api import (
     dm_channel,
 )
 
-from bot.channels.slack_agent_blocks import (
+from bot.channels.slack.agents.actions import REFUSED, AgentChannelConfig, SlackAgentNames
+from bot.channels.slack.agents.blocks import (
     CLAIM_LABEL,
     RELEASE_LABEL,
     agent_said,
     card,
     user_said,
 )
-from bot.channels.slack_agent_events import (
+from bot.channels.slack.agents.events import (
     AgentClick,
     AgentPost,
     AgentRequest,
@@ -42,12 +43,11 @@ from bot.channels.slack_agent_events import (
     agent_text,
     parse_agent,
 )
-from bot.channels.slack_agents import REFUSED, AgentChannelConfig, SlackAgentNames
 from bot.config import Settings
-from bot.handoff import AgentRef
+from bot.handoff.desk import AgentRef
 from bot.models import Channel, ConversationKey, StoredMessage
 from bot.store import Handoff, HandoffStatus, SqlStore
-from bot.store.tables import inbox
+from bot.store.schema import inbox
 
 SIGNING_SECRET = "fake-signing-secret-agents"
 ROOT = Path(__file__).parent.parent
@@ -704,4 +704,4 @@ async def _inbox_ids(agents: AgentChannel) -> list[str]:
 
 
 def _client(agents: AgentChannel) -> Any:
-    return agents.app.client.app.state.slack_bolt.client  # type: ignore[attr-defined]
+    return agents.app.client.app.state.runtime.slack.bolt.client  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fakes.slack_api import block_kit_errors
 
-from bot.channels.slack_blocks import (
+from bot.channels.slack.blocks import (
     MAX_BLOCKS,
     SlackMessage,
     button_value,

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs
 import pytest
 from fakes.slack_api import BOT_ID, BOT_USER_ID, Posted, SlackEvents, dm_channel
 
-from bot.channels.slack_blocks import render
-from bot.channels.slack_events import destination, parse, plain_text
-from bot.models import Choice, ChoiceIn, ChoicesOut, StartIn, TextIn
+from bot.channels.slack.blocks import render
+from bot.channels.slack.events import destination, parse, plain_text
+from bot.models import Choice, ChoiceIn, ChoicesOut, MediaIn, StartIn, TextIn
 
 USER = "U0USER01"
 CHANNEL = "C0GENERAL"
@@ -76,7 +76,6 @@ def test_a_dm_is_a_conversation_at_its_im_channel() -> None:
         {"subtype": "bot_message", "bot_id": "B0OTHER"},
         {"subtype": "message_changed"},
         {"subtype": "message_deleted"},
-        {"subtype": "file_share"},
         {"hidden": True},
         {"text": f"<@{BOT_USER_ID}>"},  # nothing left to answer
         {"user": None},
@@ -85,6 +84,19 @@ def test_a_dm_is_a_conversation_at_its_im_channel() -> None:
 def test_messages_the_bot_does_not_answer(change: dict[str, Any]) -> None:
     event = {**EVENTS.dm(USER, "経理", "1700000001.000300"), **change}
     assert parse(body(event), bot_user_id=BOT_USER_ID) is None
+
+
+def test_a_shared_file_is_read_by_its_comment_or_thanked_for() -> None:
+    """Files are answered like LINE's stickers and photos: by the service's kind reply."""
+    shared = {**EVENTS.dm(USER, "経理です", "1700000001.000400"), "subtype": "file_share"}
+    inbound = parse(body(shared), bot_user_id=BOT_USER_ID)
+    assert inbound is not None and inbound.event == TextIn(text="経理です")
+    alone = {**shared, "text": "", "files": [{"id": "F1", "mimetype": "image/png"}]}
+    inbound = parse(body(alone), bot_user_id=BOT_USER_ID)
+    assert inbound is not None and inbound.event == MediaIn(type="image")
+    pdf = {**alone, "files": [{"id": "F2", "mimetype": "application/pdf"}]}
+    inbound = parse(body(pdf), bot_user_id=BOT_USER_ID)
+    assert inbound is not None and inbound.event == MediaIn(type="file")
 
 
 def test_channel_messages_count_only_as_thread_replies() -> None:

@@ -32,7 +32,7 @@ from bot.store import (
     migrate,
 )
 from bot.store.db import ALEMBIC_INI
-from bot.store.tables import inbox, metadata
+from bot.store.schema import inbox, metadata
 
 if TYPE_CHECKING:
     from conftest import StoreTarget
@@ -719,3 +719,28 @@ async def test_many_outbox_items_are_marked_sent_at_once(store: SqlStore) -> Non
     assert first.outbox_id and second.outbox_id and third.outbox_id
     await store.mark_sent_many([first.outbox_id, second.outbox_id, first.outbox_id])
     assert [item.id for item in await store.outbox_pending()] == [third.outbox_id]
+
+
+# ---------------------------------------------------------------- leases
+
+
+async def test_a_lease_has_one_holder_until_it_expires_or_is_released(store: SqlStore) -> None:
+    names = ["conversation:line:U1", "conversation:line:U2"]
+    assert await store.take(names, holder="a", ttl=10, now=T0) == set(names)
+    # Another process gets none of them while they are alive; the holder keeps (renews) them.
+    assert await store.take(names, holder="b", ttl=10, now=T0 + timedelta(seconds=5)) == set()
+    assert await store.take(names[:1], holder="a", ttl=10, now=T0 + timedelta(seconds=5)) == {
+        names[0]
+    }
+    # U2 was not renewed: it expires at T0+10 s and passes to whoever asks next.
+    later = T0 + timedelta(seconds=12)
+    assert await store.take(names, holder="b", ttl=10, now=later) == {names[1]}
+    assert await store.holders(names, now=later) == {names[0]: "a", names[1]: "b"}
+    await store.release(names, holder="b")  # only b's go
+    assert await store.holders(names, now=later) == {names[0]: "a"}
+
+
+async def test_racing_takers_never_share_a_lease(store: SqlStore) -> None:
+    name = ["job:purge"]
+    won = await asyncio.gather(*(store.take(name, holder=f"p{n}", ttl=10) for n in range(8)))
+    assert sum(bool(w) for w in won) == 1

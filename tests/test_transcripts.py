@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.engine import Engine
+from bot.engine import MAX_BUBBLES, MAX_CHARS, Engine
 from bot.flows.loader import Flow, load_flows
 from bot.models import (
     CardOut,
@@ -72,11 +72,15 @@ def _check(step: dict[str, Any], turn: Turn, where: str) -> None:
     if "effects" in step:
         kinds = sorted(e.kind for e in turn.effects if e.kind != "classified")
         assert kinds == sorted(step["effects"]), f"{where}: effects {kinds}"
-    assert len(turn.messages) <= 5, f"{where}: {len(turn.messages)} bubbles in one turn"
+    # Phone pacing: at most 3 bubbles a turn, a text bubble at most 180 characters.
+    assert len(turn.messages) <= MAX_BUBBLES, f"{where}: {len(turn.messages)} bubbles:\n{said}"
     for message in turn.messages:
         assert "{{" not in outbound_text(message), f"{where}: unrendered template"
         if isinstance(message, CardOut):
             assert message.fields, f"{where}: empty card"
+        else:
+            text = outbound_text(message)
+            assert len(text) <= MAX_CHARS, f"{where}: a bubble of {len(text)} characters:\n{text}"
 
 
 @pytest.mark.parametrize("path", TRANSCRIPTS, ids=[p.stem for p in TRANSCRIPTS])

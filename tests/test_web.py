@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.app import create_app
 from bot.config import Settings
+from bot.http.app import create_app
 
 FLOWS = Path(__file__).parent / "flows"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.core.inbox import SUSPECT_AFTER, Worker
 from bot.errors import StoreError
+from bot.records import InboxEvent
 from bot.store import AlreadyHandled, SqlStore
-from bot.store.records import InboxEvent
-from bot.worker import SUSPECT_AFTER, Worker
 
 
 async def test_a_store_error_is_retried_and_the_event_handled_once(store: SqlStore) -> None:

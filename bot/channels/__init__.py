@@ -1,0 +1,1 @@
+"""Channel adapters behind the core's ports: LINE and Slack."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from bot.errors import FlowError
-from bot.flows.expressions import ExpressionError, check_syntax, names_read
-from bot.flows.loader import Flow, Loc
-from bot.flows.schema import PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
+from bot.flows.expressions import ExpressionError, check_syntax, longest_render, names_read
+from bot.flows.flow import Flow, Loc
+from bot.flows.schema import BACK, PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
 
+MAX_BUBBLES = 3  # per turn: on a phone more scroll the first away before they are read
+MAX_BUBBLE_CHARS = 180  # per text bubble (cards excepted): about a phone screen
 LINE_QUICK_REPLY_ITEMS = 13
 LINE_LABEL_CHARS = 20
 SLACK_BUTTON_CHARS = 75
@@ -28,6 +30,8 @@ def lint(flow: Flow) -> list[FlowError]:
         *_dead_ends(flow),
         *_unfilled_reads(flow),
         *_few_examples(flow),
+        *_pacing(flow),
+        *_opposites(flow),
     ]
     return sorted(problems, key=lambda e: (e.line, e.column))
 
@@ -48,8 +52,8 @@ def targets(state: StateSpec) -> Iterator[tuple[Loc, str]]:
 def entry_points(spec: FlowSpec) -> set[str]:
     """States a conversation can enter from outside the flow's own edges."""
     entries = {spec.start}
-    entries |= {s for s in (spec.returning, spec.resume) if s}
-    entries |= {c.goto for c in spec.commands if c.goto}
+    entries |= {s for s in (spec.returning, spec.resume, spec.again) if s}
+    entries |= {c.goto for c in spec.commands if c.goto and c.goto != BACK}
     entries |= {name for name, state in spec.states.items() if state.fallback}
     return entries
 
@@ -77,8 +81,12 @@ def _unknown_targets(flow: Flow) -> Iterator[FlowError]:
                 yield flow.error(
                     ("states", name, *suffix), f"state '{name}' goes to unknown state '{target}'"
                 )
+    for field in ("again",):
+        target = getattr(spec, field)
+        if target and target not in spec.states:
+            yield flow.error((field,), f"{field} is the unknown state '{target}'")
     for i, command in enumerate(spec.commands):
-        if command.goto and command.goto not in spec.states:
+        if command.goto and command.goto != BACK and command.goto not in spec.states:
             yield flow.error(
                 ("commands", i, "goto"),
                 f"command '{command.id}' goes to unknown state '{command.goto}'",
@@ -288,6 +296,103 @@ def _few_examples(flow: Flow) -> Iterator[FlowError]:
                     f"{MIN_EXAMPLES} (its neighbours have examples, so the classifier would "
                     "rarely pick it)",
                 )
+
+
+def _pacing(flow: Flow) -> Iterator[FlowError]:
+    """At most MAX_BUBBLES bubbles a turn and MAX_BUBBLE_CHARS characters a text bubble.
+
+    A turn is what the bot sends between two of the user's messages: the states entered from
+    an answer (or a command, or a start) up to the next question, handoff or end. Every `say`
+    item counts, conditional or not (write alternatives as one templated text with
+    {% if %}…{% elif %}); the longest way a template can render is measured, with flow vars
+    filled in and other values at a generous width. Cards are exempt from the length: long
+    advice belongs in a card or behind a 「くわしく」 choice.
+    """
+    spec = flow.spec
+    for loc, text in _bubble_texts(spec):
+        length = longest_render(text, spec.vars)
+        if length > MAX_BUBBLE_CHARS:
+            owner = loc[1] if loc[0] == "states" else f"{loc[0]} {loc[1]}"
+            yield flow.error(
+                loc,
+                f"state '{owner}': a bubble of up to {length} characters; at most "
+                f"{MAX_BUBBLE_CHARS} fit a phone (shorten it, split the turn, or use a card)",
+            )
+    starts: list[tuple[Loc, str, int, str]] = []  # (where, first state, bubbles before, why)
+    for name in entry_points(spec) - {c.goto for c in spec.commands if c.goto}:
+        starts.append((("states", name), name, 0, f"entering '{name}'"))
+    for i, command in enumerate(spec.commands):
+        if command.goto is not None and command.goto in spec.states:
+            why = f"command '{command.id}'"
+            starts.append((("commands", i), command.goto, len(command.say), why))
+    for name, state in spec.states.items():
+        if state.ask:
+            for _, target in targets(state):
+                starts.append((("states", target), target, 0, f"an answer to '{name}'"))
+    seen: set[tuple[str, int]] = set()
+    for loc, first, before, why in starts:
+        if (first, before) in seen:
+            continue
+        seen.add((first, before))
+        count, path = _bubbles(spec, first)
+        if before + count > MAX_BUBBLES:
+            yield flow.error(
+                loc,
+                f"state '{first}': {why} can send {before + count} bubbles in one turn "
+                f"({' -> '.join(path)}); at most {MAX_BUBBLES} on a phone",
+            )
+
+
+def _bubbles(spec: FlowSpec, name: str, depth: int = 0) -> tuple[int, list[str]]:
+    """The most bubbles a turn sends from entering `name`, and the states on that path."""
+    state = spec.states.get(name)
+    if state is None or depth > 50:
+        return 0, [name]
+    own = len(state.say) + (1 if state.ask else 0)
+    if state.ask or state.handoff or state.end:
+        return own, [name]
+    best, path = 0, []
+    for _, target in targets(state):
+        count, sub = _bubbles(spec, target, depth + 1)
+        if count >= best:
+            best, path = count, sub
+    return own + best, [name, *path]
+
+
+def _bubble_texts(spec: FlowSpec) -> Iterator[tuple[Loc, str]]:
+    for i, command in enumerate(spec.commands):
+        for j, text in enumerate(command.say):
+            yield ("commands", i, "say", j), text
+        if command.confirm:
+            yield ("commands", i, "confirm"), command.confirm
+    for i, faq in enumerate(spec.faq):
+        for j, text in enumerate(faq.say):
+            yield ("faq", i, "say", j), text
+    for name, state in spec.states.items():
+        for i, message in enumerate(state.messages()):
+            if message.text is not None:
+                yield ("states", name, "say", i), message.text
+        if state.ask:
+            yield ("states", name, "ask", "text"), state.ask.text
+
+
+def _opposites(flow: Flow) -> Iterator[FlowError]:
+    for name, state in flow.spec.states.items():
+        if not state.ask:
+            continue
+        ids = {c.id for c in state.ask.choices}
+        for i, choice in enumerate(state.ask.choices):
+            if choice.opposite is not None and choice.opposite not in ids:
+                yield flow.error(
+                    ("states", name, "ask", "choices", i, "opposite"),
+                    f"choice '{choice.id}' in '{name}': opposite '{choice.opposite}' is not a "
+                    "choice of this question",
+                )
+        if sum(c.unsure for c in state.ask.choices) > 1:
+            yield flow.error(
+                ("states", name, "ask", "choices"),
+                f"state '{name}' has more than one unsure choice",
+            )
 
 
 def _fills(state: StateSpec) -> set[str]:

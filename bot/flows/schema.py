@@ -16,11 +16,13 @@ Expressions and `{{ templates }}` are Jinja2, evaluated in a sandbox over the sl
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PREVIOUS = "@previous"  # a choice target: back to the question a returning user left
+BACK = "@back"  # a command target: back one question, keeping the answers given before it
 
 
 class Model(BaseModel):
@@ -46,6 +48,22 @@ class ChoiceSpec(Model):
         default=None,
         description="How to restate this choice when a guess is confirmed (「〜ということですね？」).",
     )
+    opposite: str | None = Field(
+        default=None,
+        description="The choice a negated mention of this one means: 「好きじゃない」 names 'yes' "
+        "negated, so 'no'. Without it a negated mention names nothing.",
+    )
+    topic: tuple[str, ...] = Field(
+        default=(),
+        description="Words of the question's own statement that, repeated alone, mean this "
+        "choice (「目立ちたい」 to 「スポットライトを浴びていたい」); any answer word wins over them. "
+        "Usually given per question (QuestionSpec.topic) for shared choices.",
+    )
+    unsure: bool = Field(
+        default=False,
+        description="The don't-know answer: a bare hesitation (「うーん」) or a doubtful question "
+        "(「向いてるのかな」) lands here.",
+    )
 
 
 class QuestionSpec(Model):
@@ -59,6 +77,48 @@ class QuestionSpec(Model):
         default=(),
         description="Global command ids understood here besides the choices (default: all).",
     )
+    echo: bool = Field(
+        default=True,
+        description="Restate an answer the bot read from typed text (texts.echo), so a misread "
+        "can be corrected; off where the next message names the answer anyway.",
+    )
+    topic: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="choice id: words of this question's statement meaning that choice when "
+        "repeated alone (「目立ちたい」 is yes to 「スポットライトを浴びていたい」; negated, the "
+        "choice's opposite). Added to the choices' own `topic`.",
+    )
+    capture: dict[str, str] = Field(
+        default_factory=dict,
+        description="slot: regular expression. Details typed with the answer (「経理3年目」) are "
+        "kept: the first group (or the whole match) of the first match fills the slot.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _topics_into_choices(cls, data: object) -> object:
+        """Shared choices (a YAML anchor) get this question's topic words as their own."""
+        if not isinstance(data, dict) or not isinstance(data.get("topic"), dict):
+            return data
+        topic, choices = data["topic"], data.get("choices")
+        if not isinstance(choices, list):
+            return data
+        merged = []
+        for choice in choices:
+            if isinstance(choice, dict) and str(choice.get("id")) in topic:
+                words = [*choice.get("topic", ()), *topic[str(choice.get("id"))]]
+                choice = {**choice, "topic": words}
+            merged.append(choice)
+        return {**data, "choices": merged}
+
+    @model_validator(mode="after")
+    def _patterns(self) -> QuestionSpec:
+        for slot, pattern in self.capture.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"capture '{slot}': bad regular expression: {exc}") from exc
+        return self
 
 
 class CardFieldSpec(Model):
@@ -131,9 +191,33 @@ class CommandSpec(Model):
     label: str = Field(description="Button text where the command is offered.")
     keywords: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
+    phrases: tuple[str, ...] = Field(
+        default=(),
+        description="Requests found anywhere in a message (unless negated), where keywords must "
+        "be most of it. '{a|b}' spells alternatives: '{人|人間}と話したい'.",
+    )
     say: tuple[str, ...] = Field(default=(), description="Said before acting. Templated.")
-    goto: str | None = Field(default=None, description="State to go to; absent = re-ask.")
+    goto: str | None = Field(
+        default=None, description="State to go to; '@back' goes back one question; absent = re-ask."
+    )
     reset: bool = Field(default=False, description="Forget all slots (start over).")
+    confirm: str | None = Field(
+        default=None,
+        description="Asked first (はい/いいえ) when the conversation already holds answers.",
+    )
+
+
+class FaqSpec(Model):
+    """A question to the bot (or small talk) answered in any state; the question waits on."""
+
+    id: str
+    kind: Literal["question", "small_talk"] = Field(
+        default="question",
+        description="question: wins over the choices when the message asks something "
+        "(「秘書検定って何？」); small_talk: only when nothing else is understood.",
+    )
+    keywords: tuple[str, ...] = Field(min_length=1)
+    say: tuple[str, ...] = Field(min_length=1, description="The answer. Templated.")
 
 
 class TextsSpec(Model):
@@ -154,6 +238,12 @@ class TextsSpec(Model):
     flow_changed: str = "会話の内容が新しくなったので、少し前から続けますね。"
     ended: str = "今日はありがとうございました。また話したくなったら、いつでも声をかけてください。"
     waiting: str = "担当者におつなぎしています。もう少しお待ちください。"
+    echo: str = "「{{ answer }}」として進めますね。違うときは「戻る」で直せます。"
+    back: str = "ひとつ前の質問に戻りますね。"
+    back_at_start: str = "これが最初の質問です。"
+    cancelled: str = "わかりました、このまま続けましょう。"
+    confirm_go: str = "はい"
+    confirm_stay: str = "いいえ、続ける"
 
 
 class FlowSpec(Model):
@@ -166,12 +256,19 @@ class FlowSpec(Model):
     )
     texts: TextsSpec = Field(default_factory=TextsSpec)
     commands: tuple[CommandSpec, ...] = ()
+    faq: tuple[FaqSpec, ...] = Field(
+        default=(), description="Questions to the bot answered in every state."
+    )
     states: dict[str, StateSpec] = Field(min_length=1)
     returning: str | None = Field(
         default=None, description="State for a user who comes back (e.g. LINE unblock)."
     )
     resume: str | None = Field(
         default=None, description="State the bot resumes at when an agent hands back."
+    )
+    again: str | None = Field(
+        default=None,
+        description="State for a message sent after the conversation ended (default: returning).",
     )
 
     def command(self, command_id: str) -> CommandSpec | None:

@@ -26,13 +26,19 @@ from typing import Final, Protocol
 
 from bot.errors import ConfigError
 from bot.flows.loader import Flow
-from bot.flows.schema import ChoiceSpec, CommandSpec
+from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
 from bot.nlu.intents import Intent, Thresholds, intent_key, intents_of
 from bot.nlu.ngram import NgramClassifier
 from bot.nlu.normalize import normalize
 from bot.nlu.offtopic import FINISHED, OFF_TOPIC
 from bot.nlu.rules import named_choices
-from bot.nlu.understanding import Understanding, match_command, mentioned_commands
+from bot.nlu.understanding import (
+    Understanding,
+    match_command,
+    match_faq,
+    mentioned_commands,
+    small_talk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +99,32 @@ class NluUnderstander:
         choices: Sequence[ChoiceSpec],
         commands: Sequence[CommandSpec],
         multi: bool,
+        faqs: Sequence[FaqSpec] = (),
     ) -> Understanding:
         command = match_command(text, commands)
         if command:
             return Understanding(command=command, score=1.0, stage="keyword")
-        if multi:
-            return self._multi(text, choices, commands)
         named = named_choices(text, choices)
+        faq = match_faq(text, faqs, named=bool(named))
+        if faq:
+            return Understanding(faq=faq, score=1.0, stage="keyword")
+        if multi:
+            understood = self._multi(text, choices, commands)
+        else:
+            understood = self._single(text, named, choices, commands)
+        if not understood.intents and not understood.command:
+            talk = small_talk(text, faqs)
+            if talk:
+                return Understanding(faq=talk, score=1.0, stage="keyword")
+        return understood
+
+    def _single(
+        self,
+        text: str,
+        named: tuple[str, ...],
+        choices: Sequence[ChoiceSpec],
+        commands: Sequence[CommandSpec],
+    ) -> Understanding:
         mentioned = mentioned_commands(text, commands) if named else ()
         if len(named) == 1 and not mentioned:
             return Understanding(intents=named, score=1.0, stage="keyword")

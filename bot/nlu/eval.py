@@ -7,7 +7,8 @@
         _reject: [messages...]                  # off-topic: must not be taken as an answer
 
 Each message is understood as the engine would understand it in that state. Verdicts:
-`correct` (a rejected off-topic message is correct), `rejected` (not understood: the bot asks
+`correct` (a rejected off-topic message is correct; so is one answered as a question to the bot
+or small talk, which takes no answer either), `rejected` (not understood: the bot asks
 again, which is safe), `partial` (a multi-select message with some of its answers), `wrong`
 (another answer; *confidently* wrong unless the bot asked 「〜ということですね？」 first).
 """
@@ -153,7 +154,15 @@ def evaluate(understand: Understander, flow: Flow, cases: Sequence[Case]) -> Rep
             )
         ask = state.ask
         commands = _commands_for(flow, ask)
-        understood = understand(case.text, choices=ask.choices, commands=commands, multi=ask.multi)
+        understood = understand(
+            case.text,
+            choices=ask.choices,
+            commands=commands,
+            multi=ask.multi,
+            faqs=flow.spec.faq,
+        )
+        # A question to the bot or small talk is answered and the question asked again: like a
+        # rejected message, nothing is taken as an answer.
         got = (understood.command,) if understood.command else understood.intents
         expected = _canonical(case.expected, ask, commands)
         canonical_got = _canonical(got, ask, commands)

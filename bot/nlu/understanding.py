@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bot.flows.schema import ChoiceSpec, CommandSpec
+from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
 from bot.nlu.memo import by_identity
 from bot.nlu.normalize import normalize
-from bot.nlu.rules import named_choices
+from bot.nlu.reading import has_kanji, reading
+from bot.nlu.rules import named_choices, negated, segment
 
 YES = "__yes__"
 NO = "__no__"
@@ -62,6 +65,7 @@ class Understanding:
     score: float = 0.0
     stage: Stage = "none"
     confirm: bool = False  # a guess worth checking with the user before acting on it
+    faq: str | None = None  # a question to the bot (or small talk): answer it, ask again
 
 
 class Understander(Protocol):
@@ -72,6 +76,7 @@ class Understander(Protocol):
         choices: Sequence[ChoiceSpec],
         commands: Sequence[CommandSpec],
         multi: bool,
+        faqs: Sequence[FaqSpec] = (),
     ) -> Understanding: ...
 
 
@@ -86,37 +91,168 @@ def yes_or_no(text: str) -> str | None:
 
 
 def match_command(text: str, commands: Sequence[CommandSpec]) -> str | None:
-    """A command only when the message is essentially its keyword (or one of its examples).
+    """A command when the message is essentially its keyword (or one of its examples), or
+    holds one of its `phrases` not negated; as written, else as read in kana.
 
     「やめる」 stops; 「仕事をやめるか迷ってる」 must not, so the text may not be much longer.
+    「キャリアアドバイザーさんと話せますか」 holds the agent's phrase 「アドバイザーさんと話せ」.
     """
     norm = normalize(text)
     if not norm:
         return None
-    for command in commands:
-        terms, examples, longest = _command_terms(command)
-        if norm in examples:
-            return command.id
-        if len(norm) > longest + 4:  # longer than any keyword allows
-            continue
-        if any(key in norm and len(norm) <= len(key) + 4 for key in terms):
-            return command.id
-    return None
+    found = _match_command(text, norm, commands, read=False)
+    if found is None:
+        found = _match_command(text, reading(text), commands, read=True)
+    return found
 
 
 def mentioned_commands(text: str, commands: Sequence[CommandSpec]) -> tuple[CommandSpec, ...]:
     """Commands whose label or keywords appear anywhere in the message (see `match_command`)."""
     norm = normalize(text)
-    return tuple(c for c in commands if norm and any(k in norm for k in _command_terms(c)[0]))
+    return tuple(
+        c for c in commands if norm and any(k in norm for k in _command_terms(c, False)[0])
+    )
+
+
+def match_faq(text: str, faqs: Sequence[FaqSpec], *, named: bool) -> str | None:
+    """The flow's answer to a question to the bot (「お金かかる？」「秘書検定って何？」).
+
+    A `question` entry counts when its keyword is in the message and the message asks (ends
+    like a question) or names no answer; `small_talk` (「こんにちは」「ありがとう」) only when
+    the message is essentially its keyword and names no answer.
+    """
+    norm = normalize(text)
+    if not norm or not faqs:
+        return None
+    asking = is_question(text)
+    read = reading(text, fold=False)
+    for faq in faqs:
+        written, kana = _faq_terms(faq)
+        if faq.kind == "question":
+            if (asking or not named) and (
+                any(t in norm for t in written) or any(t in read for t in kana)
+            ):
+                return faq.id
+        elif not named and (
+            any(t in norm and len(norm) <= len(t) + 4 for t in written)
+            or any(t in read and len(read) <= len(t) + 4 for t in kana)
+        ):
+            return faq.id
+    return None
+
+
+def small_talk(text: str, faqs: Sequence[FaqSpec]) -> str | None:
+    """A `small_talk` entry whose keyword is anywhere in a message nothing else understood."""
+    norm, read = normalize(text), reading(text, fold=False)
+    for faq in faqs:
+        if faq.kind != "small_talk":
+            continue
+        written, kana = _faq_terms(faq)
+        if any(t in norm for t in written) or any(t in read for t in kana):
+            return faq.id
+    return None
+
+
+def is_question(text: str) -> bool:
+    """Ends like a question: 「？」, 「〜の」, 「〜か」, 「〜って何」, 「〜とは」…"""
+    if re.search(r"[?？]\s*$", text):
+        return True
+    norm = normalize(text)
+    return norm.endswith(_QUESTION_ENDINGS)
+
+
+_QUESTION_ENDINGS = tuple(
+    normalize(w)
+    for w in (
+        "ですか",
+        "ますか",
+        "でしょうか",
+        "のか",
+        "なの",
+        "って何",
+        "ってなに",
+        "ってなん",
+        "とは",
+        "何",
+        "なに",
+        "の",
+        "かい",
+    )
+)
+
+
+def _match_command(
+    text: str, norm: str, commands: Sequence[CommandSpec], *, read: bool
+) -> str | None:
+    for command in commands:
+        terms, examples, longest, phrases = _command_terms(command, read)
+        if norm in examples:
+            return command.id
+        if len(norm) <= longest + 4 and any(
+            key in norm and len(norm) <= len(key) + 4 for key in terms
+        ):
+            return command.id
+        if phrases and any(p in norm for p in phrases):
+            segmented = segment(text, read=read)
+            for phrase in phrases:
+                start = segmented.text.find(phrase)
+                if start >= 0 and not negated(segmented, start, start + len(phrase)):
+                    return command.id
+    return None
 
 
 @by_identity
-def _command_terms(command: CommandSpec) -> tuple[tuple[str, ...], frozenset[str], int]:
-    """(normalised label and keywords, normalised examples, the longest term's length),
-    worked out once per command."""
+def _command_terms_written(
+    command: CommandSpec,
+) -> tuple[tuple[str, ...], frozenset[str], int, tuple[str, ...]]:
     terms = tuple(t for t in (normalize(t) for t in (command.label, *command.keywords)) if t)
     examples = frozenset(normalize(e) for e in command.examples)
-    return terms, examples, max(map(len, terms), default=0)
+    phrases = tuple(dict.fromkeys(normalize(p) for p in expand(command.phrases)))
+    return terms, examples, max(map(len, terms), default=0), phrases
+
+
+@by_identity
+def _command_terms_read(
+    command: CommandSpec,
+) -> tuple[tuple[str, ...], frozenset[str], int, tuple[str, ...]]:
+    # Only words with kanji: kana ones are matched as written already (see `rules._readings`).
+    written = (command.label, *command.keywords)
+    terms = tuple(t for t in (reading(t) for t in written if has_kanji(t)) if t)
+    examples = frozenset(reading(e) for e in command.examples if has_kanji(e))
+    phrases = tuple(dict.fromkeys(reading(p) for p in expand(command.phrases) if has_kanji(p)))
+    return terms, examples, max(map(len, terms), default=0), phrases
+
+
+def _command_terms(
+    command: CommandSpec, read: bool
+) -> tuple[tuple[str, ...], frozenset[str], int, tuple[str, ...]]:
+    """(label and keywords, examples, the longest term's length, phrases), normalised (or read)
+    once per command."""
+    return _command_terms_read(command) if read else _command_terms_written(command)
+
+
+@by_identity
+def _faq_terms(faq: FaqSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(written terms, kana readings of the ones with kanji), normalised once per entry.
+    Readings are matched against the message's unfolded reading (long vowels kept): folded,
+    「有料」 would be found in 「入力」."""
+    keywords = expand(faq.keywords)
+    written = tuple(t for t in dict.fromkeys(normalize(k) for k in keywords) if len(t) >= 2)
+    kana = (reading(k, fold=False) for k in keywords if has_kanji(k))
+    return written, tuple(t for t in dict.fromkeys(kana) if len(t) >= 3)
+
+
+_ALTERNATIVES = re.compile(r"\{([^{}]*)\}")
+
+
+def expand(patterns: Sequence[str]) -> list[str]:
+    """'{人|人間}と話したい' -> ['人と話したい', '人間と話したい']."""
+    out: list[str] = []
+    for pattern in patterns:
+        pieces = _ALTERNATIVES.split(pattern)
+        options = [p.split("|") if i % 2 else [p] for i, p in enumerate(pieces)]
+        out += ["".join(parts) for parts in itertools.product(*options)]
+    return out
 
 
 def keyword_understander(
@@ -125,8 +261,9 @@ def keyword_understander(
     choices: Sequence[ChoiceSpec],
     commands: Sequence[CommandSpec],
     multi: bool,
+    faqs: Sequence[FaqSpec] = (),
 ) -> Understanding:
-    """Commands, then choices named by their labels, keywords or examples (see `rules`).
+    """Commands, questions to the bot, then choices named by their words (see `rules`).
 
     A single-answer question named twice over (「経理と人事を兼務してます」) is not guessed.
     """
@@ -134,6 +271,12 @@ def keyword_understander(
     if command:
         return Understanding(command=command, score=1.0, stage="keyword")
     named = named_choices(text, choices)
-    if not named or (len(named) > 1 and not multi):
+    faq = match_faq(text, faqs, named=bool(named))
+    if faq:
+        return Understanding(faq=faq, score=1.0, stage="keyword")
+    if not named:
+        talk = small_talk(text, faqs)
+        return Understanding(faq=talk, score=1.0, stage="keyword") if talk else Understanding()
+    if len(named) > 1 and not multi:
         return Understanding()
     return Understanding(intents=named, score=1.0, stage="keyword")

@@ -1,33 +1,29 @@
-"""Persistence: conversations, transcripts, the inbox and the outbox, handoffs and agents
-(SQLite or PostgreSQL)."""
+"""Persistence on SQLite or PostgreSQL: one module per aggregate (conversations, inbox, outbox,
+handoffs, agents) over one schema."""
 
-# agents and handoffs import handoff_tables, which puts its tables on the shared metadata:
-# whoever imports anything of bot.store (alembic's env.py included) sees the whole schema.
-from bot.store.agents import AgentStore
-from bot.store.db import create_engine, database_url, migrate
-from bot.store.handoff_records import (
-    Agent,
-    AgentToken,
+from bot.records import (
     Handoff,
     HandoffStatus,
-    ModeChange,
-    SurfaceRef,
-)
-from bot.store.handoffs import HandoffStore, Orphan
-from bot.store.records import (
-    AlreadyHandled,
-    ConcurrentUpdate,
     InboxEvent,
     InboxHealth,
+    ModeChange,
     NewEvent,
     OutboxItem,
+    SurfaceRef,
+)
+from bot.store.agents import Agent, AgentStore, AgentToken
+from bot.store.conversations import (
+    AlreadyHandled,
+    ConcurrentUpdate,
     SavedTurn,
     StoredConversation,
     TranscriptEntry,
     TurnWrite,
     UnknownConversation,
 )
-from bot.store.repo import SqlStore
+from bot.store.db import create_engine, database_url, migrate
+from bot.store.handoffs import HandoffStore, Orphan
+from bot.store.sql import SqlStore
 
 __all__ = [
     "Agent",

@@ -1,11 +1,12 @@
 """`AgentStore`: agent accounts (console sign-in) and their API tokens.
 
-Only hashes are stored: argon2 for passwords (hashed by the caller, see `bot.console.auth`),
+Only hashes are stored: argon2 for passwords (hashed by the caller, see `bot.http.console.auth`),
 sha256 for tokens (random 256-bit values need no slow hash; the digest is indexable).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -13,9 +14,30 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.errors import AgentExists, UnknownAgent
-from bot.store.handoff_records import Agent, AgentToken
-from bot.store.handoff_tables import agent_tokens, agents
+from bot.store.schema import agent_tokens, agents
 from bot.store.tx import begin, insert, now_or
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agent:
+    """An agent account (console and API); never carries the password hash out of the store
+    except through `AgentStore.credentials`."""
+
+    id: int
+    name: str
+    display_name: str
+    created_at: datetime
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentToken:
+    id: int
+    agent: str
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 class AgentStore:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 from weakref import WeakKeyDictionary
 
 from alembic import command
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import PoolResetState
 
 from bot.errors import StoreError
+from bot.store.tx import begin
 
 ALEMBIC_INI: Final = Path(__file__).with_name("alembic.ini")
 
@@ -192,3 +195,38 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite, per connection
     cursor.close()
+
+
+class Database:
+    """An engine and its transactions: the base every part of `SqlStore` shares."""
+
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str, *, schema: str | None = None) -> Self:
+        """Connect to `url` (plain or async form) and migrate it to the newest schema."""
+        engine = create_engine(url, schema=schema)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine=engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        async with self._begin() as connection:
+            await connection.execute(select(1))
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        async with begin(self._engine) as connection:
+            yield connection

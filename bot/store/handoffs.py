@@ -17,9 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.errors import AlreadyClaimed, HandoffClosed, NotHolder, UnknownHandoff
 from bot.models import Channel, ConversationKey, Mode, StoredMessage
-from bot.store.handoff_records import Handoff, HandoffStatus, ModeChange, SurfaceRef
-from bot.store.handoff_tables import OPEN_STATUSES, handoff_refs, handoffs, mode_changes
-from bot.store.tables import conversations, messages
+from bot.records import Handoff, HandoffStatus, ModeChange, SurfaceRef
+from bot.store.schema import (
+    OPEN_STATUSES,
+    conversations,
+    handoff_refs,
+    handoffs,
+    messages,
+    mode_changes,
+)
 from bot.store.tx import begin, insert, now_or
 
 _OPEN_WHERE: Final = sa.text("status IN ('waiting', 'claimed')")

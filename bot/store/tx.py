@@ -1,10 +1,11 @@
-"""Transaction helpers shared by the repositories beside `SqlStore`."""
+"""Transaction helpers shared by the store's modules."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -12,6 +13,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.errors import BotError, StoreError
+
+IN_LIST: Final = 500
+"""Values in one IN (...): well under SQLite's and asyncpg's bound-parameter limits."""
 
 
 @asynccontextmanager
@@ -36,3 +40,11 @@ def insert(connection: AsyncConnection, table: sa.Table) -> sqlite.Insert | post
 
 def now_or(now: datetime | None) -> datetime:
     return datetime.now(UTC) if now is None else now
+
+
+def by_channel(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Addresses grouped by channel, from (channel, address) pairs."""
+    grouped: dict[str, list[str]] = {}
+    for channel, address in keys:
+        grouped.setdefault(channel, []).append(address)
+    return grouped

@@ -52,6 +52,15 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time `pid` has used so far (Linux /proc)."""
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    if fields is None:
+        return 0.0
+    # After the name: state is field 3 of stat(5), utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _stat(path: Path) -> list[str] | None:
     """The fields of a /proc stat file after the command name (state, ppid, ...)."""
     try:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from bot.errors import StoreError
 from bot.store.db import create_engine
-from bot.store.tables import metadata
+from bot.store.schema import metadata
 
 
 def run(connection: Connection) -> None:

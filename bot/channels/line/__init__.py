@@ -1,0 +1,1 @@
+"""LINE: webhook parsing, rendering, the Messaging API client, delivery and the adapter."""

@@ -1,0 +1,1 @@
+"""The Slack agent channel: handoff cards, agents' clicks and thread replies."""

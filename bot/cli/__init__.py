@@ -1,0 +1,1 @@
+"""The `yarigai` command line, one module per command group."""

@@ -1,0 +1,109 @@
+"""`yarigai agents`: accounts for the agent console and tokens for the agent API."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Final, NoReturn, TypeVar
+
+import click
+
+from bot.config import Settings
+from bot.errors import BotError
+from bot.store import AgentStore, SqlStore
+
+NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+"""Agent names are short ASCII ids: they appear in URLs, logs and the mode-change record."""
+MIN_PASSWORD: Final = 10
+
+T = TypeVar("T")
+
+
+@click.group()
+def agents() -> None:
+    """Agent accounts (console sign-in) and API tokens."""
+
+
+@agents.command()
+@click.argument("name")
+@click.option("--display-name", default=None, help="Shown to users as the sender (default NAME).")
+@click.password_option(
+    "--password",
+    prompt="Password",
+    help="Prompted for (hidden, twice) when not given; prefer the prompt over the shell history.",
+)
+def add(name: str, display_name: str | None, password: str) -> None:
+    """Create an agent account NAME that can sign in to /console."""
+    from bot.http.console.auth import hash_password
+
+    _check_name(name)
+    if len(password) < MIN_PASSWORD:
+        _fail(f"the password needs at least {MIN_PASSWORD} characters")
+    hashed = hash_password(password)
+    agent = _run(lambda s: s.add(name, password_hash=hashed, display_name=display_name or name))
+    click.echo(f"added agent {agent.name} ({agent.display_name})")
+
+
+@agents.command()
+@click.argument("name")
+@click.option("--label", default="", help="What the token is for, e.g. the tool using it.")
+def token(name: str, label: str) -> None:
+    """Create an API token for NAME and print it (it is shown only this once)."""
+    from bot.http.console.auth import new_token
+
+    secret, hashed = new_token()
+    _run(lambda s: s.add_token(name, token_hash=hashed, label=label))
+    click.echo(secret)
+    click.echo(
+        "Use it as 'Authorization: Bearer <token>'; only its hash is stored, so keep it now.",
+        err=True,
+    )
+
+
+@agents.command(name="list")
+def list_agents() -> None:
+    """List agent accounts."""
+    for agent in _run(lambda s: s.all()):
+        state = "disabled" if agent.disabled else "active"
+        click.echo(f"{agent.name}\t{agent.display_name}\t{state}\t{agent.created_at:%Y-%m-%d}")
+
+
+@agents.command()
+@click.argument("name")
+def disable(name: str) -> None:
+    """Stop NAME signing in or using the API (sessions end at their next request)."""
+
+    async def both(store: AgentStore) -> int:
+        await store.disable(name)
+        return await store.revoke_tokens(name)
+
+    revoked = _run(both)
+    click.echo(f"disabled agent {name}; revoked {revoked} token(s)")
+
+
+def _run(action: Callable[[AgentStore], Awaitable[T]]) -> T:
+    settings = Settings()
+
+    async def main() -> T:
+        store = await SqlStore.open(settings.database_url)
+        try:
+            return await action(AgentStore(engine=store.engine))
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except BotError as error:
+        _fail(str(error))
+
+
+def _check_name(name: str) -> None:
+    if not NAME.fullmatch(name):
+        _fail("NAME must be lowercase letters, digits, '.', '_' or '-' (up to 64)")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)

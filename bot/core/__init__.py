@@ -1,0 +1,1 @@
+"""The pipeline every channel shares: a turn, the inbox, the outbox, jobs, and the ports."""

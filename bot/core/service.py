@@ -1,0 +1,450 @@
+"""The one composer: load a conversation, consult its mode, run the engine, save, report.
+
+Channels call `handle` with our own event types and render the reply; nothing here knows
+about LINE, Slack or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+from bot.core.backpressure import Foreground
+from bot.core.group_commit import GroupCommit
+from bot.core.ports import Reply
+from bot.engine import Engine
+from bot.errors import StoreError
+from bot.metrics import Metrics
+from bot.models import (
+    Channel,
+    ChoiceIn,
+    Classified,
+    ConversationKey,
+    ConversationState,
+    Event,
+    HandoffRequested,
+    JoinedGroupIn,
+    LeftIn,
+    MediaIn,
+    Message,
+    Mode,
+    ResumeIn,
+    StartIn,
+    TextIn,
+    TextOut,
+    Turn,
+    outbound_text,
+)
+from bot.store import (
+    AlreadyHandled,
+    ConcurrentUpdate,
+    SavedTurn,
+    SqlStore,
+    StoredConversation,
+    TranscriptEntry,
+    TurnWrite,
+    UnknownConversation,
+)
+
+log = logging.getLogger(__name__)
+
+_SAVE_ATTEMPTS = 5  # another process may write the same conversation between load and save
+# Said to a sticker, photo or other message the bot cannot read; the waiting question follows.
+KIND_REPLIES: Final = {
+    "sticker": "スタンプありがとうございます！",
+    "image": "画像を送ってくださってありがとうございます。",
+    "video": "動画を送ってくださってありがとうございます。",
+    "audio": "音声を送ってくださってありがとうございます。",
+    "file": "ファイルを送ってくださってありがとうございます。",
+    "location": "位置情報を送ってくださってありがとうございます。",
+}
+ASK_FOR_BUTTON: Final = (
+    "ごめんなさい、ここでは文字のメッセージだけ読み取れます。"
+    "下のボタンをタップするか、文字で答えてくださいね。"
+)
+ASK_FOR_TEXT: Final = (
+    "ごめんなさい、ここでは文字のメッセージだけ読み取れます。文字で送ってくださいね。"
+)
+GROUP_NOTE: Final = (
+    "お招きありがとうございます。このアカウントは1対1でのキャリア相談専用のため、"
+    "グループではお話しできません。相談したい方は、友だち追加して個別のトークで話しかけてくださいね。"
+)
+# How a message the bot cannot read shows in the transcript (agents read it there).
+KIND_LINES: Final = {
+    "sticker": "（スタンプ）",
+    "image": "（画像）",
+    "video": "（動画）",
+    "audio": "（音声）",
+    "file": "（ファイル）",
+    "location": "（位置情報）",
+}
+_INTERACTIVE: Final = frozenset({Channel.WEB, Channel.CLI})
+TURNS_PER_BATCH = 64
+"""Turns of different conversations saved in one transaction at most. Under load a batch
+costs a fraction of separate transactions; alone, a turn waits one loop turn at most."""
+
+
+class HandoffHooks(Protocol):
+    """What the composer asks of the handoff desk (`bot.handoff.desk.HandoffDesk`)."""
+
+    def waiting_notice(self, conversation: ConversationState) -> tuple[Message, ...]:
+        """Said after the flow's own words when a turn asks for an agent: how long it takes."""
+        ...
+
+    async def cancel(self, stored: StoredConversation, event: Event) -> tuple[Message, ...] | None:
+        """While waiting: if `event` takes the user back to the bot, withdraw the handoff and
+        return what to say before the bot resumes; None to keep waiting."""
+        ...
+
+
+# Called after a turn is saved, for what happens around the conversation (handoff queue, etc.).
+TurnListener = Callable[[ConversationKey, Reply, Turn | None], Awaitable[None]]
+
+
+@dataclass
+class ConversationService:
+    store: SqlStore
+    engines: Mapping[str, Engine]
+    default_flow: str
+    metrics: Metrics = field(default_factory=Metrics)
+    listeners: list[TurnListener] = field(default_factory=list)
+    hooks: HandoffHooks | None = None
+    # Webhook acknowledgements go first: each batch of turns waits for them (bot/core/backpressure.py).
+    foreground: Foreground = field(default_factory=Foreground)
+    # A lock lives while a turn holds or awaits it (the awaiting coroutines keep it referenced),
+    # so the map never grows with every user ever seen and never drops a lock in use.
+    _locks: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+    _batches: GroupCommit[_Ask, _Outcome] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._batches = GroupCommit(self._run_batch, max_batch=TURNS_PER_BATCH)
+
+    async def handle(
+        self,
+        key: ConversationKey,
+        event: Event,
+        *,
+        outbox: bool = False,
+        inbox_id: int | None = None,
+        reply_token: str | None = None,
+        event_at: datetime | None = None,
+        existing_only: bool = False,
+    ) -> Reply:
+        """Run one inbound event through the conversation (`existing_only`: raise
+        UnknownConversation, writing nothing, unless the conversation exists).
+
+        `outbox` queues the reply durably for a channel sender (with the event's `reply_token`
+        and time, for a delivery retried after a crash); `inbox_id` marks the recorded webhook
+        event processed in the same transaction as the turn, and raises AlreadyHandled (nothing
+        written) when someone else marked it first. Turns of different conversations asked for
+        together are loaded and saved together (one transaction).
+        """
+        if isinstance(event, LeftIn | JoinedGroupIn):
+            return await self._outside_turn(key, event, inbox_id=inbox_id)
+        started = time.perf_counter()
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            outcome = await self._batches.submit(
+                _Ask(
+                    key=key,
+                    event=event,
+                    outbox=outbox,
+                    inbox_id=inbox_id,
+                    reply_token=reply_token,
+                    event_at=event_at,
+                    existing_only=existing_only,
+                )
+            )
+        if isinstance(outcome, BaseException):
+            raise outcome
+        reply, turn = outcome
+        channel = key.channel.value
+        if not isinstance(event, (StartIn, ResumeIn)):
+            self.metrics.messages_in.labels(channel=channel).inc()
+        self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
+        self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
+        for listener in self.listeners:
+            await listener(key, reply, turn)
+        return reply
+
+    async def _outside_turn(
+        self, key: ConversationKey, event: LeftIn | JoinedGroupIn, *, inbox_id: int | None
+    ) -> Reply:
+        """Events that are no turn of a conversation. The inbox event is claimed first, so
+        what follows happens at most once, whoever runs it (AlreadyHandled otherwise)."""
+        if inbox_id is not None and not await self.store.claim_event(inbox_id):
+            raise AlreadyHandled(inbox_id)
+        if isinstance(event, LeftIn):
+            # Kept until the retention purge deletes it (RETENTION_DAYS after this).
+            await self.store.mark_inactive(key)
+            return Reply(conversation_id=0, messages=(), mode=Mode.BOT)
+        # A group chat: said once, by the channel (no conversation is kept for a group).
+        return Reply(conversation_id=0, messages=(TextOut(text=GROUP_NOTE),), mode=Mode.BOT)
+
+    def engine_for(self, stored: StoredConversation | None) -> Engine:
+        if stored is not None and stored.state.flow in self.engines:
+            return self.engines[stored.state.flow]
+        return self.engines[self.default_flow]
+
+    # ------------------------------------------------------------ turns
+
+    async def _run_batch(self, asks: Sequence[_Ask]) -> list[_Outcome]:
+        """One load and one save for the turns of many conversations. A turn that needs more
+        (withdrawing a handoff) or lost a race to another writer is run on its own after."""
+        if not any(ask.key.channel in _INTERACTIVE for ask in asks):
+            # Webhook acknowledgements first; a person waiting on this request (the web chat,
+            # the terminal) is foreground work itself.
+            await self.foreground.step_aside()
+        outcomes: list[_Outcome | None] = [None] * len(asks)
+        alone: list[int] = []
+        planned: list[tuple[int, _Plan]] = []
+        loaded = await self.store.load_many(ask.key for ask in asks)
+        keys: set[ConversationKey] = set()
+        for index, ask in enumerate(asks):
+            stored = loaded.get(ask.key)
+            # A conversation once per batch (a caller that gave up may have left its turn in
+            # the queue behind the lock it released); a second turn of it runs alone, after.
+            if self._may_withdraw(stored) or ask.key in keys:
+                alone.append(index)
+                continue
+            keys.add(ask.key)
+            try:
+                planned.append((index, self._plan(ask, stored, ask.event, said_first=None)))
+            except Exception as error:  # this turn fails; the others go on
+                outcomes[index] = error
+        if planned:
+            try:
+                saved = await self.store.save_turns([plan.write for _, plan in planned])
+            except StoreError as error:
+                # One bad turn (text the database refuses, say) must not fail its batch-mates:
+                # each turn is tried on its own, so only the bad one fails.
+                if len(planned) > 1:
+                    log.warning(
+                        "a batch of turns failed (%s); saving each alone", type(error).__name__
+                    )
+                    alone += [index for index, _ in planned]
+                else:
+                    outcomes[planned[0][0]] = error
+            else:
+                for (index, plan), result in zip(planned, saved, strict=True):
+                    if isinstance(result, ConcurrentUpdate):
+                        alone.append(index)
+                    elif isinstance(result, AlreadyHandled):
+                        outcomes[index] = result
+                    else:
+                        outcomes[index] = plan.answer(result)
+        for index in sorted(alone):
+            try:
+                outcomes[index] = await self._run_alone(asks[index])
+            except Exception as error:
+                outcomes[index] = error
+        return [outcome if outcome is not None else RuntimeError("no turn") for outcome in outcomes]
+
+    async def _run_alone(self, ask: _Ask) -> tuple[Reply, Turn | None]:
+        """Load, think, save for one conversation, reloading when someone else saved first."""
+        for attempt in range(_SAVE_ATTEMPTS):
+            stored = await self.store.load(ask.key)
+            event: Event = ask.event
+            said_first = await self._back_to_bot(stored, event)
+            if said_first is not None:  # the user withdrew the request: the bot picks up again
+                event = ResumeIn(withdrawn=True)
+            plan = self._plan(ask, stored, event, said_first=said_first)
+            (saved,) = await self.store.save_turns([plan.write])
+            if isinstance(saved, AlreadyHandled):
+                raise saved
+            if not isinstance(saved, ConcurrentUpdate):
+                return plan.answer(saved)
+            if attempt == _SAVE_ATTEMPTS - 1:
+                raise saved
+            log.info("a %s conversation changed under us; retrying", ask.key.channel.value)
+        raise AssertionError("unreachable")
+
+    def _plan(
+        self,
+        ask: _Ask,
+        stored: StoredConversation | None,
+        event: Event,
+        *,
+        said_first: tuple[Message, ...] | None,
+    ) -> _Plan:
+        """What the turn says and writes (no I/O)."""
+        if stored is None and ask.existing_only:
+            raise UnknownConversation(ask.key)
+        inbound = _inbound_entry(ask.event)
+        heard = inbound.text if inbound else None
+        mode = stored.mode if stored else Mode.BOT
+        if stored is not None and mode is not Mode.BOT and not isinstance(event, ResumeIn):
+            # An agent owns (or is about to own) the conversation: keep the message, say nothing.
+            write = TurnWrite(
+                key=ask.key,
+                state=stored.state,
+                expected_version=stored.version,
+                conversation_id=stored.id,
+                inbound=[inbound] if inbound else [],
+                inbox_id=ask.inbox_id,
+            )
+            return _Plan(write=write, said=(), mode=mode, heard=heard)
+
+        if isinstance(event, MediaIn):
+            if stored is not None:
+                return self._media_reply(ask, stored, event, inbound, heard)
+            # A first message the bot cannot read: thank them and start.
+            said_first = (*(said_first or ()), TextOut(text=KIND_REPLIES.get(event.type, "")))
+            event = StartIn()
+        if isinstance(event, LeftIn | JoinedGroupIn):  # answered by `_outside_turn`
+            raise TypeError(f"{event.kind} is not a turn")
+        engine = self.engine_for(stored)
+        previous = stored.state if stored else None
+        if previous is not None and previous.flow != engine.spec.flow:
+            previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
+        turn = engine.advance(previous, event)
+        handoff = next((e for e in turn.effects if isinstance(e, HandoffRequested)), None)
+        new_mode = Mode.WAITING if handoff else Mode.BOT
+        notice = self.hooks.waiting_notice(turn.conversation) if handoff and self.hooks else ()
+        said = (*(said_first or ()), *turn.messages, *notice)
+        for effect in turn.effects:
+            if isinstance(effect, Classified):
+                log.info(
+                    "classified state=%s intents=%s score=%.2f stage=%s",
+                    effect.state,
+                    ",".join(effect.intents) or "-",
+                    effect.score,
+                    effect.stage,
+                )
+        bodies = [m.model_dump(mode="json") for m in said]
+        outbound = _outbound_entries(said, bodies)
+        write = TurnWrite(
+            key=ask.key,
+            state=turn.conversation,
+            expected_version=stored.version if stored else None,
+            conversation_id=stored.id if stored else None,
+            inbound=[inbound] if inbound else [],
+            outbound=outbound,
+            deliver=bodies if ask.outbox and said else None,
+            mode=new_mode if new_mode is not mode else None,
+            inbox_id=ask.inbox_id,
+            reply_token=ask.reply_token,
+            event_at=ask.event_at,
+        )
+        return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
+
+    def _media_reply(
+        self,
+        ask: _Ask,
+        stored: StoredConversation,
+        event: MediaIn,
+        inbound: TranscriptEntry | None,
+        heard: str | None,
+    ) -> _Plan:
+        """Thanks, a word that only text is read, and the waiting question again; the
+        conversation stays where it is."""
+        question = self.engine_for(stored).question(stored.state)
+        ask_again = ASK_FOR_BUTTON if question is not None else ASK_FOR_TEXT
+        said: tuple[Message, ...] = (TextOut(text=KIND_REPLIES.get(event.type, "") + ask_again),)
+        if question is not None:
+            said += (question,)
+        bodies = [m.model_dump(mode="json") for m in said]
+        write = TurnWrite(
+            key=ask.key,
+            state=stored.state,
+            expected_version=stored.version,
+            conversation_id=stored.id,
+            inbound=[inbound] if inbound else [],
+            outbound=_outbound_entries(said, bodies),
+            deliver=bodies if ask.outbox else None,
+            inbox_id=ask.inbox_id,
+            reply_token=ask.reply_token,
+            event_at=ask.event_at,
+        )
+        return _Plan(write=write, said=said, mode=Mode.BOT, heard=heard)
+
+    def _may_withdraw(self, stored: StoredConversation | None) -> bool:
+        return self.hooks is not None and stored is not None and stored.mode is Mode.WAITING
+
+    async def _back_to_bot(
+        self, stored: StoredConversation | None, event: Event
+    ) -> tuple[Message, ...] | None:
+        if self.hooks is None or stored is None or stored.mode is not Mode.WAITING:
+            return None
+        return await self.hooks.cancel(stored, event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """One `handle` call waiting for its batch."""
+
+    key: ConversationKey
+    event: Event
+    outbox: bool
+    inbox_id: int | None
+    reply_token: str | None = None
+    event_at: datetime | None = None
+    existing_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A computed turn, before it is saved."""
+
+    write: TurnWrite
+    said: tuple[Message, ...]
+    mode: Mode
+    heard: str | None
+    handoff: HandoffRequested | None = None
+    turn: Turn | None = None  # None: the bot stayed silent (an agent has the conversation)
+
+    def answer(self, saved: SavedTurn) -> tuple[Reply, Turn | None]:
+        reply = Reply(
+            conversation_id=saved.conversation_id,
+            messages=self.said,
+            mode=self.mode,
+            handoff=self.handoff,
+            outbox_id=saved.outbox_id,
+            heard=self.heard,
+            last_id=saved.last_message_id,
+        )
+        return reply, self.turn
+
+
+_Outcome = tuple[Reply, Turn | None] | Exception
+
+
+def _outbound_entries(
+    said: Sequence[Message], bodies: Sequence[dict[str, Any]]
+) -> list[TranscriptEntry]:
+    return [
+        TranscriptEntry(direction="out", sender="bot", text=outbound_text(m), body=body)
+        for m, body in zip(said, bodies, strict=True)
+    ]
+
+
+def _inbound_entry(event: Event) -> TranscriptEntry | None:
+    if isinstance(event, MediaIn):
+        return TranscriptEntry(
+            direction="in",
+            sender="user",
+            text=KIND_LINES.get(event.type, f"（{event.type}）"),
+            body=event.model_dump(mode="json"),
+        )
+    if isinstance(event, TextIn):
+        return TranscriptEntry(
+            direction="in", sender="user", text=event.text, body=event.model_dump(mode="json")
+        )
+    if isinstance(event, ChoiceIn):
+        return TranscriptEntry(
+            direction="in",
+            sender="user",
+            text=event.label or event.choice,
+            body=event.model_dump(mode="json"),
+        )
+    return None

@@ -1,0 +1,1 @@
+"""Handing conversations to human agents: the desk, summaries for agents, agent hours."""

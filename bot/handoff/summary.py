@@ -1,0 +1,121 @@
+"""What an agent reads first: the user's answers (with the flow's labels), the bot's last
+summary card and the end of the transcript. Pure: flow + state + transcript in, JSON out.
+
+The shape is flow-agnostic: any flow's questions become `answers`, so a new flow needs no code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from bot.flows.expressions import render
+from bot.flows.schema import FlowSpec
+from bot.models import ConversationState, StoredMessage
+
+RECENT: Final = 12  # transcript lines kept in the summary (the whole transcript is a link away)
+_CLIP: Final = 200
+
+
+def summarize(
+    spec: FlowSpec,
+    state: ConversationState,
+    transcript: Sequence[StoredMessage],
+    *,
+    reason: str,
+) -> dict[str, Any]:
+    """The summary stored with a handoff.
+
+    `answers`: each question the user answered, in flow order, as the flow labels it.
+    `facts`: other values the flow worked out (e.g. `fit_result`, `rec_quals`).
+    `outcome`: the last card the bot showed (e.g. the まとめ: fit result, advice), if any.
+    `recent`: the last lines of the conversation.
+    """
+    labels = _labels(spec)
+    context = {**state.slots, "vars": spec.vars, "label": _labelled(state.slots, labels)}
+    answers = []
+    asked = set()
+    for name, spec_state in spec.states.items():
+        ask = spec_state.ask
+        if ask is None or ask.slot in asked or ask.slot not in state.slots:
+            continue
+        asked.add(ask.slot)
+        answers.append(
+            {
+                "slot": ask.slot,
+                "state": name,
+                "question": _question(render(ask.text, context)),
+                "answer": _answer(state.slots[ask.slot], labels.get(ask.slot, {})),
+            }
+        )
+    facts = {
+        slot: value
+        for slot, value in state.slots.items()
+        if slot not in asked
+        and not slot.startswith("_")
+        and isinstance(value, str | int | float | bool)
+        and value != ""
+    }
+    return {
+        "flow": state.flow,
+        "state": state.state,
+        "reason": reason,
+        "answers": answers,
+        "facts": facts,
+        "outcome": _last_card(transcript),
+        "recent": [
+            {"sender": m.sender, "text": _clip(m.text)} for m in transcript if m.sender != "note"
+        ][-RECENT:],
+    }
+
+
+def _labels(spec: FlowSpec) -> dict[str, dict[str, str]]:
+    labels: dict[str, dict[str, str]] = {}
+    for state in spec.states.values():
+        if state.ask:
+            labels.setdefault(state.ask.slot, {}).update({c.id: c.label for c in state.ask.choices})
+    return labels
+
+
+def _labelled(slots: dict[str, Any], labels: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """`label.role` for templates, as the engine provides it."""
+    return {
+        slot: [labels[slot].get(str(v), v) for v in value]
+        if isinstance(value, list)
+        else labels[slot].get(str(value), value)
+        for slot, value in slots.items()
+        if slot in labels
+    }
+
+
+def _answer(value: Any, labels: dict[str, str]) -> str:
+    if isinstance(value, list):
+        return "、".join(labels.get(str(v), str(v)) for v in value) or "（なし）"
+    return labels.get(str(value), str(value))
+
+
+def _question(text: str) -> str:
+    """A long question keeps the sentence that asks; agents scan these."""
+    if len(text) <= 60:
+        return text
+    for sentence in reversed(text.replace("？", "？\n").replace("。", "。\n").splitlines()):
+        if "？" in sentence or "?" in sentence:
+            return _clip(sentence.strip(), 60)
+    return _clip(text, 60)
+
+
+def _last_card(transcript: Sequence[StoredMessage]) -> dict[str, Any] | None:
+    for line in reversed(transcript):
+        if line.sender == "bot" and line.body.get("type") == "card":
+            return {
+                "title": line.body.get("title", ""),
+                "fields": [
+                    {"label": f.get("label", ""), "value": f.get("value", "")}
+                    for f in line.body.get("fields", [])
+                ],
+            }
+    return None
+
+
+def _clip(text: str, limit: int = _CLIP) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

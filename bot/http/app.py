@@ -1,0 +1,171 @@
+"""The FastAPI application: routes stay thin, the lifespan owns start-up and shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from starlette.types import Receive, Scope, Send
+
+from bot.channels.line.adapter import WEBHOOK_PATH, LineAdapter, LineChannel
+from bot.channels.line.adapter import enabled as line_enabled
+from bot.channels.line.webhook import SIGNATURE_HEADER
+from bot.channels.slack.adapter import PATH as SLACK_PATH
+from bot.channels.slack.adapter import SlackChannel
+from bot.channels.slack.adapter import enabled as slack_enabled
+from bot.config import Settings
+from bot.core.backpressure import Foreground
+from bot.core.jobs import JobsTuning
+from bot.core.outbox import OutboxTuning
+from bot.errors import BotError, StoreError
+from bot.http import console, web_chat
+from bot.http.asgi import App, add_post, answer, header, read_body
+from bot.http.console.feed import ConsoleFeed
+from bot.http.errors import http_error
+from bot.models import Mode
+from bot.records import InboxHealth
+from bot.storable_text import scrub_json
+from bot.wiring import DEFAULT_CHANNELS, DEFAULT_JOBS, DEFAULT_TUNING, Runtime, build, role_of
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    foreground: Foreground | None = None,
+    channels: Sequence[LineChannel | SlackChannel] = DEFAULT_CHANNELS,
+    outbox: OutboxTuning = DEFAULT_TUNING,
+    jobs: JobsTuning = DEFAULT_JOBS,
+) -> FastAPI:
+    """`foreground`: shared with a `yarigai worker` (WORKER_MODE=separate; see `yarigai serve`).
+    `channels`, `outbox`, `jobs`: the channels' and the background work's tuning."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        feed = ConsoleFeed()
+        runtime = await build(
+            settings,
+            role_of(settings),
+            foreground=foreground,
+            channels=channels,
+            surfaces=[feed],
+            outbox=outbox,
+            jobs=jobs,
+        )
+        app.state.runtime = runtime
+        app.state.line = runtime.line
+        app.state.slack = (
+            AsyncSlackRequestHandler(runtime.slack.bolt) if runtime.slack is not None else None
+        )
+        console.setup(app, runtime, feed)
+        try:
+            await runtime.start()
+            yield
+        finally:
+            feed.close()
+            await runtime.close()
+
+    app = App(title="yarigai", version="0.1.0", lifespan=lifespan)
+    app.include_router(web_chat.router)
+    if any(isinstance(c, LineChannel) for c in channels) and line_enabled(settings):
+        # Plain ASGI: the body reaches the signature check as raw bytes, and the hottest path
+        # of the bot skips FastAPI's stack (bot/http/asgi.py).
+        add_post(app, WEBHOOK_PATH, _line_webhook)
+    if any(isinstance(c, SlackChannel) for c in channels) and slack_enabled(settings):
+        app.add_api_route(SLACK_PATH, _slack_events, methods=["POST"], include_in_schema=False)
+    console.mount(app, settings)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        try:
+            await runtime.store.ping()
+        except StoreError as exc:
+            log.warning("not ready: the store does not answer (%s)", type(exc).__name__)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        waited = _oldest_wait(await runtime.store.inbox_health())
+        if waited > settings.inbox_stall_seconds:
+            # Events are recorded but nobody runs them: workers down, stuck or far behind.
+            log.warning("not ready: an event has waited %.0f s to be run", waited)
+            return JSONResponse(
+                {"status": "inbox not draining", "oldest_pending_seconds": round(waited)},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "flows": sorted(runtime.flows)})
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        health = await runtime.store.inbox_health()
+        runtime.metrics.set_inbox(health.pending, _oldest_wait(health), health.failed)
+        by_mode = await runtime.store.counts_by_mode()
+        runtime.metrics.set_conversation_counts(
+            await runtime.store.counts_by_state(), by_mode.get(Mode.WAITING.value, 0)
+        )
+        return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, but scrubbed: it echoes the input, and a lone surrogate in it
+        # could not even be encoded (a 500 instead of the 422).
+        detail = scrub_json(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(BotError)
+    async def bot_error(_: Request, exc: BotError) -> JSONResponse:
+        log.error("request failed: %s", exc)
+        answer = http_error(exc)
+        return JSONResponse({"error": answer.code}, status_code=answer.status)
+
+    return app
+
+
+def _oldest_wait(health: InboxHealth) -> float:
+    """Seconds the oldest event not run yet has waited; 0 when none waits."""
+    if health.oldest_received is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - health.oldest_received).total_seconds())
+
+
+async def _line_webhook(scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /webhooks/line, as plain ASGI (see `bot.http.asgi`)."""
+    line: LineAdapter | None = getattr(scope["app"].state, "line", None)
+    if line is None:  # the lifespan has not set the channel up (yet)
+        await answer(send, 503, {"error": "starting"})
+        return
+    try:
+        body = await read_body(receive, scope, line.max_body)
+        client = scope["client"][0] if scope.get("client") else "?"
+        status, error = await line.acknowledge(
+            body, header(scope, SIGNATURE_HEADER.lower().encode()), client
+        )
+    except BotError as exc:
+        log.error("LINE webhook failed: %s", exc)
+        answer_ = http_error(exc)
+        status, error = answer_.status, answer_.code
+    except Exception:
+        log.exception("LINE webhook failed")
+        status, error = 500, "internal error"
+    await answer(send, status, {"error": error} if error else None)
+
+
+async def _slack_events(request: Request) -> Response:
+    handler: AsyncSlackRequestHandler | None = getattr(request.app.state, "slack", None)
+    if handler is None:  # the lifespan has not set the channel up (yet)
+        return Response(status_code=503)
+    runtime: Runtime = request.app.state.runtime
+    with runtime.worker.serving():
+        return await handler.handle(request)

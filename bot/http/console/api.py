@@ -1,0 +1,191 @@
+"""The agent API: the console's actions for scripts and other tools, with bearer tokens.
+
+Every route needs `Authorization: Bearer yg_...` (a token from `yarigai agents token NAME`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field, StringConstraints
+
+from bot.core.ports import AgentRef
+from bot.errors import (
+    AlreadyClaimed,
+    DeliveryFailed,
+    HandoffError,
+    UnknownHandoff,
+)
+from bot.http.console.auth import TokenAgent, token_agent
+from bot.http.console.views import (
+    HandoffDetail,
+    HandoffView,
+    LineView,
+    detail_view,
+    handoff_view,
+    line_view,
+)
+from bot.http.errors import http_error
+from bot.models import outbound_text
+from bot.store import Agent, Handoff, HandoffStatus
+
+if TYPE_CHECKING:
+    from bot.handoff.desk import HandoffDesk
+    from bot.wiring import Runtime
+
+HandoffId = Annotated[int, Path(ge=1, description="The handoff's id.")]
+
+router = APIRouter(prefix="/api/v1", tags=["agents"], dependencies=[Depends(token_agent)])
+
+_STATUSES: dict[str, tuple[HandoffStatus, ...]] = {
+    "open": (HandoffStatus.WAITING, HandoffStatus.CLAIMED),
+    "waiting": (HandoffStatus.WAITING,),
+    "claimed": (HandoffStatus.CLAIMED,),
+    "closed": (HandoffStatus.RELEASED, HandoffStatus.CANCELLED),
+    "all": tuple(HandoffStatus),
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "You do not hold this handoff."},
+    404: {"description": "No such handoff."},
+    409: {"description": "Someone else holds it (`agent`, `agent_name`), or it is closed."},
+}
+
+
+class AgentOut(BaseModel):
+    name: str
+    display_name: str
+
+
+class TextBody(BaseModel):
+    text: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+    ] = Field(description="Sent to the user as is (surrounding whitespace removed).")
+
+
+class MessageOut(BaseModel):
+    message: LineView
+
+
+class ReleaseOut(BaseModel):
+    handoff: HandoffView
+    resumed_with: list[str] = Field(description="What the bot said to the user on resuming.")
+
+
+class Problem(BaseModel):
+    error: str
+    message: str
+    agent: str | None = None
+    agent_name: str | None = None
+
+
+@router.get("/me", response_model=AgentOut)
+async def me(agent: TokenAgent) -> AgentOut:
+    """The agent this token belongs to."""
+    return AgentOut(name=agent.name, display_name=agent.display_name)
+
+
+@router.get("/handoffs", response_model=list[HandoffView])
+async def list_handoffs(
+    request: Request,
+    status: Annotated[Literal["open", "waiting", "claimed", "closed", "all"], Query()] = "open",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[HandoffView]:
+    """Handoffs, longest waiting first (default: waiting and claimed)."""
+    found = await _desk(request).handoffs.queue(statuses=_STATUSES[status], limit=limit)
+    return [handoff_view(h) for h in found]
+
+
+@router.get("/handoffs/{handoff_id}", response_model=HandoffDetail, responses=_ERRORS)
+async def get_handoff(request: Request, handoff_id: HandoffId) -> HandoffDetail:
+    """One handoff with the bot's summary, the transcript (notes included) and mode changes."""
+    runtime = _runtime(request)
+    handoff = await _get(runtime.desk, handoff_id)
+    transcript = await runtime.store.transcript(handoff.conversation_id, limit=500)
+    changes = await runtime.desk.handoffs.mode_changes(handoff.conversation_id)
+    return detail_view(handoff, transcript, changes)
+
+
+@router.post("/handoffs/{handoff_id}/claim", response_model=HandoffView, responses=_ERRORS)
+async def claim(request: Request, handoff_id: HandoffId, agent: TokenAgent) -> HandoffView:
+    """Take over the conversation. 409 with who holds it if another agent was first."""
+    try:
+        return handoff_view(await _desk(request).claim(handoff_id, _ref(agent)))
+    except HandoffError as error:
+        raise _http(error) from error
+
+
+@router.post(
+    "/handoffs/{handoff_id}/messages",
+    response_model=MessageOut,
+    status_code=201,
+    responses={**_ERRORS, 502: {"description": "Kept, but the user's channel refused it."}},
+)
+async def send_message(
+    request: Request, handoff_id: HandoffId, body: TextBody, agent: TokenAgent
+) -> MessageOut:
+    """Say something to the user (only while you hold the handoff)."""
+    try:
+        stored = await _desk(request).reply(handoff_id, _ref(agent), body.text.strip())
+    except (HandoffError, DeliveryFailed) as error:
+        raise _http(error) from error
+    return MessageOut(message=line_view(stored))
+
+
+@router.post(
+    "/handoffs/{handoff_id}/notes", response_model=MessageOut, status_code=201, responses=_ERRORS
+)
+async def add_note(
+    request: Request, handoff_id: HandoffId, body: TextBody, agent: TokenAgent
+) -> MessageOut:
+    """Leave an internal note: agents see it, the user never does."""
+    try:
+        stored = await _desk(request).note(handoff_id, _ref(agent), body.text.strip())
+    except HandoffError as error:
+        raise _http(error) from error
+    return MessageOut(message=line_view(stored))
+
+
+@router.post("/handoffs/{handoff_id}/release", response_model=ReleaseOut, responses=_ERRORS)
+async def release(request: Request, handoff_id: HandoffId, agent: TokenAgent) -> ReleaseOut:
+    """Hand the conversation back to the bot, which resumes with a message to the user."""
+    try:
+        handoff, reply = await _desk(request).release(handoff_id, _ref(agent))
+    except HandoffError as error:
+        raise _http(error) from error
+    return ReleaseOut(
+        handoff=handoff_view(handoff), resumed_with=[outbound_text(m) for m in reply.messages]
+    )
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _desk(request: Request) -> HandoffDesk:
+    return _runtime(request).desk
+
+
+def _ref(agent: Agent) -> AgentRef:
+    return AgentRef(id=agent.name, name=agent.display_name, via="api")
+
+
+async def _get(desk: HandoffDesk, handoff_id: int) -> Handoff:
+    try:
+        return await desk.handoffs.get(handoff_id)
+    except UnknownHandoff as error:
+        raise _http(error) from error
+
+
+def _http(error: HandoffError | DeliveryFailed) -> HTTPException:
+    answer = http_error(error)
+    problem = Problem(error=answer.code, message=answer.message)
+    if isinstance(error, AlreadyClaimed):
+        problem = Problem(
+            error=answer.code,
+            message=answer.message,
+            agent=error.agent,
+            agent_name=error.agent_name,
+        )
+    return HTTPException(status_code=answer.status, detail=problem.model_dump(exclude_none=True))

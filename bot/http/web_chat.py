@@ -1,0 +1,112 @@
+"""The web chat: a JSON API over the same service, and the page that uses it."""
+
+from __future__ import annotations
+
+import secrets
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse
+from pydantic import AfterValidator, BaseModel, Field
+
+from bot.core.ports import Reply
+from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
+from bot.storable_text import require_storable
+from bot.store import UnknownConversation
+from bot.wiring import Runtime
+
+router = APIRouter()
+
+# Session ids are unguessable: knowing one is what lets a browser read that conversation.
+SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+
+
+# Refused, not scrubbed: the sender is our own page or a developer, and can send it again.
+Storable = Annotated[str, AfterValidator(require_storable)]
+
+
+class SayRequest(BaseModel):
+    text: Storable | None = Field(default=None, max_length=2000)
+    choice: Storable | None = Field(default=None, max_length=100)
+    state: Storable | None = Field(default=None, max_length=100)
+    label: Storable | None = Field(default=None, max_length=100)
+
+
+class ChatReply(BaseModel):
+    session: str
+    mode: Literal["bot", "waiting", "agent"]
+    messages: list[dict[str, Any]]
+    last_id: int = 0
+
+
+class HistoryReply(BaseModel):
+    mode: Literal["bot", "waiting", "agent"]
+    messages: list[dict[str, Any]]
+    last_id: int
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> HTMLResponse:
+    html = resources.files("bot.http").joinpath("web_chat.html").read_text(encoding="utf-8")
+    return HTMLResponse(html)
+
+
+@router.post("/api/chat/sessions", response_model=ChatReply)
+async def start(request: Request) -> ChatReply:
+    runtime: Runtime = request.app.state.runtime
+    session = secrets.token_urlsafe(18)
+    reply = await runtime.service.handle(_key(session), StartIn())
+    return _chat_reply(session, reply)
+
+
+@router.post("/api/chat/sessions/{session}/messages", response_model=ChatReply)
+async def say(session: SessionId, body: SayRequest, request: Request) -> ChatReply:
+    runtime: Runtime = request.app.state.runtime
+    key = _key(session)
+    if body.choice:
+        event: ChoiceIn | TextIn = ChoiceIn(choice=body.choice, state=body.state, label=body.label)
+    elif body.text and body.text.strip():
+        event = TextIn(text=body.text.strip())
+    else:
+        raise HTTPException(status_code=422, detail="send 'text' or 'choice'")
+    try:
+        # One load and one save: the turn itself finds out whether the session exists.
+        reply = await runtime.service.handle(key, event, existing_only=True)
+    except UnknownConversation:
+        raise HTTPException(status_code=404, detail="unknown chat session") from None
+    return _chat_reply(session, reply)
+
+
+@router.get("/api/chat/sessions/{session}/messages", response_model=HistoryReply)
+async def history(session: SessionId, request: Request, after: int = 0) -> HistoryReply:
+    """Messages after `after` (transcript id): how the page sees what an agent writes."""
+    runtime: Runtime = request.app.state.runtime
+    stored = await runtime.store.load(_key(session))
+    if stored is None:
+        raise HTTPException(status_code=404, detail="unknown chat session")
+    lines = await runtime.store.transcript(stored.id, limit=500)
+    shown = [_shown(line) for line in lines if line.id > after and line.sender != "note"]
+    last = max((line.id for line in lines), default=after)
+    return HistoryReply(mode=stored.mode.value, messages=shown, last_id=last)
+
+
+def _shown(line: StoredMessage) -> dict[str, Any]:
+    if line.direction == "in":
+        return {"type": "text", "text": line.text, "id": line.id, "sender": line.sender}
+    return {**line.body, "id": line.id, "sender": line.sender}
+
+
+def _key(session: str) -> ConversationKey:
+    return ConversationKey(channel=Channel.WEB, address=session)
+
+
+def _chat_reply(session: str, reply: Reply) -> ChatReply:
+    # `last_id` comes from the saved turn: an agent's message written just after it is then
+    # still newer than it, and the page's next poll shows it.
+    return ChatReply(
+        session=session,
+        mode=reply.mode.value,
+        messages=[m.model_dump(mode="json") for m in reply.messages],
+        last_id=reply.last_id,
+    )

@@ -1,0 +1,142 @@
+"""Records the store hands out that other layers read too: recorded inbound events, outbox
+items, handoffs. A leaf: channels and the core use them without importing the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from bot.models import Channel, ConversationKey, Mode
+
+OutboxStatus = Literal["pending", "sent", "failed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    """An inbound event to record (see `SqlStore.record_events`)."""
+
+    channel: Channel
+    event_id: str  # unique per channel; the same on a redelivery
+    address: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboxEvent:
+    """A recorded inbound event (as returned by `pending_events`: not processed yet)."""
+
+    id: int
+    channel: Channel
+    event_id: str
+    address: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+    received_at: datetime
+    attempts: int
+    processed_at: datetime | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> ConversationKey:
+        return ConversationKey(channel=self.channel, address=self.address)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboxHealth:
+    """Whether the inbox drains (`SqlStore.inbox_health`)."""
+
+    pending: int  # events recorded and not processed
+    oldest_received: datetime | None  # when the oldest of them was recorded
+    failed: int  # events settled as failed (their error kept)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxItem:
+    """Rendered messages awaiting delivery to one address."""
+
+    id: int
+    conversation_id: int
+    channel: Channel
+    address: str
+    payload: list[dict[str, Any]]
+    status: OutboxStatus
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    # The answered event's reply token and when it happened: a delivery cut short by a crash
+    # is retried by reply while the token is fresh (a spent token then means delivered).
+    reply_token: str | None = None
+    event_at: datetime | None = None
+
+    @property
+    def key(self) -> ConversationKey:
+        return ConversationKey(channel=self.channel, address=self.address)
+
+
+class HandoffStatus(StrEnum):
+    WAITING = "waiting"  # in the queue, no agent yet
+    CLAIMED = "claimed"  # one agent holds it
+    RELEASED = "released"  # the agent handed the conversation back to the bot
+    CANCELLED = "cancelled"  # the user went back to the bot before an agent came
+
+    @property
+    def open(self) -> bool:
+        return self in (HandoffStatus.WAITING, HandoffStatus.CLAIMED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SurfaceRef:
+    """Where a handoff shows on one agent surface, e.g. a Slack card: ref = its ts."""
+
+    surface: str
+    ref: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Handoff:
+    """One request for an agent, from the queue to its release (or cancellation)."""
+
+    id: int
+    conversation_id: int
+    key: ConversationKey  # the user's channel and address: how to reach them
+    status: HandoffStatus
+    reason: str
+    summary: dict[str, Any]  # see `bot.handoff.summary.summarize`
+    requested_at: datetime
+    claimed_at: datetime | None = None
+    agent: str | None = None  # who holds it (agent name, or e.g. "slack:U0123")
+    agent_name: str | None = None  # the name the user sees
+    closed_at: datetime | None = None
+    timeout_notified_at: datetime | None = None
+    refs: tuple[SurfaceRef, ...] = ()
+
+    def ref(self, surface: str) -> SurfaceRef | None:
+        return next((r for r in self.refs if r.surface == surface), None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeChange:
+    """Who moved a conversation between bot, waiting and agent, why and when."""
+
+    conversation_id: int
+    handoff_id: int | None
+    from_mode: Mode
+    to_mode: Mode
+    who: str
+    why: str
+    at: datetime
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary as short lines of text (Slack cards, plain-text views)."""
+    lines = [f"理由: {summary.get('reason', '')}"]
+    lines += [f"・{a['question']} → {a['answer']}" for a in summary.get("answers", [])]
+    outcome = summary.get("outcome")
+    if outcome:
+        lines.append(f"■ {outcome.get('title', '')}")
+        lines += [f"・{f['label']}: {f['value']}" for f in outcome.get("fields", [])]
+    return lines

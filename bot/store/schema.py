@@ -1,0 +1,283 @@
+"""The schema as SQLAlchemy Core tables, portable between SQLite and PostgreSQL: conversations,
+transcripts, inbox, outbox, then handoffs, mode changes and agents.
+
+Migrations in `migrations/versions/` create these; a test checks the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+# Explicit names so migrations can refer to constraints on both backends (SQLite has no
+# ALTER CONSTRAINT; batch mode needs names to drop or replace one).
+NAMING: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata: Final = sa.MetaData(naming_convention=NAMING)
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+Id: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """An aware datetime, stored as UTC; SQLite keeps no offset, so naive values read as UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive time is ambiguous; refusing it keeps every stored time comparable.
+            raise ValueError(f"naive datetime {value!r}: pass an aware one (UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+conversations: Final = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("flow_version", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(128), nullable=False),
+    sa.Column("slots", sa.JSON(), nullable=False),
+    sa.Column("selection", sa.JSON(), nullable=False),
+    sa.Column("misses", sa.Integer(), nullable=False),
+    sa.Column("pending_confirm", sa.JSON(), nullable=False),
+    sa.Column("return_to", sa.String(128), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("agent", sa.String(255), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("channel", "address"),
+    sa.CheckConstraint("mode IN ('bot', 'waiting', 'agent')", name="mode"),
+    sa.Index(None, "state"),
+    sa.Index(None, "mode"),
+    sa.Index(None, "status", "updated_at"),  # retention: inactive and old
+)
+
+messages: Final = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("direction", sa.String(3), nullable=False),
+    sa.Column("sender", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("body", sa.JSON(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint("direction IN ('in', 'out')", name="direction"),
+    sa.CheckConstraint("sender IN ('user', 'bot', 'agent', 'note', 'system')", name="sender"),
+    sa.Index(None, "conversation_id", "id"),
+)
+
+inbox: Final = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False),
+    # NULL once purged: the row stays so a late redelivery is still recognised as seen.
+    sa.Column("payload", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("occurred_at", UtcDateTime(), nullable=False),
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.Column("processed_at", UtcDateTime(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.UniqueConstraint("channel", "event_id"),
+    sa.Index(None, "channel", "address"),
+    sa.Index(
+        "ix_inbox_pending",
+        "occurred_at",
+        "id",
+        sqlite_where=sa.text("processed_at IS NULL"),
+        postgresql_where=sa.text("processed_at IS NULL"),
+    ),
+    # Events settled as failed (`error` set): counted for /metrics.
+    sa.Index(
+        "ix_inbox_failed",
+        "id",
+        sqlite_where=sa.text("error IS NOT NULL"),
+        postgresql_where=sa.text("error IS NOT NULL"),
+    ),
+)
+
+outbox: Final = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("sent_at", UtcDateTime(), nullable=True),
+    # The reply token of the event this answers, and when that happened: a delivery cut short
+    # (a crash) is retried by reply while the token is fresh (migration 0004).
+    sa.Column("reply_token", sa.String(255), nullable=True),
+    sa.Column("event_at", UtcDateTime(), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
+    sa.Index(None, "conversation_id"),
+    sa.Index(
+        "ix_outbox_pending",
+        "id",
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    ),
+)
+
+leases: Final = sa.Table(
+    "leases",
+    metadata,
+    # "conversation:<channel>:<address>" or "job:<name>"
+    sa.Column("name", sa.String(320), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),  # the process (host:pid:random)
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+
+# ---------------------------------------------------------------- handoffs and agents
+
+HANDOFF_STATUSES: Final = ("waiting", "claimed", "released", "cancelled")
+OPEN_STATUSES: Final = ("waiting", "claimed")
+
+handoffs: Final = sa.Table(
+    "handoffs",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),  # purge relies on it
+        nullable=False,
+    ),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("summary", sa.JSON(), nullable=False),
+    sa.Column("requested_at", UtcDateTime(), nullable=False),
+    sa.Column("claimed_at", UtcDateTime(), nullable=True),
+    sa.Column("agent", sa.String(255), nullable=True),  # who holds it: an agent name, "slack:U…"
+    sa.Column("agent_name", sa.String(255), nullable=True),  # shown to the user as the sender
+    sa.Column("closed_at", UtcDateTime(), nullable=True),  # released or cancelled
+    sa.Column("timeout_notified_at", UtcDateTime(), nullable=True),
+    sa.CheckConstraint("status IN ('waiting', 'claimed', 'released', 'cancelled')", name="status"),
+    # At most one open handoff per conversation, enforced by the database: a request
+    # repeated by a retry or by two processes finds the existing one (ON CONFLICT).
+    sa.Index(
+        "uq_handoffs_open_conversation",
+        "conversation_id",
+        unique=True,
+        sqlite_where=sa.text("status IN ('waiting', 'claimed')"),
+        postgresql_where=sa.text("status IN ('waiting', 'claimed')"),
+    ),
+    sa.Index(None, "conversation_id", "id"),
+    sa.Index(None, "status", "requested_at"),
+)
+
+# Where a handoff shows on an agent surface (e.g. surface "slack", ref = the card's ts).
+# A table rather than a JSON column on `handoffs`: a surface finds the handoff by its own
+# reference (a thread reply names only the thread) through a unique index, and two surfaces
+# writing their refs at once never overwrite each other.
+handoff_refs: Final = sa.Table(
+    "handoff_refs",
+    metadata,
+    sa.Column(
+        "handoff_id",
+        Id,
+        sa.ForeignKey("handoffs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("surface", sa.String(32), primary_key=True),
+    sa.Column("ref", sa.String(255), nullable=False),
+    sa.Column("data", sa.JSON(), nullable=False),
+    sa.UniqueConstraint("surface", "ref"),
+)
+
+mode_changes: Final = sa.Table(
+    "mode_changes",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "handoff_id",
+        Id,
+        sa.ForeignKey("handoffs.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    sa.Column("from_mode", sa.String(16), nullable=False),
+    sa.Column("to_mode", sa.String(16), nullable=False),
+    sa.Column("who", sa.String(255), nullable=False),
+    sa.Column("why", sa.Text(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Index(None, "conversation_id", "id"),
+)
+
+agents: Final = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("display_name", sa.String(255), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("disabled", sa.Boolean(), nullable=False),
+    sa.UniqueConstraint("name"),
+)
+
+agent_tokens: Final = sa.Table(
+    "agent_tokens",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "agent_id",
+        Id,
+        sa.ForeignKey("agents.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("token_hash", sa.String(64), nullable=False),  # sha256 hex of a random token
+    sa.Column("label", sa.String(255), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("last_used_at", UtcDateTime(), nullable=True),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    sa.UniqueConstraint("token_hash"),
+    sa.Index(None, "agent_id"),
+)

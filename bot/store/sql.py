@@ -1,0 +1,13 @@
+"""`SqlStore`: the whole store on one engine, its methods grouped by aggregate."""
+
+from __future__ import annotations
+
+from bot.store.conversations import Conversations
+from bot.store.inbox import Inbox
+from bot.store.leases import Leases
+from bot.store.outbox import Outbox
+
+
+class SqlStore(Conversations, Inbox, Outbox, Leases):
+    """Conversations, the inbox, the outbox and leases on SQLite or PostgreSQL; each method is one
+    transaction (handoffs and agents have their own stores on the same engine)."""

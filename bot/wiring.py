@@ -1,0 +1,284 @@
+"""The composition root: builds one process's object graph, in order, for its role.
+
+Everything is made here and handed to what needs it (channels get the core's ports, never the
+store); nothing is registered on a shared object later. `Runtime.close` tears it down in
+reverse order (an AsyncExitStack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+from bot.channels.line.adapter import LineAdapter, LineChannel
+from bot.channels.slack.adapter import SlackAdapter, SlackChannel
+from bot.config import Settings
+from bot.core.backpressure import Foreground
+from bot.core.inbox import Worker
+from bot.core.jobs import Jobs, JobsTuning
+from bot.core.leases import LeaseKeeper, job_lease
+from bot.core.lookup import ConversationLookup
+from bot.core.outbox import Outbox, OutboxTuning
+from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
+from bot.core.service import ConversationService
+from bot.engine import Engine
+from bot.errors import FlowError, StoreError
+from bot.flows.loader import Flow, load_flows
+from bot.handoff.desk import HandoffDesk
+from bot.handoff.hours import AgentHours
+from bot.metrics import Metrics
+from bot.models import Channel
+from bot.nlu.classifier import build_understander, default_cache_dir
+from bot.store import SqlStore
+from bot.store.handoffs import HandoffStore
+
+log = logging.getLogger(__name__)
+
+Role = Literal["web", "worker", "all"]
+"""`all`: one process does everything (WORKER_MODE=inline). `web`: a server that records
+events and leaves them to workers (WORKER_MODE=separate). `worker`: `yarigai worker`."""
+
+
+DEFAULT_TUNING = OutboxTuning()
+DEFAULT_JOBS = JobsTuning()
+DEFAULT_CHANNELS: tuple[LineChannel | SlackChannel, ...] = (LineChannel(), SlackChannel())
+
+
+def role_of(settings: Settings, *, worker_process: bool = False) -> Role:
+    """The one place the process role is decided."""
+    if worker_process:
+        return "worker"
+    return "all" if settings.worker_mode == "inline" else "web"
+
+
+@dataclass(eq=False)
+class Runtime:
+    """One process's objects (the HTTP app and the CLI read them; channels never see it)."""
+
+    settings: Settings
+    role: Role
+    flows: dict[str, Flow]
+    store: SqlStore
+    service: ConversationService
+    worker: Worker
+    outbox: Outbox
+    metrics: Metrics
+    desk: HandoffDesk
+    jobs: Jobs
+    leases: LeaseKeeper | None = None  # several processes run events (WORKER_MODE=separate)
+    line: LineAdapter | None = None
+    slack: SlackAdapter | None = None
+    senders: dict[Channel, Sender] = field(default_factory=dict)
+    _exit: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    @property
+    def runs_turns(self) -> bool:
+        """This process runs recorded events (and delivers their replies)."""
+        return self.role != "web"
+
+    async def start(self) -> None:
+        """Start delivering and running events (a web-only process does neither)."""
+        if not self.runs_turns:
+            log.info("WORKER_MODE=separate: LINE and Slack events are run by `yarigai worker`")
+            return
+        if self.leases is not None:
+            self.leases.start()
+            self._exit.push_async_callback(self.leases.close)
+        # Before the inbox resumes events: what is pending now is the last run's.
+        await self.outbox.start()
+        self._exit.push_async_callback(self.outbox.close)
+        if self.leases is None:  # the only process: the background jobs are its own
+            await self._start_jobs()
+        else:  # each job runs in one process at a time, whichever holds its lease
+            watching = asyncio.get_running_loop().create_task(self._take_jobs(self.leases))
+            self._exit.push_async_callback(_cancelled, watching)
+        recovered = await self.worker.recover()
+        if recovered:
+            log.info("resuming %d events recorded before the last stop", recovered)
+
+    async def _start_jobs(self) -> None:
+        self.desk.start()
+        self._exit.push_async_callback(self.desk.close)
+        self.jobs.start()
+        self._exit.push_async_callback(self.jobs.close)
+
+    async def _take_jobs(self, leases: LeaseKeeper) -> None:
+        """Take the background jobs' lease when it is free (its holder stopped or died)."""
+        name = job_lease("background")
+        running = False
+        while True:
+            if running and not leases.holds(name):  # lost (the database was away too long)
+                log.warning("background jobs passed to another process")
+                await self.desk.close()
+                await self.jobs.close()
+                running = False
+            if not running:
+                try:
+                    running = name in await leases.acquire([name])
+                except StoreError as exc:
+                    log.warning("background jobs' lease not taken (%s)", type(exc).__name__)
+                if running:
+                    log.info("running the background jobs (handoff timers, purge)")
+                    self.desk.start()
+                    self.jobs.start()
+            await asyncio.sleep(leases.ttl / 3)
+
+    async def close(self) -> None:
+        await self.worker.close()  # first: what runs events finishes while the rest works
+        await self.desk.close()
+        await self.jobs.close()
+        await self._exit.aclose()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def build(
+    settings: Settings,
+    role: Role,
+    *,
+    foreground: Foreground | None = None,
+    channels: Sequence[LineChannel | SlackChannel] = DEFAULT_CHANNELS,
+    surfaces: Sequence[AgentSurface] = (),
+    outbox: OutboxTuning = DEFAULT_TUNING,
+    jobs: JobsTuning = DEFAULT_JOBS,
+) -> Runtime:
+    """Load flows (refusing broken ones), open and migrate the store, and build the rest.
+
+    `foreground`:
+    what batches of turns give way to (bot/core/backpressure.py); by default this process's
+    own webhooks. `channels`: the channels' tuning (tests pass their own). `surfaces`: agent
+    surfaces made outside (the web console's feed)."""
+    flows = load_flows(settings.flows_dir)
+    if settings.default_flow not in flows:
+        raise FlowError(
+            f"DEFAULT_FLOW '{settings.default_flow}' is not among the flows: "
+            + ", ".join(sorted(flows)),
+            file=str(settings.flows_dir),
+        )
+    hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
+    exit_stack = AsyncExitStack()
+    store = await SqlStore.open(settings.database_url)
+    exit_stack.push_async_callback(store.close)
+    try:
+        return await _build(
+            settings,
+            role,
+            flows=flows,
+            hours=hours,
+            store=store,
+            exit_stack=exit_stack,
+            foreground=foreground or Foreground(),
+            channels=channels,
+            surfaces=surfaces,
+            outbox_tuning=outbox,
+            jobs_tuning=jobs,
+        )
+    except BaseException:
+        await exit_stack.aclose()
+        raise
+
+
+async def _build(
+    settings: Settings,
+    role: Role,
+    *,
+    flows: dict[str, Flow],
+    hours: AgentHours,
+    store: SqlStore,
+    exit_stack: AsyncExitStack,
+    foreground: Foreground,
+    channels: Sequence[LineChannel | SlackChannel],
+    surfaces: Sequence[AgentSurface],
+    outbox_tuning: OutboxTuning,
+    jobs_tuning: JobsTuning,
+) -> Runtime:
+    metrics = Metrics()
+    nlu = build_understander(flows.values(), cache_dir=default_cache_dir())
+    engines = {name: Engine(flow, understand=nlu) for name, flow in flows.items()}
+    service = ConversationService(
+        store=store,
+        engines=engines,
+        default_flow=settings.default_flow,
+        metrics=metrics,
+        foreground=foreground,
+    )
+    # Workers (WORKER_MODE=separate) share the events by leases; one process alone needs none.
+    leases = LeaseKeeper(store=store) if role == "worker" else None
+    worker = Worker(store=store, local=role != "web", leases=leases, foreground=foreground)
+    if leases is not None:
+        leases.on_lost = worker.lost
+    # Filled below, before anything runs: the desk reaches users through the channels'
+    # senders and tells the agent surfaces, and the Slack agent channel acts through the desk.
+    senders: dict[Channel, Sender] = {}
+    all_surfaces: list[AgentSurface] = list(surfaces)
+    couriers: dict[Channel, Courier] = {}
+    desk = HandoffDesk(
+        store=store,
+        handoffs=HandoffStore(engine=store.engine),
+        service=service,
+        hours=hours,
+        timeout=timedelta(minutes=settings.handoff_timeout_minutes),
+        spawn=worker.spawn,
+        senders=senders,
+        surfaces=all_surfaces,
+    )
+    service.hooks = desk
+    service.listeners.append(desk.on_turn)
+    outbox = Outbox(
+        store=store, couriers=couriers, metrics=metrics, leases=leases, tuning=outbox_tuning
+    )
+    lookup = ConversationLookup(store=store)
+    line: LineAdapter | None = None
+    slack: SlackAdapter | None = None
+    handlers: dict[Channel, EventHandler] = {}
+    for setup in channels:
+        if isinstance(setup, LineChannel):
+            line = await setup.build(settings, turns=service, recorder=worker, deliveries=outbox)
+            if line is not None:
+                exit_stack.push_async_callback(line.close)
+                senders[Channel.LINE] = line.sender
+                couriers[Channel.LINE] = line.courier
+                handlers[Channel.LINE] = line.handle
+        else:
+            slack = await setup.build(
+                settings,
+                turns=service,
+                recorder=worker,
+                deliveries=outbox,
+                conversations=lookup,
+                desk=desk,
+            )
+            if slack is not None:
+                exit_stack.push_async_callback(slack.close)
+                senders[Channel.SLACK] = slack.sender
+                couriers[Channel.SLACK] = slack.courier
+                handlers[Channel.SLACK] = slack.handle
+                all_surfaces.extend(slack.surfaces)
+    for channel, handler in handlers.items():
+        worker.register(channel.value, handler)
+    log.info("loaded flows: %s", ", ".join(f"{f.id}@{f.version}" for f in flows.values()))
+    return Runtime(
+        settings=settings,
+        role=role,
+        flows=flows,
+        store=store,
+        service=service,
+        worker=worker,
+        outbox=outbox,
+        metrics=metrics,
+        desk=desk,
+        jobs=Jobs(store=store, retention_days=settings.retention_days, tuning=jobs_tuning),
+        leases=leases,
+        line=line,
+        slack=slack,
+        senders=senders,
+        _exit=exit_stack,
+    )
