@@ -61,13 +61,12 @@ from pydantic import TypeAdapter
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.channels.line import WEBHOOK_PATH
-from bot.channels.line_render import render
-from bot.models import Channel, Outbound
+from bot.channels.line.adapter import WEBHOOK_PATH
+from bot.channels.line.render import render
+from bot.models import Outbound
 from bot.storable_text import is_storable
 from bot.store import create_engine
-from bot.store.tables import conversations, inbox, messages, outbox
-from bot.worker import shard_of
+from bot.store.schema import conversations, inbox, messages, outbox
 
 REPO = Path(__file__).resolve().parents[1]
 USERS = 20
@@ -279,11 +278,11 @@ class Serve:
 
 
 def extra_worker(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`yarigai worker --shard 1/2` started by hand beside serve's own (a mistake an operator
-    can make); INFO logs, to see that it ran into the other worker's events."""
+    """`yarigai worker` started by hand beside serve's own (scaling out, or by mistake); INFO
+    logs, to see what it ran."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "worker", "--shard", "1/2", "--nice", "0"],
+            [sys.executable, "-m", "bot.cli", "worker", "--nice", "0"],
             env={**env, "LOG_LEVEL": "INFO"},
             cwd=cwd,
             stdout=out,
@@ -374,15 +373,12 @@ class Line:
 
 
 async def answering(serve: Serve, line: Line, fake: FakeLineApi) -> None:
-    """Until serve acknowledges and both its workers answer (a user of each shard followed and
-    was greeted): faults are injected into a running bot, not one still starting."""
+    """Until serve acknowledges and its workers answer (two users followed and were greeted):
+    faults are injected into a running bot, not one still starting."""
     await serve.healthy()
-    users: dict[int, str] = {}
-    while len(users) < 2:
-        user = new_user_id()
-        users.setdefault(shard_of(Channel.LINE, user, 2), user)
-    await asyncio.gather(*(line.converse(user, ()) for user in users.values()))
-    await until(lambda: all(fake.seen(u) for u in users.values()), 60, what="workers answer")
+    users = [new_user_id() for _ in range(2)]
+    await asyncio.gather(*(line.converse(user, ()) for user in users))
+    await until(lambda: all(fake.seen(u) for u in users), 60, what="workers answer")
 
 
 # ------------------------------------------------------------------ the oracle
@@ -608,11 +604,11 @@ async def test_1_serve_killed_while_its_workers_start_leaves_no_worker_behind(bo
     await exactly_once(bot, line, f"1 kill -9 at start/{backend(bot)}")
     assert not lingering, (
         f"{len(lingering)} workers of the serve killed while they started still ran "
-        f"{ORPHAN_GONE:.0f} s later (their parent check comes after their imports)"
+        f"{ORPHAN_GONE:.0f} s later"
     )
 
 
-async def test_2_a_second_worker_for_the_same_shard_doubles_nothing(bot: Bot) -> None:
+async def test_2_an_extra_worker_beside_serves_doubles_nothing(bot: Bot) -> None:
     serve, fake = bot.serve, bot.fake
     log = bot.root / "extra-worker.log"
     async with bot.line() as line:
@@ -630,9 +626,9 @@ async def test_2_a_second_worker_for_the_same_shard_doubles_nothing(bot: Bot) ->
         finally:
             kill(extra.pid)
             extra.wait(10)
-    # Two workers given one shard is a mistake the README warns about: the store makes sure
-    # nothing is done twice; the order of replies is kept within one process only.
-    await exactly_once(bot, line, f"2 duplicate worker/{backend(bot)}", ordered=False)
+    # Workers take conversations by lease, whichever has them; and whatever a lease allowed,
+    # the store makes sure nothing is done twice.
+    await exactly_once(bot, line, f"2 extra worker/{backend(bot)}")
     said = log.read_text(errors="replace")
     print(
         f"[faults]   the extra worker computed {said.count('classified state=')} turns; "

@@ -36,6 +36,8 @@ SWEEP_EVERY: Final = 30.0
 """Seconds between looks for outbox items whose delivery was cut short unnoticed."""
 ORPHAN_AFTER: Final = 60.0
 """Age (seconds) after which a pending item is nobody's in-process delivery any more."""
+LEASED_SWEEP_EVERY: Final = 5.0
+"""With several workers: seconds between looks for replies a dead worker left undelivered."""
 CATCH_UP_FIRST: Final = 0.5
 """Seconds before conversations left behind are tried again; doubled after each failing try,
 up to CATCH_UP_MOST."""
@@ -155,12 +157,27 @@ class Outbox:
         unmarked = [item.id for item in pending if self._done.get(item.id) == "sent"]
         if unmarked:
             await self.store.mark_sent_many(unmarked)
-        # Not maybe-delivered: a try of this run cut short marks its own item (`_deliver`),
-        # and the last run's items were taken at start.
-        items = [
-            item for item in pending if item.created_at <= cutoff and item.id not in self._done
-        ]
-        items = await self._held(items)
+        if self.leases is None:
+            # Not maybe-delivered: a try of this run cut short marks its own item
+            # (`_deliver`), and the last run's items were taken at start.
+            items = [
+                item for item in pending if item.created_at <= cutoff and item.id not in self._done
+            ]
+        else:
+            # Whoever delivers an item holds its conversation's lease: an item whose lease is
+            # free, whatever its age, is a stopped or dead worker's, whose last try may have
+            # reached the user.
+            leases = self.leases
+            items = await self._held(
+                [
+                    item
+                    for item in pending
+                    if item.id not in self._done
+                    and item.conversation_id not in self._leased
+                    and not leases.holds(conversation_lease(item.channel, item.address))
+                ]
+            )
+            self._maybe_delivered.update(item.id for item in items)
         self._fall_behind({item.conversation_id for item in items})
 
     # ------------------------------------------------------------ rounds
@@ -305,9 +322,12 @@ class Outbox:
             after = page[-1].id
 
     async def _sweep_forever(self) -> None:
+        every = self.tuning.sweep_every
+        if self.leases is not None:  # a dead worker's replies go out within seconds
+            every = min(every, LEASED_SWEEP_EVERY)
         while True:
-            await asyncio.sleep(self.tuning.sweep_every)
+            await asyncio.sleep(every)
             try:
                 await self.sweep()
             except Exception:
-                log.exception("outbox sweep failed; next in %.0fs", self.tuning.sweep_every)
+                log.exception("outbox sweep failed; next in %.0fs", every)
