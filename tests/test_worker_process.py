@@ -157,39 +157,52 @@ async def test_two_workers_share_the_users_and_answer_each_message_once_in_order
     assert fake.invalid == []
 
 
-async def test_workers_on_postgresql_share_conversations_by_lease_and_outlive_a_killed_one(
+async def test_web_and_workers_on_postgresql_share_by_lease_and_outlive_killed_ones(
     fake: FakeLineApi, tmp_path: Path, postgres_database: str
 ) -> None:
-    """Three workers, no shard numbers, woken by NOTIFY: one is killed mid-traffic and its
-    conversations pass to the others; every message answered once, in order; idle workers
-    use (almost) no CPU."""
+    """Two web processes and three workers, no shard numbers, woken by NOTIFY. A worker and
+    a web process are killed mid-traffic: the dead worker's conversations pass to the others,
+    the dead web's traffic goes to the other (as a load balancer sends it); every message is
+    answered once, in order; idle workers use (almost) no CPU."""
     users = [new_user_id() for _ in range(12)]
-    port = free_port()
     env = environment(postgres_database, fake)
-    with yarigai("serve", "--port", str(port), "--no-worker", env=env, cwd=tmp_path) as server:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(server, url, within=60)
-        hooks = Webhooks(url + WEBHOOK_PATH, fake=fake)
-        with ExitStack() as workers:
-            started = [
-                workers.enter_context(yarigai("worker", "--nice", "0", env=env, cwd=tmp_path))
-                for _ in range(3)
-            ]
-            await asyncio.gather(*(hooks.send(hooks.follow(user)) for user in users))
-            await until(lambda: all(len(replies(fake, u)) >= 1 for u in users), within=60)
-            started[0].send_signal(signal.SIGKILL)  # leases it held lapse in 10 s
-            started[0].wait(10)
-            answers = await asyncio.gather(
-                *(hooks.send(hooks.text(user, "経理です")) for user in users)
+    with ExitStack() as processes:
+        hooks: list[Webhooks] = []
+        webs: list[subprocess.Popen[bytes]] = []
+        for _ in range(2):
+            port = free_port()
+            web = processes.enter_context(
+                yarigai("serve", "--port", str(port), "--no-worker", env=env, cwd=tmp_path)
             )
-            assert all(answer.status_code == 200 for answer in answers)
-            await until(lambda: all(len(replies(fake, u)) >= 2 for u in users), within=60)
-            await asyncio.sleep(1.0)
-            # Idle now: the two left wait on LISTEN, not on a polling loop.
-            before = [cpu_seconds(p.pid) for p in started[1:]]
-            await asyncio.sleep(3.0)
-            used = [cpu_seconds(p.pid) - b for p, b in zip(started[1:], before, strict=True)]
-            assert max(used) < 0.08, used  # polling every 50 ms alone costs ~0.12 s
+            wait_healthy(web, f"http://127.0.0.1:{port}", within=60)
+            webs.append(web)
+            hooks.append(Webhooks(f"http://127.0.0.1:{port}{WEBHOOK_PATH}", fake=fake))
+        workers = [
+            processes.enter_context(yarigai("worker", "--nice", "0", env=env, cwd=tmp_path))
+            for _ in range(3)
+        ]
+
+        def via(index: int) -> Webhooks:
+            return hooks[index % len(hooks)]
+
+        await asyncio.gather(*(via(i).send(via(i).follow(user)) for i, user in enumerate(users)))
+        await until(lambda: all(len(replies(fake, u)) >= 1 for u in users), within=60)
+        workers[0].send_signal(signal.SIGKILL)  # the leases it held lapse in 10 s
+        webs[1].send_signal(signal.SIGKILL)
+        workers[0].wait(10)
+        webs[1].wait(10)
+        hooks = hooks[:1]  # the load balancer's view: one web process left
+        answers = await asyncio.gather(
+            *(via(i).send(via(i).text(user, "経理です")) for i, user in enumerate(users))
+        )
+        assert all(answer.status_code == 200 for answer in answers)
+        await until(lambda: all(len(replies(fake, u)) >= 2 for u in users), within=60)
+        await asyncio.sleep(1.0)
+        # Idle now: the two workers left wait on LISTEN, not on a polling loop.
+        before = [cpu_seconds(p.pid) for p in workers[1:]]
+        await asyncio.sleep(3.0)
+        used = [cpu_seconds(p.pid) - b for p, b in zip(workers[1:], before, strict=True)]
+        assert max(used) < 0.08, used  # polling every 50 ms alone costs ~0.12 s
     conversations = {tuple(replies(fake, user)) for user in users}
     assert len(conversations) == 1, {user[-6:]: replies(fake, user) for user in users}
     [(greeting, answer)] = conversations
