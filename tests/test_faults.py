@@ -75,7 +75,8 @@ USERS = 20
 TEXTS = ("経理です", "成果が見えにくい", "これで全部", "はい", "いいえ")
 REDELIVER_AFTER = 0.3  # seconds before LINE sends a refused post again (LINE: longer)
 STALL_SECONDS = 3  # INBOX_STALL_SECONDS: /readyz says 503 once an event waited this long
-SETTLE_WITHIN = 30.0  # seconds for everything to be answered once a fault is over
+SETTLE_WITHIN = 45.0  # seconds for everything to be answered once a fault is over (a dead
+# worker's conversations wait for its leases to lapse: 10 s)
 ORPHAN_GONE = 3.0  # seconds a killed serve's workers may take to be gone
 DATABASE_OUTAGE = 10.0  # seconds the PostgreSQL cluster is stopped
 # Seconds LINE answers 500 to everything: longer than one delivery's own retries (0.5, 2 and

@@ -40,7 +40,7 @@ FOLLOW_BUSY: Final = 0.005  # seconds between looks while events are coming
 FOLLOW_BACKED_UP: Final = 0.025  # ... while some are still queued here
 FOLLOW_IDLE: Final = 0.05  # ... once none came for FOLLOW_QUIET_AFTER seconds
 FOLLOW_QUIET_AFTER: Final = 2.0
-FOLLOW_RESCAN: Final = 5.0  # seconds between looks at every pending event, old ones too
+FOLLOW_RESCAN: Final = 3.0  # seconds between looks at every pending event, old ones too
 FOLLOW_BACKLOG: Final = 2000  # queued events above which it stops reading more for a moment
 
 
@@ -66,6 +66,7 @@ class Worker:
         self.local = local
         self.leases = leases
         self._leased: set[tuple[str, str]] = set()  # conversations whose lease a queue uses
+        self._skipped: set[tuple[str, str]] = set()  # events seen while another worker held them
         self.handlers: dict[str, EventHandler] = {}
         self._queues: dict[tuple[str, str], list[InboxEvent]] = {}
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -279,10 +280,24 @@ class Worker:
             for e in events
             if e.id not in self._known and (e.channel.value, e.address) not in self._leased
         }
+        taken: set[tuple[str, str]] = set()
         if wanted:
             granted = await self.leases.acquire(conversation_lease(c, a) for c, a in wanted)
-            self._leased |= {(c, a) for c, a in wanted if conversation_lease(c, a) in granted}
-        return [e for e in events if (e.channel.value, e.address) in self._leased]
+            taken = {(c, a) for c, a in wanted if conversation_lease(c, a) in granted}
+            self._leased |= taken
+        mine = [e for e in events if (e.channel.value, e.address) in self._leased]
+        # A conversation taken now may have older events than these, skipped earlier while
+        # another worker held it (which may have died or stalled with them): all of them
+        # are this worker's now, in order.
+        seen = {e.id for e in mine}
+        for channel, address in taken & self._skipped:
+            older = await self.store.pending_events(limit=1000, channel=channel, address=address)
+            mine += [e for e in older if e.id not in seen]
+        self._skipped -= taken
+        self._skipped |= {(e.channel.value, e.address) for e in events} - self._leased
+        if len(self._skipped) > 100_000:  # forgotten: the rescan finds what they had
+            self._skipped.clear()
+        return mine
 
     def lost(self, names: set[str]) -> None:
         """`LeaseKeeper.on_lost`: those conversations passed to another worker; what is queued
