@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     public_url: str = Field(default="", description="Base URL users reach, for links in cards.")
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Larger bodies get 413 on every route but the LINE and Slack webhooks "
+        "(the web chat, console and agent APIs).",
+    )
 
     # LINE
     line_channel_secret: SecretStr | None = None
@@ -36,6 +42,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_bot_token: SecretStr | None = None
     slack_api_base_url: str = "https://slack.com/api/"
+    slack_max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     slack_agent_channel: str = ""
     slack_agent_users: str = Field(default="", description="Comma-separated Slack user ids.")
 

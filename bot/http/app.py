@@ -74,14 +74,24 @@ def create_app(
             feed.close()
             await runtime.close()
 
-    app = App(title="yarigai", version="0.1.0", lifespan=lifespan)
+    # FastAPI's body limit: 413 as soon as Content-Length or the bytes read pass it, before
+    # the rest is read (the LINE webhook has its own, `read_body`; Slack's route its own).
+    app = App(
+        title="yarigai", version="0.1.0", lifespan=lifespan, max_body_size=settings.max_body_bytes
+    )
     app.include_router(web_chat.router)
     if any(isinstance(c, LineChannel) for c in channels) and line_enabled(settings):
         # Plain ASGI: the body reaches the signature check as raw bytes, and the hottest path
         # of the bot skips FastAPI's stack (bot/http/asgi.py).
         add_post(app, WEBHOOK_PATH, _line_webhook)
     if any(isinstance(c, SlackChannel) for c in channels) and slack_enabled(settings):
-        app.add_api_route(SLACK_PATH, _slack_events, methods=["POST"], include_in_schema=False)
+        app.add_api_route(
+            SLACK_PATH,
+            _slack_events,
+            methods=["POST"],
+            include_in_schema=False,
+            max_body_size=settings.slack_max_body_bytes,
+        )
     console.mount(app, settings)
 
     @app.get("/healthz", tags=["ops"])
