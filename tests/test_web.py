@@ -100,9 +100,10 @@ def test_ops_endpoints(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["flows"] == ["mini"]
-    client.post("/api/chat/sessions", json={})
+    session = client.post("/api/chat/sessions", json={}).json()["session"]
+    client.post(f"/api/chat/sessions/{session}/messages", json={"text": "会計をやってます"})
     metrics = client.get("/metrics").text
-    assert 'yarigai_conversations{state="role"} 1.0' in metrics
+    assert 'yarigai_conversations{state="pains"} 1.0' in metrics
     assert "yarigai_handoffs_waiting 0.0" in metrics
     assert "yarigai_turn_seconds_bucket" in metrics
 

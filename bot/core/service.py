@@ -84,6 +84,11 @@ KIND_LINES: Final = {
     "file": "（ファイル）",
     "location": "（位置情報）",
 }
+HANDOFF_BUSY: Final = (
+    "ただいま担当者へのお申し込みが続いているため、受け付けられませんでした。"
+    "しばらく時間をおいてから、もう一度お試しください。"
+)
+"""Said instead of queueing a handoff the edge refused (`handle(handoffs_allowed=False)`)."""
 _INTERACTIVE: Final = frozenset({Channel.WEB, Channel.CLI})
 TURNS_PER_BATCH = 64
 """Turns of different conversations saved in one transaction at most. Under load a batch
@@ -137,9 +142,12 @@ class ConversationService:
         reply_token: str | None = None,
         event_at: datetime | None = None,
         existing_only: bool = False,
+        handoffs_allowed: bool = True,
     ) -> Reply:
         """Run one inbound event through the conversation (`existing_only`: raise
-        UnknownConversation, writing nothing, unless the conversation exists).
+        UnknownConversation, writing nothing, unless the conversation exists;
+        `handoffs_allowed` False: a request for an agent is answered with HANDOFF_BUSY and the
+        conversation stays where it was, as the web chat's rate limit wants).
 
         `outbox` queues the reply durably for a channel sender (with the event's `reply_token`
         and time, for a delivery retried after a crash); `inbox_id` marks the recorded webhook
@@ -163,6 +171,7 @@ class ConversationService:
                     reply_token=reply_token,
                     event_at=event_at,
                     existing_only=existing_only,
+                    handoffs_allowed=handoffs_allowed,
                 )
             )
         if isinstance(outcome, BaseException):
@@ -309,6 +318,10 @@ class ConversationService:
             previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
         turn = engine.advance(previous, event)
         handoff = next((e for e in turn.effects if isinstance(e, HandoffRequested)), None)
+        if handoff is not None and not ask.handoffs_allowed:
+            kept = stored.state if stored else engine.advance(None, StartIn()).conversation
+            turn = Turn(conversation=kept, messages=(TextOut(text=HANDOFF_BUSY),))
+            handoff = None
         new_mode = Mode.WAITING if handoff else Mode.BOT
         notice = self.hooks.waiting_notice(turn.conversation) if handoff and self.hooks else ()
         said = (*(said_first or ()), *turn.messages, *notice)
@@ -390,6 +403,7 @@ class _Ask:
     reply_token: str | None = None
     event_at: datetime | None = None
     existing_only: bool = False
+    handoffs_allowed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

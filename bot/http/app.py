@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ from bot.http import console, web_chat
 from bot.http.asgi import App, add_post, answer, header, read_body
 from bot.http.console.feed import ConsoleFeed
 from bot.http.errors import http_error
+from bot.http.rates import Rates
 from bot.models import Mode
 from bot.records import InboxHealth
 from bot.storable_text import scrub_json
@@ -78,6 +81,15 @@ def create_app(
     # the rest is read (the LINE webhook has its own, `read_body`; Slack's route its own).
     app = App(
         title="yarigai", version="0.1.0", lifespan=lifespan, max_body_size=settings.max_body_bytes
+    )
+    app.state.rates = Rates(settings)
+    # Signs web chat session ids (bot/http/web_chat.py); a random key lasts as long as the
+    # process, which only costs chats that never sent a message.
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else ""
+    app.state.chat_key = (
+        hashlib.sha256(b"web chat\0" + secret.encode()).digest()
+        if secret
+        else secrets.token_bytes(32)
     )
     app.include_router(web_chat.router)
     if any(isinstance(c, LineChannel) for c in channels) and line_enabled(settings):
@@ -178,4 +190,9 @@ async def _slack_events(request: Request) -> Response:
         return Response(status_code=503)
     runtime: Runtime = request.app.state.runtime
     with runtime.worker.serving():
-        return await handler.handle(request)
+        try:
+            return await handler.handle(request)
+        except RecursionError:
+            # Bolt parses the JSON before it checks the signature: nested thousands deep, no
+            # Slack request is (and LINE's and ours get the same 400).
+            return JSONResponse({"error": "body is nested too deeply"}, status_code=400)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -11,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from bot.core.ports import Reply
+from bot.http.rates import client_ip, rates, too_many
 from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
 from bot.storable_text import require_storable
 from bot.store import UnknownConversation
@@ -54,10 +58,21 @@ async def page() -> HTMLResponse:
 
 @router.post("/api/chat/sessions", response_model=ChatReply)
 async def start(request: Request) -> ChatReply:
+    """A new chat and the bot's greeting. Nothing is stored yet: the conversation is created by
+    its first message (a page load, or a script calling this in a loop, leaves no row)."""
+    refused = await rates(request).hit("chat_sessions", client_ip(request))
+    if refused is not None:
+        raise too_many(refused)
     runtime: Runtime = request.app.state.runtime
-    session = secrets.token_urlsafe(18)
-    reply = await runtime.service.handle(_key(session), StartIn())
-    return _chat_reply(session, reply)
+    nonce = secrets.token_urlsafe(16)
+    session = nonce + _mac(request, nonce)
+    greeting = runtime.service.engine_for(None).advance(None, StartIn())
+    return ChatReply(
+        session=session,
+        mode="bot",
+        messages=[m.model_dump(mode="json") for m in greeting.messages],
+        last_id=0,
+    )
 
 
 @router.post("/api/chat/sessions/{session}/messages", response_model=ChatReply)
@@ -70,11 +85,25 @@ async def say(session: SessionId, body: SayRequest, request: Request) -> ChatRep
         event = TextIn(text=body.text.strip())
     else:
         raise HTTPException(status_code=422, detail="send 'text' or 'choice'")
+    # Requests for an agent are limited per address and per chat: scripts must not fill the
+    # agents' queue. Asked before the turn, counted only when the turn queued one.
+    limits, ip = rates(request), client_ip(request)
+    allowed = await limits.test("handoffs", ip, session) is None
     try:
         # One load and one save: the turn itself finds out whether the session exists.
-        reply = await runtime.service.handle(key, event, existing_only=True)
+        reply = await runtime.service.handle(
+            key, event, existing_only=True, handoffs_allowed=allowed
+        )
     except UnknownConversation:
-        raise HTTPException(status_code=404, detail="unknown chat session") from None
+        if not _issued(request, session):
+            raise HTTPException(status_code=404, detail="unknown chat session") from None
+        # The chat's first message: the greeting it saw is stored now, then the message.
+        await runtime.service.handle(key, StartIn())
+        reply = await runtime.service.handle(
+            key, event, existing_only=True, handoffs_allowed=allowed
+        )
+    if reply.handoff is not None:
+        await limits.hit("handoffs", ip, session)
     return _chat_reply(session, reply)
 
 
@@ -95,6 +124,18 @@ def _shown(line: StoredMessage) -> dict[str, Any]:
     if line.direction == "in":
         return {"type": "text", "text": line.text, "id": line.id, "sender": line.sender}
     return {**line.body, "id": line.id, "sender": line.sender}
+
+
+def _mac(request: Request, nonce: str) -> str:
+    """22 characters of HMAC-SHA256 over the nonce: the session id is ours, not made up."""
+    key: bytes = request.app.state.chat_key
+    digest = hmac.new(key, nonce.encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _issued(request: Request, session: str) -> bool:
+    nonce, mac = session[:-22], session[-22:]
+    return len(session) == 44 and hmac.compare_digest(_mac(request, nonce), mac)
 
 
 def _key(session: str) -> ConversationKey:

@@ -250,6 +250,9 @@ agents: Final = sa.Table(
     sa.Column("display_name", sa.String(255), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("disabled", sa.Boolean(), nullable=False),
+    # Wrong passwords in a row (growing delays, then a lockout an admin lifts; migration 0005).
+    sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_failed_at", UtcDateTime(), nullable=True),
     sa.UniqueConstraint("name"),
 )
 
@@ -268,6 +271,20 @@ agent_tokens: Final = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("last_used_at", UtcDateTime(), nullable=True),
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    sa.Column("expires_at", UtcDateTime(), nullable=True),  # NULL: tokens made before 0005
     sa.UniqueConstraint("token_hash"),
+    sa.Index(None, "agent_id"),
+)
+
+# Console sign-ins, so that logging out (or disabling the agent) ends one on the server: the
+# signed cookie names a row here, and a revoked or expired row is no session.
+console_sessions: Final = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # random, in the signed cookie
+    sa.Column("agent_id", Id, sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
     sa.Index(None, "agent_id"),
 )

@@ -362,6 +362,7 @@ class FakeLineApi:
         app.router.add_post("/v2/bot/message/reply", self._handle)
         app.router.add_post("/v2/bot/message/push", self._handle)
         app.router.add_post("/v2/bot/chat/loading/start", self._handle)
+        app.router.add_get("/v2/bot/info", self._bot_info)
         app.router.add_get("/_fake/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -370,6 +371,19 @@ class FakeLineApi:
         server = site._server
         if self.port == 0 and server is not None and hasattr(server, "sockets"):
             self.port = server.sockets[0].getsockname()[1]
+
+    async def _bot_info(self, request: web.Request) -> web.Response:
+        """GET /v2/bot/info: whose webhooks carry `destination` BOT_USER_ID."""
+        if request.headers.get("Authorization") != f"Bearer {self.access_token}":
+            return web.json_response({"message": "Authentication failed"}, status=401)
+        info = {
+            "userId": BOT_USER_ID,
+            "basicId": "@123abcde",
+            "displayName": "yarigai",
+            "chatMode": "bot",
+            "markAsReadMode": "auto",
+        }
+        return web.json_response(info)
 
     async def _handle(self, request: web.Request) -> web.Response:
         operation = _PATHS[request.path]

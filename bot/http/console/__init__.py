@@ -21,6 +21,7 @@ from bot.config import Settings
 from bot.http.console import api, events, pages
 from bot.http.console.auth import SignInRequired
 from bot.http.console.feed import ConsoleFeed
+from bot.http.console.pages import SESSION_HOURS
 from bot.store import AgentStore
 from bot.wiring import Runtime
 
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 CONSOLE_PATH: Final = "/console"
 SESSION_COOKIE: Final = "yarigai_console"
-SESSION_HOURS: Final = 12  # one working day; agents sign in again the next
 
 
 @dataclass
