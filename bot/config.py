@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=None, description="Signs console session cookies; random per process if unset."
     )
 
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="GET /metrics needs `Authorization: Bearer <this>`; unset, /metrics is off.",
+    )
+
     # Rates (the `limits` library's notation: "10/minute", "3/hour", "5 per 15 seconds")
     redis_url: str = Field(
         default="",

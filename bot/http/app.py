@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -128,8 +129,28 @@ def create_app(
             )
         return JSONResponse({"status": "ready", "flows": sorted(runtime.flows)})
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if not metrics_token:
+        log.info("/metrics is off: set METRICS_TOKEN to scrape it")
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        include_in_schema=False,
+    )
     async def metrics(request: Request) -> Response:
+        """Prometheus metrics, for a scraper holding METRICS_TOKEN (they tell how many
+        conversations and handoffs there are: not for anyone who asks)."""
+        if not metrics_token:
+            return JSONResponse({"error": "not_found", "message": "Not Found"}, status_code=404)
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {metrics_token}".encode()):
+            return JSONResponse(
+                {"error": "unauthorized", "message": "a valid metrics token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         runtime: Runtime = request.app.state.runtime
         health = await runtime.store.inbox_health()
         runtime.metrics.set_inbox(health.pending, _oldest_wait(health), health.failed)
