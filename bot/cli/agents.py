@@ -31,12 +31,15 @@ def agents() -> None:
 @agents.command()
 @click.argument("name")
 @click.option("--display-name", default=None, help="Shown to users as the sender (default NAME).")
+@click.option(
+    "--admin", is_flag=True, help="May export and delete users' data through the agent API."
+)
 @click.password_option(
     "--password",
     prompt="Password",
     help="Prompted for (hidden, twice) when not given; prefer the prompt over the shell history.",
 )
-def add(name: str, display_name: str | None, password: str) -> None:
+def add(name: str, display_name: str | None, admin: bool, password: str) -> None:
     """Create an agent account NAME that can sign in to /console."""
     from bot.http.console.auth import hash_password
 
@@ -44,8 +47,11 @@ def add(name: str, display_name: str | None, password: str) -> None:
     if len(password) < MIN_PASSWORD:
         _fail(f"the password needs at least {MIN_PASSWORD} characters")
     hashed = hash_password(password)
-    agent = _run(lambda s: s.add(name, password_hash=hashed, display_name=display_name or name))
-    click.echo(f"added agent {agent.name} ({agent.display_name})")
+    agent = _run(
+        lambda s: s.add(name, password_hash=hashed, display_name=display_name or name, admin=admin)
+    )
+    role = ", admin" if agent.admin else ""
+    click.echo(f"added agent {agent.name} ({agent.display_name}{role})")
 
 
 @agents.command()

@@ -156,10 +156,12 @@ def _attach_groups() -> None:
     from bot.cli.agents import agents
     from bot.cli.flows import flows
     from bot.cli.nlu import nlu
+    from bot.cli.users import users
 
     main.add_command(flows)
     main.add_command(agents)
     main.add_command(nlu)
+    main.add_command(users)
 
 
 _attach_groups()

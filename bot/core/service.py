@@ -23,7 +23,9 @@ from bot.errors import StoreError
 from bot.metrics import Metrics
 from bot.models import (
     Channel,
+    Choice,
     ChoiceIn,
+    ChoicesOut,
     Classified,
     ConversationKey,
     ConversationState,
@@ -89,6 +91,24 @@ HANDOFF_BUSY: Final = (
     "しばらく時間をおいてから、もう一度お試しください。"
 )
 """Said instead of queueing a handoff the edge refused (`handle(handoffs_allowed=False)`)."""
+FORGET_COMMAND: Final = "forget"
+"""The flow command that asks for the user's data to be deleted (「データを削除して」)."""
+FORGET_STATE: Final = "__forget__"
+FORGET_YES: Final = "__forget_yes__"
+FORGET_NO: Final = "__forget_no__"
+FORGET_QUESTION: Final = ChoicesOut(
+    text=(
+        "これまでの会話の記録（回答・やりとり・担当者とのお話）をすべて削除します。"
+        "削除すると元に戻せません。よろしいですか？"
+    ),
+    state=FORGET_STATE,
+    choices=(Choice(id=FORGET_YES, label="削除する"), Choice(id=FORGET_NO, label="削除しない")),
+)
+FORGOTTEN: Final = (
+    "記録をすべて削除しました。ご利用ありがとうございました。"
+    "また話したくなったら、いつでも声をかけてください。"
+)
+FORGET_KEPT: Final = "わかりました。削除はしていません。続きからどうぞ。"
 _INTERACTIVE: Final = frozenset({Channel.WEB, Channel.CLI})
 TURNS_PER_BATCH = 64
 """Turns of different conversations saved in one transaction at most. Under load a batch
@@ -157,6 +177,12 @@ class ConversationService:
         """
         if isinstance(event, LeftIn | JoinedGroupIn):
             return await self._outside_turn(key, event, inbox_id=inbox_id)
+        if (
+            isinstance(event, ChoiceIn)
+            and event.state == FORGET_STATE
+            and event.choice == FORGET_YES
+        ):
+            return await self._forget(key, inbox_id=inbox_id)
         started = time.perf_counter()
         lock = self._locks.get(key)
         if lock is None:
@@ -199,6 +225,19 @@ class ConversationService:
             return Reply(conversation_id=0, messages=(), mode=Mode.BOT)
         # A group chat: said once, by the channel (no conversation is kept for a group).
         return Reply(conversation_id=0, messages=(TextOut(text=GROUP_NOTE),), mode=Mode.BOT)
+
+    async def _forget(self, key: ConversationKey, *, inbox_id: int | None) -> Reply:
+        """The user confirmed 「データを削除して」: everything kept about them is deleted (the
+        audit log records that it was), and they are told so."""
+        if inbox_id is not None and not await self.store.claim_event(inbox_id):
+            raise AlreadyHandled(inbox_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            counts = await self.store.forget_user(key, who="user")
+        log.info("a %s user's data was deleted at their request (%s)", key.channel.value, counts)
+        return Reply(
+            conversation_id=0, messages=(TextOut(text=FORGOTTEN),), mode=Mode.BOT, forgotten=True
+        )
 
     def engine_for(self, stored: StoredConversation | None) -> Engine:
         if stored is not None and stored.state.flow in self.engines:
@@ -318,6 +357,18 @@ class ConversationService:
             previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
         turn = engine.advance(previous, event)
         handoff = next((e for e in turn.effects if isinstance(e, HandoffRequested)), None)
+        if _asks_to_forget(engine, event, turn):
+            # Confirmed first: the conversation stays where it was until the user says yes.
+            kept = stored.state if stored else turn.conversation
+            turn = Turn(conversation=kept, messages=(FORGET_QUESTION,))
+            handoff = None
+        elif isinstance(event, ChoiceIn) and event.state == FORGET_STATE:
+            # "No": the engine re-asks the question the user was at (as for an old button).
+            stale = engine.spec.texts.stale_button
+            again = tuple(
+                m for m in turn.messages if not (isinstance(m, TextOut) and m.text == stale)
+            )
+            turn = turn.model_copy(update={"messages": (TextOut(text=FORGET_KEPT), *again)})
         if handoff is not None and not ask.handoffs_allowed:
             kept = stored.state if stored else engine.advance(None, StartIn()).conversation
             turn = Turn(conversation=kept, messages=(TextOut(text=HANDOFF_BUSY),))
@@ -440,6 +491,15 @@ def _outbound_entries(
         TranscriptEntry(direction="out", sender="bot", text=outbound_text(m), body=body)
         for m, body in zip(said, bodies, strict=True)
     ]
+
+
+def _asks_to_forget(engine: Engine, event: Event, turn: Turn) -> bool:
+    """The flow's `forget` command, typed (understood) or tapped (a rich menu's item)."""
+    if engine.spec.command(FORGET_COMMAND) is None:
+        return False
+    if isinstance(event, ChoiceIn):
+        return event.choice == FORGET_COMMAND
+    return any(isinstance(e, Classified) and e.intents == (FORGET_COMMAND,) for e in turn.effects)
 
 
 def _inbound_entry(event: Event) -> TranscriptEntry | None:

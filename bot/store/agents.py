@@ -30,6 +30,7 @@ class Agent:
     disabled: bool
     failed_logins: int = 0  # wrong passwords in a row
     last_failed_at: datetime | None = None
+    admin: bool = False  # may export and delete users' data through the agent API
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +49,13 @@ class AgentStore:
         self._engine = engine
 
     async def add(
-        self, name: str, *, password_hash: str, display_name: str, now: datetime | None = None
+        self,
+        name: str,
+        *,
+        password_hash: str,
+        display_name: str,
+        admin: bool = False,
+        now: datetime | None = None,
     ) -> Agent:
         a = agents.c
         async with begin(self._engine) as connection:
@@ -61,6 +68,7 @@ class AgentStore:
                         display_name=display_name,
                         created_at=now_or(now),
                         disabled=False,
+                        admin=admin,
                     )
                     .on_conflict_do_nothing(index_elements=[a.name])
                     .returning(*agents.c)
@@ -290,6 +298,7 @@ def _agent(row: sa.RowMapping) -> Agent:
         disabled=bool(row["disabled"]),
         failed_logins=row["failed_logins"],
         last_failed_at=row["last_failed_at"],
+        admin=bool(row["admin"]),
     )
 
 

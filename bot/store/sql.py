@@ -5,8 +5,9 @@ from __future__ import annotations
 from bot.store.conversations import Conversations
 from bot.store.inbox import Inbox
 from bot.store.outbox import Outbox
+from bot.store.users import Users
 
 
-class SqlStore(Conversations, Inbox, Outbox):
+class SqlStore(Conversations, Inbox, Outbox, Users):
     """Conversations, the inbox and the outbox on SQLite or PostgreSQL; each method is one
     transaction (handoffs and agents have their own stores on the same engine)."""

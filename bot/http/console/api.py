@@ -27,7 +27,7 @@ from bot.http.console.views import (
     line_view,
 )
 from bot.http.errors import http_error
-from bot.models import outbound_text
+from bot.models import Channel, ConversationKey, outbound_text
 from bot.store import Agent, Handoff, HandoffStatus
 
 if TYPE_CHECKING:
@@ -156,6 +156,54 @@ async def release(request: Request, handoff_id: HandoffId, agent: TokenAgent) ->
     return ReleaseOut(
         handoff=handoff_view(handoff), resumed_with=[outbound_text(m) for m in reply.messages]
     )
+
+
+# ---------------------------------------------------------------- users' data (admins)
+
+UserChannel = Annotated[Literal["web", "line", "slack", "cli"], Path(description="The channel.")]
+UserAddress = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9:._-]{1,255}$",
+        description="The user's address on the channel (LINE user id, Slack DM channel, web chat session).",
+    ),
+]
+_ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Only admin agents (`yarigai agents add --admin`) may."}
+}
+
+
+class ForgetOut(BaseModel):
+    conversations: int = Field(description="Conversations deleted (0 or 1).")
+    transcript: int = Field(description="Transcript lines deleted with it.")
+    inbox: int = Field(description="Inbound events blanked (kept as seen, without content).")
+
+
+@router.get("/users/{channel}/{address}", response_model=dict[str, Any], responses=_ADMIN_ONLY)
+async def export_user(
+    request: Request, channel: UserChannel, address: UserAddress, agent: TokenAgent
+) -> dict[str, Any]:
+    """Everything stored about one user (APPI disclosure); recorded in the audit log."""
+    _admin(agent)
+    key = ConversationKey(channel=Channel(channel), address=address)
+    return await _runtime(request).store.export_user(key, who=f"agent:{agent.name}")
+
+
+@router.delete("/users/{channel}/{address}", response_model=ForgetOut, responses=_ADMIN_ONLY)
+async def forget_user(
+    request: Request, channel: UserChannel, address: UserAddress, agent: TokenAgent
+) -> ForgetOut:
+    """Delete everything stored about one user (APPI deletion); only the audit entry stays."""
+    _admin(agent)
+    key = ConversationKey(channel=Channel(channel), address=address)
+    counts = await _runtime(request).store.forget_user(key, who=f"agent:{agent.name}")
+    return ForgetOut(**counts)
+
+
+def _admin(agent: Agent) -> None:
+    if not agent.admin:
+        problem = Problem(error="forbidden", message="only admin agents may")
+        raise HTTPException(status_code=403, detail=problem.model_dump(exclude_none=True))
 
 
 def _runtime(request: Request) -> Runtime:
