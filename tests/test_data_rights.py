@@ -202,7 +202,7 @@ def test_admin_routes_of_the_agent_api(tmp_path: Path) -> None:
         app.say(session, "会計をやってます")
         url = f"/api/v1/users/web/{session}"
         refused = app.client.get(url, headers=app.api("hanako"))
-        assert refused.status_code == 403 and refused.json()["detail"]["error"] == "forbidden"
+        assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
         assert app.client.delete(url, headers=app.api("hanako")).status_code == 403
 
         agents = AgentStore(engine=app.runtime.store.engine)

@@ -220,3 +220,18 @@ def test_limits_are_shared_through_redis_when_configured(tmp_path: Path) -> None
         # The third call, to either process, is over the shared limit.
         refused = one.client.get("/api/v1/me", headers=one.api("hanako"))
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+
+def test_ids_past_the_database_are_refused_not_a_500(tmp_path: Path) -> None:
+    with agent_app(tmp_path) as app:
+        app.add_agent("hanako", "花子")
+        for method, path in (
+            ("POST", "/api/v1/handoffs/123456789012345678901/claim"),
+            ("GET", "/api/v1/handoffs/9223372036854775808"),
+        ):
+            answer = app.client.request(method, path, headers=app.api("hanako"))
+            assert answer.status_code == 422, (path, answer.text)
+            assert answer.json()["error"] == "invalid" and answer.json()["details"]
+        biggest = app.client.get("/api/v1/handoffs/9223372036854775807", headers=app.api("hanako"))
+        assert biggest.status_code == 404
+        assert biggest.json() == {"error": "not_found", "message": "no such handoff"}

@@ -15,6 +15,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from bot.channels.line.adapter import WEBHOOK_PATH, LineAdapter, LineChannel
@@ -31,7 +33,7 @@ from bot.errors import BotError, StoreError
 from bot.http import console, web_chat
 from bot.http.asgi import App, add_post, answer, header, read_body
 from bot.http.console.feed import ConsoleFeed
-from bot.http.errors import http_error
+from bot.http.errors import Problem, http_error, problem
 from bot.http.rates import Rates
 from bot.models import Mode
 from bot.records import InboxHealth
@@ -160,20 +162,46 @@ def create_app(
         )
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    # One error shape for every JSON answer (`bot.http.errors.Problem`).
+    @app.exception_handler(StarletteHTTPException)
+    async def http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path; a path served by
+            # several routes (GET and POST apart) allows them all.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse(
+            problem(exc.status_code, exc.detail), status_code=exc.status_code, headers=headers
+        )
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own answer, but scrubbed: it echoes the input, and a lone surrogate in it
+        # FastAPI's own errors, but scrubbed: they echo the input, and a lone surrogate in it
         # could not even be encoded (a 500 instead of the 422).
-        detail = scrub_json(jsonable_encoder(exc.errors()))
-        return JSONResponse({"detail": detail}, status_code=422)
+        details = scrub_json(jsonable_encoder(exc.errors()))
+        body = Problem(
+            error="invalid", message="the request does not match the schema", details=details
+        )
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=422)
 
     @app.exception_handler(BotError)
     async def bot_error(_: Request, exc: BotError) -> JSONResponse:
         log.error("request failed: %s", exc)
         answer = http_error(exc)
-        return JSONResponse({"error": answer.code}, status_code=answer.status)
+        body = Problem(error=answer.code, message=answer.message)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=answer.status)
 
     return app
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                allowed |= route.methods
+    return sorted(allowed)
 
 
 def _oldest_wait(health: InboxHealth) -> float:
@@ -216,4 +244,4 @@ async def _slack_events(request: Request) -> Response:
         except RecursionError:
             # Bolt parses the JSON before it checks the signature: nested thousands deep, no
             # Slack request is (and LINE's and ours get the same 400).
-            return JSONResponse({"error": "body is nested too deeply"}, status_code=400)
+            return JSONResponse(problem(400, "body is nested too deeply"), status_code=400)

@@ -11,32 +11,49 @@ import secrets
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from bot.core.ports import Reply
+from bot.http.errors import responses
 from bot.http.rates import client_ip, rates, too_many
 from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
 from bot.storable_text import require_storable
 from bot.store import UnknownConversation
 from bot.wiring import Runtime
 
-router = APIRouter()
+router = APIRouter(responses=responses(422, 503))
 
 # Session ids are unguessable: knowing one is what lets a browser read that conversation.
 SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
 
 
 # Refused, not scrubbed: the sender is our own page or a developer, and can send it again.
-Storable = Annotated[str, AfterValidator(require_storable)]
+Said = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2000, pattern=r"\S"),
+    AfterValidator(require_storable),
+]
+Short = Annotated[
+    str, StringConstraints(min_length=1, max_length=100), AfterValidator(require_storable)
+]
+Part = Annotated[str, StringConstraints(max_length=100), AfterValidator(require_storable)]
 
 
 class SayRequest(BaseModel):
-    text: Storable | None = Field(default=None, max_length=2000)
-    choice: Storable | None = Field(default=None, max_length=100)
-    state: Storable | None = Field(default=None, max_length=100)
-    label: Storable | None = Field(default=None, max_length=100)
+    """What the user wrote (`text`) or tapped (`choice`, with the question's `state` and the
+    button's `label`); one of `text` and `choice` is needed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["text"]}, {"required": ["choice"]}]}
+    )
+
+    text: Said | SkipJsonSchema[None] = None
+    choice: Short | SkipJsonSchema[None] = None
+    state: Part | SkipJsonSchema[None] = None
+    label: Part | SkipJsonSchema[None] = None
 
 
 class ChatReply(BaseModel):
@@ -86,7 +103,7 @@ def _hashes(html: str, tag: str) -> list[str]:
     ]
 
 
-@router.post("/api/chat/sessions", response_model=ChatReply)
+@router.post("/api/chat/sessions", response_model=ChatReply, responses=responses(429))
 async def start(request: Request) -> ChatReply:
     """A new chat and the bot's greeting. Nothing is stored yet: the conversation is created by
     its first message (a page load, or a script calling this in a loop, leaves no row)."""
@@ -105,7 +122,11 @@ async def start(request: Request) -> ChatReply:
     )
 
 
-@router.post("/api/chat/sessions/{session}/messages", response_model=ChatReply)
+@router.post(
+    "/api/chat/sessions/{session}/messages",
+    response_model=ChatReply,
+    responses=responses(400, 404, 413),
+)
 async def say(session: SessionId, body: SayRequest, request: Request) -> ChatReply:
     runtime: Runtime = request.app.state.runtime
     key = _key(session)
@@ -137,8 +158,16 @@ async def say(session: SessionId, body: SayRequest, request: Request) -> ChatRep
     return _chat_reply(session, reply)
 
 
-@router.get("/api/chat/sessions/{session}/messages", response_model=HistoryReply)
-async def history(session: SessionId, request: Request, after: int = 0) -> HistoryReply:
+@router.get(
+    "/api/chat/sessions/{session}/messages",
+    response_model=HistoryReply,
+    responses=responses(404),
+)
+async def history(
+    session: SessionId,
+    request: Request,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+) -> HistoryReply:
     """Messages after `after` (transcript id): how the page sees what an agent writes."""
     runtime: Runtime = request.app.state.runtime
     stored = await runtime.store.load(_key(session))

@@ -26,7 +26,7 @@ from bot.http.console.views import (
     handoff_view,
     line_view,
 )
-from bot.http.errors import http_error
+from bot.http.errors import Problem, http_error, responses
 from bot.models import Channel, ConversationKey, outbound_text
 from bot.store import Agent, Handoff, HandoffStatus
 
@@ -34,9 +34,16 @@ if TYPE_CHECKING:
     from bot.handoff.desk import HandoffDesk
     from bot.wiring import Runtime
 
-HandoffId = Annotated[int, Path(ge=1, description="The handoff's id.")]
+MAX_ID = 2**63 - 1  # the database's BIGINT: a larger id names nothing (404 would lie less
+# than a 500, the schema's bound says it before asking)
+HandoffId = Annotated[int, Path(ge=1, le=MAX_ID, description="The handoff's id.")]
 
-router = APIRouter(prefix="/api/v1", tags=["agents"], dependencies=[Depends(token_agent)])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["agents"],
+    dependencies=[Depends(token_agent)],
+    responses=responses(401, 422, 429, 503),
+)
 
 _STATUSES: dict[str, tuple[HandoffStatus, ...]] = {
     "open": (HandoffStatus.WAITING, HandoffStatus.CLAIMED),
@@ -45,11 +52,8 @@ _STATUSES: dict[str, tuple[HandoffStatus, ...]] = {
     "closed": (HandoffStatus.RELEASED, HandoffStatus.CANCELLED),
     "all": tuple(HandoffStatus),
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": "You do not hold this handoff."},
-    404: {"description": "No such handoff."},
-    409: {"description": "Someone else holds it (`agent`, `agent_name`), or it is closed."},
-}
+_ERRORS = responses(403, 404, 409)
+_WITH_BODY = responses(400, 413)
 
 
 class AgentOut(BaseModel):
@@ -70,13 +74,6 @@ class MessageOut(BaseModel):
 class ReleaseOut(BaseModel):
     handoff: HandoffView
     resumed_with: list[str] = Field(description="What the bot said to the user on resuming.")
-
-
-class Problem(BaseModel):
-    error: str
-    message: str
-    agent: str | None = None
-    agent_name: str | None = None
 
 
 @router.get("/me", response_model=AgentOut)
@@ -119,7 +116,7 @@ async def claim(request: Request, handoff_id: HandoffId, agent: TokenAgent) -> H
     "/handoffs/{handoff_id}/messages",
     response_model=MessageOut,
     status_code=201,
-    responses={**_ERRORS, 502: {"description": "Kept, but the user's channel refused it."}},
+    responses={**_ERRORS, **_WITH_BODY, **responses(502)},
 )
 async def send_message(
     request: Request, handoff_id: HandoffId, body: TextBody, agent: TokenAgent
@@ -133,7 +130,10 @@ async def send_message(
 
 
 @router.post(
-    "/handoffs/{handoff_id}/notes", response_model=MessageOut, status_code=201, responses=_ERRORS
+    "/handoffs/{handoff_id}/notes",
+    response_model=MessageOut,
+    status_code=201,
+    responses={**_ERRORS, **_WITH_BODY},
 )
 async def add_note(
     request: Request, handoff_id: HandoffId, body: TextBody, agent: TokenAgent
@@ -168,9 +168,7 @@ UserAddress = Annotated[
         description="The user's address on the channel (LINE user id, Slack DM channel, web chat session).",
     ),
 ]
-_ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
-    403: {"description": "Only admin agents (`yarigai agents add --admin`) may."}
-}
+_ADMIN_ONLY = responses(403)
 
 
 class ForgetOut(BaseModel):
