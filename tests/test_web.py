@@ -140,7 +140,9 @@ def test_text_no_store_can_keep_is_refused_and_the_chat_goes_on(client: TestClie
     lone = b'{"text": "\\ud800 hi"}'
     refused = client.post(url, content=lone, headers={"content-type": "application/json"})
     assert refused.status_code == 422
-    assert "U+0000 or a lone surrogate" in refused.text
+    assert refused.json()["error"] == "invalid"
+    nul = client.post(url, json={"text": "経理\u0000です"}).json()
+    assert "U+0000 or a lone surrogate" in str(nul["details"])
     assert client.post(url, json={"text": "経理です"}).status_code == 200
 
 

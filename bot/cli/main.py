@@ -43,6 +43,7 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
 
     settings = Settings()
     configure(settings.log_level, settings.log_format)
+    _require_flows(settings)
     try:
         load_flows(settings.flows_dir)  # refuse to start on a broken flow, with its file:line
     except BotError as exc:
@@ -120,6 +121,7 @@ def worker(nice: int, foreground_file: Path | None, shard: str, parent_pid: int 
         raise click.BadParameter(f"{shard!r} is not I/N with 1 <= I <= N", param_hint="--shard")
     settings = Settings()
     configure(settings.log_level, settings.log_format)
+    _require_flows(settings)
     try:
         asyncio.run(
             run(
@@ -150,6 +152,20 @@ def chat(user: str) -> None:
         sys.exit(1)
     except (EOFError, KeyboardInterrupt):
         click.echo()
+
+
+def _require_flows(settings: Settings) -> None:
+    """Refuse to start, saying what to set, when FLOWS_DIR holds no flows (e.g. `yarigai serve`
+    run outside the repository, whose flows/ it reads by default)."""
+    where = settings.flows_dir.resolve()
+    if not any(where.glob("*.yaml")):
+        click.echo(
+            f"refusing to start: no flow files (*.yaml) in {where}\n"
+            "Set FLOWS_DIR to the directory of the flows (the repository's flows/), "
+            "e.g. FLOWS_DIR=/path/to/yarigai/flows yarigai serve",
+            err=True,
+        )
+        sys.exit(1)
 
 
 def _attach_groups() -> None:
