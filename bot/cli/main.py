@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bot import tracing
 from bot.config import Settings
 from bot.errors import BotError
 from bot.logs import configure
@@ -43,6 +44,7 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
 
     settings = Settings()
     configure(settings.log_level, settings.log_format)
+    tracing.configure()
     _require_flows(settings)
     try:
         load_flows(settings.flows_dir)  # refuse to start on a broken flow, with its file:line
@@ -121,6 +123,7 @@ def worker(nice: int, foreground_file: Path | None, shard: str, parent_pid: int 
         raise click.BadParameter(f"{shard!r} is not I/N with 1 <= I <= N", param_hint="--shard")
     settings = Settings()
     configure(settings.log_level, settings.log_format)
+    tracing.configure()
     _require_flows(settings)
     try:
         asyncio.run(

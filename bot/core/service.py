@@ -53,6 +53,7 @@ from bot.store import (
     TurnWrite,
     UnknownConversation,
 )
+from bot.tracing import annotate, span
 
 log = logging.getLogger(__name__)
 
@@ -183,34 +184,37 @@ class ConversationService:
             and event.choice == FORGET_YES
         ):
             return await self._forget(key, inbox_id=inbox_id)
-        started = time.perf_counter()
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        async with lock:
-            outcome = await self._batches.submit(
-                _Ask(
-                    key=key,
-                    event=event,
-                    outbox=outbox,
-                    inbox_id=inbox_id,
-                    reply_token=reply_token,
-                    event_at=event_at,
-                    existing_only=existing_only,
-                    handoffs_allowed=handoffs_allowed,
+        # The turn's span: its ids go on every log line written while it runs.
+        with span("turn", inbox=inbox_id):
+            started = time.perf_counter()
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = asyncio.Lock()
+            async with lock:
+                outcome = await self._batches.submit(
+                    _Ask(
+                        key=key,
+                        event=event,
+                        outbox=outbox,
+                        inbox_id=inbox_id,
+                        reply_token=reply_token,
+                        event_at=event_at,
+                        existing_only=existing_only,
+                        handoffs_allowed=handoffs_allowed,
+                    )
                 )
-            )
-        if isinstance(outcome, BaseException):
-            raise outcome
-        reply, turn = outcome
-        channel = key.channel.value
-        if not isinstance(event, (StartIn, ResumeIn)):
-            self.metrics.messages_in.labels(channel=channel).inc()
-        self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
-        self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
-        for listener in self.listeners:
-            await listener(key, reply, turn)
-        return reply
+            if isinstance(outcome, BaseException):
+                raise outcome
+            reply, turn = outcome
+            annotate(conversation=reply.conversation_id or None)
+            channel = key.channel.value
+            if not isinstance(event, (StartIn, ResumeIn)):
+                self.metrics.messages_in.labels(channel=channel).inc()
+            self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
+            self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
+            for listener in self.listeners:
+                await listener(key, reply, turn)
+            return reply
 
     async def _outside_turn(
         self, key: ConversationKey, event: LeftIn | JoinedGroupIn, *, inbox_id: int | None

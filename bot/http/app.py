@@ -38,6 +38,7 @@ from bot.http.rates import Rates
 from bot.models import Mode
 from bot.records import InboxHealth
 from bot.storable_text import scrub_json
+from bot.tracing import span
 from bot.wiring import DEFAULT_CHANNELS, DEFAULT_JOBS, DEFAULT_TUNING, Runtime, build, role_of
 
 log = logging.getLogger(__name__)
@@ -220,9 +221,10 @@ async def _line_webhook(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         body = await read_body(receive, scope, line.max_body)
         client = scope["client"][0] if scope.get("client") else "?"
-        status, error = await line.acknowledge(
-            body, header(scope, SIGNATURE_HEADER.lower().encode()), client
-        )
+        with span("webhook line"):
+            status, error = await line.acknowledge(
+                body, header(scope, SIGNATURE_HEADER.lower().encode()), client
+            )
     except BotError as exc:
         log.error("LINE webhook failed: %s", exc)
         answer_ = http_error(exc)
@@ -238,7 +240,7 @@ async def _slack_events(request: Request) -> Response:
     if handler is None:  # the lifespan has not set the channel up (yet)
         return Response(status_code=503)
     runtime: Runtime = request.app.state.runtime
-    with runtime.worker.serving():
+    with runtime.worker.serving(), span("webhook slack"):
         try:
             return await handler.handle(request)
         except RecursionError:

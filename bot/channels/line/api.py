@@ -26,6 +26,7 @@ from pydantic.v1 import PrivateAttr
 from yarl import URL
 
 from bot.errors import ChannelError
+from bot.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,8 @@ class LineApi:
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
         try:
-            return await call()
+            with span(f"line {operation}"):
+                return await call()
         except ApiException as exc:
             raise _translate(operation, exc) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
