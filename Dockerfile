@@ -1,11 +1,16 @@
 # syntax=docker/dockerfile:1
-FROM python:3.11-slim AS build
+# The base image by exact version (add its digest, `@sha256:...`, where the registry is reachable).
+FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
+# The lock file first: its layer (every dependency, each file's hash checked) is reused until
+# the pins change.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir --prefix=/install --require-hashes -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install --no-deps .
 
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \

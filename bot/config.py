@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from limits import parse
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _rate(value: str) -> str:
+    parse(value)  # a ValueError naming the value when `limits` cannot read it
+    return value
+
+
+Rate = Annotated[str, AfterValidator(_rate)]
 
 
 class Settings(BaseSettings):
@@ -25,17 +34,29 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     public_url: str = Field(default="", description="Base URL users reach, for links in cards.")
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Larger bodies get 413 on every route but the LINE and Slack webhooks "
+        "(the web chat, console and agent APIs).",
+    )
 
     # LINE
     line_channel_secret: SecretStr | None = None
     line_channel_access_token: SecretStr | None = None
     line_api_base_url: str = "https://api.line.me"
     line_max_body_bytes: int = 1024 * 1024
+    line_bot_user_id: str = Field(
+        default="",
+        description="The channel's bot user id (U...): webhooks whose `destination` differs are "
+        "ignored. Empty: asked of LINE (GET /v2/bot/info) at start.",
+    )
 
     # Slack
     slack_signing_secret: SecretStr | None = None
     slack_bot_token: SecretStr | None = None
     slack_api_base_url: str = "https://slack.com/api/"
+    slack_max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     slack_agent_channel: str = ""
     slack_agent_users: str = Field(default="", description="Comma-separated Slack user ids.")
 
@@ -44,6 +65,30 @@ class Settings(BaseSettings):
     agent_hours: str = "Mon-Fri 09:00-18:00 Asia/Tokyo"
     session_secret: SecretStr | None = Field(
         default=None, description="Signs console session cookies; random per process if unset."
+    )
+
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="GET /metrics needs `Authorization: Bearer <this>`; unset, /metrics is off.",
+    )
+
+    # Rates (the `limits` library's notation: "10/minute", "3/hour", "5 per 15 seconds")
+    redis_url: str = Field(
+        default="",
+        description="redis://host:port/db: rate limits shared by every process; empty: each "
+        "process counts in memory.",
+    )
+    rate_chat_sessions: Rate = Field(default="20/minute", description="New web chats per IP.")
+    rate_handoffs: Rate = Field(
+        default="3/hour", description="Web chat requests for an agent per IP and per chat."
+    )
+    rate_login: Rate = Field(default="20/minute", description="Console sign-in tries per IP.")
+    rate_agent_api: Rate = Field(default="600/minute", description="Agent API calls per token.")
+    login_lockout_after: int = Field(
+        default=10,
+        ge=3,
+        description="Wrong passwords in a row that lock an agent's sign-in until "
+        "`yarigai agents unlock NAME` (from the third on, each try waits twice as long).",
     )
 
     # Data

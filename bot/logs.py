@@ -8,6 +8,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.tracing import TraceIds, ids_suffix
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -38,13 +40,21 @@ class RedactSessionIds(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """The readable line, then the ids of the turn or event it belongs to, if any."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record) + ids_suffix(record)
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RedactSessionIds())
+    handler.addFilter(TraceIds())  # trace, span, conversation and inbox ids on every line
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

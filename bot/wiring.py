@@ -29,13 +29,16 @@ from bot.core.service import ConversationService
 from bot.engine import Engine
 from bot.errors import FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
+from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.hours import AgentHours
 from bot.metrics import Metrics
 from bot.models import Channel
 from bot.nlu.classifier import build_understander, default_cache_dir
+from bot.nlu.understanding import Understander, Understanding
 from bot.store import SqlStore
 from bot.store.handoffs import HandoffStore
+from bot.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +204,7 @@ async def _build(
     jobs_tuning: JobsTuning,
 ) -> Runtime:
     metrics = Metrics()
-    nlu = build_understander(flows.values(), cache_dir=default_cache_dir())
+    nlu = _Traced(build_understander(flows.values(), cache_dir=default_cache_dir()))
     engines = {name: Engine(flow, understand=nlu) for name, flow in flows.items()}
     service = ConversationService(
         store=store,
@@ -282,3 +285,24 @@ async def _build(
         senders=senders,
         _exit=exit_stack,
     )
+
+
+class _Traced:
+    """The NLU in a span of its own (the engine stays pure: the span is put around it here)."""
+
+    def __init__(self, understand: Understander) -> None:
+        self._understand = understand
+
+    def __call__(
+        self,
+        text: str,
+        *,
+        choices: Sequence[ChoiceSpec],
+        commands: Sequence[CommandSpec],
+        multi: bool,
+        faqs: Sequence[FaqSpec] = (),
+    ) -> Understanding:
+        with span("nlu"):
+            return self._understand(
+                text, choices=choices, commands=commands, multi=multi, faqs=faqs
+            )

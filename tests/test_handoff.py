@@ -142,7 +142,7 @@ def test_two_agents_claiming_at_once_one_wins_and_the_other_learns_who(app: Agen
 
     assert sorted(a.status_code for a in answers) == [200, 409]
     winner = next(a for a in answers if a.status_code == 200).json()
-    loser = next(a for a in answers if a.status_code == 409).json()["detail"]
+    loser = next(a for a in answers if a.status_code == 409).json()
     assert loser["error"] == "already_claimed"
     assert (loser["agent"], loser["agent_name"]) == (winner["agent"], winner["agent_name"])
 
@@ -151,7 +151,7 @@ def test_only_the_holder_may_reply_or_release(app: AgentApp) -> None:
     handoff = app.waiting_handoff(app.web_user())
     url = f"/api/v1/handoffs/{handoff}"
     early = app.client.post(f"{url}/messages", json={"text": "やあ"}, headers=app.api("hanako"))
-    assert early.status_code == 403 and early.json()["detail"]["error"] == "not_holder"
+    assert early.status_code == 403 and early.json()["error"] == "not_holder"
     app.client.post(f"{url}/claim", headers=app.api("hanako"))
 
     assert app.client.post(f"{url}/release", headers=app.api("taro")).status_code == 403
@@ -160,7 +160,7 @@ def test_only_the_holder_may_reply_or_release(app: AgentApp) -> None:
     ).status_code == 403
     assert app.client.post(f"{url}/release", headers=app.api("hanako")).status_code == 200
     again = app.client.post(f"{url}/release", headers=app.api("hanako"))
-    assert again.status_code == 409 and again.json()["detail"]["error"] == "closed"
+    assert again.status_code == 409 and again.json()["error"] == "closed"
     assert (
         app.client.post("/api/v1/handoffs/999999/claim", headers=app.api("taro")).status_code == 404
     )
@@ -302,7 +302,7 @@ def test_a_failed_delivery_is_reported_and_kept(app: AgentApp) -> None:
 
     sent = app.client.post(f"{url}/messages", json={"text": "届くかな"}, headers=app.api("hanako"))
 
-    assert sent.status_code == 502 and sent.json()["detail"]["error"] == "delivery_failed"
+    assert sent.status_code == 502 and sent.json()["error"] == "delivery_failed"
     transcript = app.client.get(url, headers=app.api("hanako")).json()["transcript"]
     assert transcript[-1]["text"] == "届くかな"
 

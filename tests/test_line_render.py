@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fakes.line_api import SpecValidator, load_validator, require_spec
+from fakes.line_api import SdkValidator, SpecValidator, require_spec, validator_for
 
 from bot.channels.line.render import (
     MAX_QUICK_REPLIES,
@@ -23,21 +23,23 @@ from bot.models import CardField, CardOut, Choice, ChoiceIn, ChoicesOut, TextOut
 
 
 @pytest.fixture(scope="module")
-def spec() -> Iterator[SpecValidator]:
-    yield load_validator(require_spec() / "messaging-api.yml")
+def spec() -> Iterator[SpecValidator | SdkValidator]:
+    yield validator_for(require_spec(), "messaging-api.yml")
 
 
 def as_json(messages: list[Any]) -> list[dict[str, Any]]:
     return [m.to_dict() for m in messages]
 
 
-def valid(spec: SpecValidator, messages: list[dict[str, Any]]) -> None:
+def valid(spec: SpecValidator | SdkValidator, messages: list[dict[str, Any]]) -> None:
     for group in batches(messages):
         errors = spec.errors("PushMessageRequest", {"to": "U" + "0" * 32, "messages": group})
         assert errors == []
 
 
-def test_choices_become_postback_quick_replies_showing_the_label(spec: SpecValidator) -> None:
+def test_choices_become_postback_quick_replies_showing_the_label(
+    spec: SpecValidator | SdkValidator,
+) -> None:
     question = ChoicesOut(
         text="まず、いまのお仕事を教えてください。",
         state="ask_role",
@@ -55,7 +57,9 @@ def test_choices_become_postback_quick_replies_showing_the_label(spec: SpecValid
     ]
 
 
-def test_multi_select_marks_what_is_chosen_and_offers_done(spec: SpecValidator) -> None:
+def test_multi_select_marks_what_is_chosen_and_offers_done(
+    spec: SpecValidator | SdkValidator,
+) -> None:
     question = ChoicesOut(
         text="いま選んでいるのは「毎日同じことの繰り返し」です。",
         state="ask_frustrations",
@@ -74,7 +78,9 @@ def test_multi_select_marks_what_is_chosen_and_offers_done(spec: SpecValidator) 
     assert done["c"] == DONE
 
 
-def test_long_labels_are_clipped_but_the_tap_shows_them_whole(spec: SpecValidator) -> None:
+def test_long_labels_are_clipped_but_the_tap_shows_them_whole(
+    spec: SpecValidator | SdkValidator,
+) -> None:
     label = "とても長い選択肢のラベルで二十文字を超えてしまうもの"
     question = ChoicesOut(text="?", state="s", choices=(Choice(id="a", label=label),))
     [message] = as_json(render([question]))
@@ -84,7 +90,9 @@ def test_long_labels_are_clipped_but_the_tap_shows_them_whole(spec: SpecValidato
     assert action["displayText"] == label
 
 
-def test_more_than_thirteen_choices_keep_the_last_button(spec: SpecValidator) -> None:
+def test_more_than_thirteen_choices_keep_the_last_button(
+    spec: SpecValidator | SdkValidator,
+) -> None:
     choices = tuple(Choice(id=f"c{i}", label=f"選択{i}") for i in range(15))
     [message] = as_json(render([ChoicesOut(text="?", state="s", choices=choices)]))
     valid(spec, [message])
@@ -93,7 +101,9 @@ def test_more_than_thirteen_choices_keep_the_last_button(spec: SpecValidator) ->
     assert items[-1]["action"]["label"] == "選択14"
 
 
-def test_ids_too_long_for_postback_data_fall_back_to_a_message_action(spec: SpecValidator) -> None:
+def test_ids_too_long_for_postback_data_fall_back_to_a_message_action(
+    spec: SpecValidator | SdkValidator,
+) -> None:
     question = ChoicesOut(text="?", state="s" * 200, choices=(Choice(id="c" * 200, label="はい"),))
     [message] = as_json(render([question]))
     valid(spec, [message])
@@ -104,7 +114,7 @@ def test_ids_too_long_for_postback_data_fall_back_to_a_message_action(spec: Spec
     }
 
 
-def test_the_card_is_a_flex_bubble_with_alt_text(spec: SpecValidator) -> None:
+def test_the_card_is_a_flex_bubble_with_alt_text(spec: SpecValidator | SdkValidator) -> None:
     card = CardOut(
         title="あなたのやりがい相談まとめ",
         fields=(CardField(label="お仕事", value="経理"), CardField(label="空", value="")),
@@ -120,7 +130,7 @@ def test_the_card_is_a_flex_bubble_with_alt_text(spec: SpecValidator) -> None:
 
 
 def test_long_text_is_split_at_5000_utf16_units_without_breaking_emoji(
-    spec: SpecValidator,
+    spec: SpecValidator | SdkValidator,
 ) -> None:
     text = "あ" * 4999 + "😀" + "い" * 10  # the emoji is two units: it cannot end piece one
     pieces = split_text(text)
@@ -135,21 +145,23 @@ def test_splits_prefer_a_line_break_near_the_limit() -> None:
     assert len(split_text("x" * 12000)) == 3
 
 
-def test_a_long_question_keeps_its_buttons_on_the_last_piece(spec: SpecValidator) -> None:
+def test_a_long_question_keeps_its_buttons_on_the_last_piece(
+    spec: SpecValidator | SdkValidator,
+) -> None:
     question = ChoicesOut(text="か" * 6000, state="s", choices=(Choice(id="a", label="A"),))
     first, second = as_json(render([question]))
     valid(spec, [first, second])
     assert "quickReply" not in first and second["quickReply"]["items"]
 
 
-def test_more_than_five_messages_make_several_requests(spec: SpecValidator) -> None:
+def test_more_than_five_messages_make_several_requests(spec: SpecValidator | SdkValidator) -> None:
     messages = as_json(render([TextOut(text=str(i)) for i in range(12)]))
     groups = batches(messages)
     assert [len(g) for g in groups] == [5, 5, 2]
     valid(spec, messages)
 
 
-def test_a_sender_name_rides_on_every_message(spec: SpecValidator) -> None:
+def test_a_sender_name_rides_on_every_message(spec: SpecValidator | SdkValidator) -> None:
     messages = as_json(render([TextOut(text="a"), TextOut(text="b")], sender_name="担当 山田"))
     valid(spec, messages)
     assert [m["sender"] for m in messages] == [{"name": "担当 山田"}] * 2

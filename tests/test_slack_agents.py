@@ -374,7 +374,7 @@ def test_claims_from_slack_and_the_api_at_once_one_wins_the_other_learns_who(
         assert "*対応中:* 花子" in shown.shown_text() and shown.buttons() == []
     else:
         assert claim.status_code == 409
-        detail = claim.json()["detail"]
+        detail = claim.json()
         assert (detail["agent"], detail["agent_name"]) == (f"slack:{SATO}", "佐藤")
         assert holder.agent == f"slack:{SATO}" and agents.told(SATO) == []
     assert len(agents.cards()) == 2
@@ -389,7 +389,7 @@ def test_when_slack_claims_first_the_api_learns_who(agents: AgentChannel) -> Non
     )
 
     assert late.status_code == 409
-    detail = late.json()["detail"]
+    detail = late.json()
     assert (detail["error"], detail["agent"], detail["agent_name"]) == (
         "already_claimed",
         f"slack:{SATO}",

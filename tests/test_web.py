@@ -14,6 +14,8 @@ from bot.config import Settings
 from bot.http.app import create_app
 
 FLOWS = Path(__file__).parent / "flows"
+METRICS_TOKEN = "metrics-token-for-tests"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 @pytest.fixture
@@ -24,7 +26,10 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         (FLOWS / "mini.yaml").read_text(encoding="utf-8"), encoding="utf-8"
     )
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", flows_dir=flows, default_flow="mini"
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        flows_dir=flows,
+        default_flow="mini",
+        metrics_token=METRICS_TOKEN,
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -37,6 +42,12 @@ def _texts(reply: dict) -> list[str]:
 def test_page_is_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
+    # Framed by no one, and only its own inline script and style run (by their hashes).
+    policy = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+    assert policy.count("'sha256-") == 2 and "unsafe-inline" not in policy
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
     assert "やりがい相談チャット" in page.text
     assert "/api/chat/sessions" in page.text
 
@@ -100,11 +111,24 @@ def test_ops_endpoints(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["flows"] == ["mini"]
-    client.post("/api/chat/sessions", json={})
-    metrics = client.get("/metrics").text
-    assert 'yarigai_conversations{state="role"} 1.0' in metrics
+    session = client.post("/api/chat/sessions", json={}).json()["session"]
+    client.post(f"/api/chat/sessions/{session}/messages", json={"text": "会計をやってます"})
+    assert client.get("/metrics").status_code == 401
+    refused = client.get("/metrics", headers={"Authorization": "Bearer guess"})
+    assert refused.status_code == 401 and "yarigai_" not in refused.text
+    metrics = client.get("/metrics", headers=SCRAPER).text
+    assert 'yarigai_conversations{state="pains"} 1.0' in metrics
     assert "yarigai_handoffs_waiting 0.0" in metrics
     assert "yarigai_turn_seconds_bucket" in metrics
+
+
+def test_metrics_are_off_without_a_token(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", flows_dir=FLOWS, default_flow="mini"
+    )
+    with TestClient(create_app(settings)) as client:
+        answer = client.get("/metrics", headers={"Authorization": "Bearer "})
+        assert answer.status_code == 404 and "yarigai_" not in answer.text
 
 
 def test_text_no_store_can_keep_is_refused_and_the_chat_goes_on(client: TestClient) -> None:
@@ -116,7 +140,9 @@ def test_text_no_store_can_keep_is_refused_and_the_chat_goes_on(client: TestClie
     lone = b'{"text": "\\ud800 hi"}'
     refused = client.post(url, content=lone, headers={"content-type": "application/json"})
     assert refused.status_code == 422
-    assert "U+0000 or a lone surrogate" in refused.text
+    assert refused.json()["error"] == "invalid"
+    nul = client.post(url, json={"text": "経理\u0000です"}).json()
+    assert "U+0000 or a lone surrogate" in str(nul["details"])
     assert client.post(url, json={"text": "経理です"}).status_code == 200
 
 
@@ -128,6 +154,7 @@ def test_readyz_and_metrics_report_an_inbox_that_is_not_draining(tmp_path: Path)
         default_flow="mini",
         worker_mode="separate",
         inbox_stall_seconds=60,
+        metrics_token=METRICS_TOKEN,
     )
     with TestClient(create_app(settings)) as client:
         store = client.app.state.runtime.store  # type: ignore[attr-defined]
@@ -153,7 +180,7 @@ def test_readyz_and_metrics_report_an_inbox_that_is_not_draining(tmp_path: Path)
         assert ready.status_code == 503
         assert ready.json()["status"] == "inbox not draining"
         assert ready.json()["oldest_pending_seconds"] >= 90
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers=SCRAPER).text
         assert "yarigai_inbox_pending 2.0" in metrics
         assert "yarigai_inbox_failed 0.0" in metrics
         oldest = next(

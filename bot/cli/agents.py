@@ -6,6 +6,7 @@ import asyncio
 import re
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Final, NoReturn, TypeVar
 
 import click
@@ -17,6 +18,7 @@ from bot.store import AgentStore, SqlStore
 NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 """Agent names are short ASCII ids: they appear in URLs, logs and the mode-change record."""
 MIN_PASSWORD: Final = 10
+TOKEN_DAYS: Final = 90
 
 T = TypeVar("T")
 
@@ -29,12 +31,15 @@ def agents() -> None:
 @agents.command()
 @click.argument("name")
 @click.option("--display-name", default=None, help="Shown to users as the sender (default NAME).")
+@click.option(
+    "--admin", is_flag=True, help="May export and delete users' data through the agent API."
+)
 @click.password_option(
     "--password",
     prompt="Password",
     help="Prompted for (hidden, twice) when not given; prefer the prompt over the shell history.",
 )
-def add(name: str, display_name: str | None, password: str) -> None:
+def add(name: str, display_name: str | None, admin: bool, password: str) -> None:
     """Create an agent account NAME that can sign in to /console."""
     from bot.http.console.auth import hash_password
 
@@ -42,24 +47,50 @@ def add(name: str, display_name: str | None, password: str) -> None:
     if len(password) < MIN_PASSWORD:
         _fail(f"the password needs at least {MIN_PASSWORD} characters")
     hashed = hash_password(password)
-    agent = _run(lambda s: s.add(name, password_hash=hashed, display_name=display_name or name))
-    click.echo(f"added agent {agent.name} ({agent.display_name})")
+    agent = _run(
+        lambda s: s.add(name, password_hash=hashed, display_name=display_name or name, admin=admin)
+    )
+    role = ", admin" if agent.admin else ""
+    click.echo(f"added agent {agent.name} ({agent.display_name}{role})")
 
 
 @agents.command()
 @click.argument("name")
 @click.option("--label", default="", help="What the token is for, e.g. the tool using it.")
-def token(name: str, label: str) -> None:
-    """Create an API token for NAME and print it (it is shown only this once)."""
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=TOKEN_DAYS,
+    show_default=True,
+    help="The token stops working after this many days.",
+)
+@click.option("--revoke", is_flag=True, help="Revoke NAME's tokens instead of making one.")
+def token(name: str, label: str, days: int, revoke: bool) -> None:
+    """Create an API token for NAME and print it (it is shown only this once); with --revoke,
+    end every token NAME has."""
+    if revoke:
+        revoked = _run(lambda s: s.revoke_tokens(name))
+        click.echo(f"revoked {revoked} token(s) of {name}")
+        return
     from bot.http.console.auth import new_token
 
     secret, hashed = new_token()
-    _run(lambda s: s.add_token(name, token_hash=hashed, label=label))
+    expires = datetime.now(UTC) + timedelta(days=days)
+    _run(lambda s: s.add_token(name, token_hash=hashed, label=label, expires_at=expires))
     click.echo(secret)
     click.echo(
-        "Use it as 'Authorization: Bearer <token>'; only its hash is stored, so keep it now.",
+        f"Use it as 'Authorization: Bearer <token>' until {expires:%Y-%m-%d %H:%M} UTC; only "
+        "its hash is stored, so keep it now.",
         err=True,
     )
+
+
+@agents.command()
+@click.argument("name")
+def unlock(name: str) -> None:
+    """Lift NAME's sign-in lockout (and delays) after wrong passwords."""
+    _run(lambda s: s.unlock(name))
+    click.echo(f"unlocked agent {name}")
 
 
 @agents.command(name="list")

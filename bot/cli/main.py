@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bot import tracing
 from bot.config import Settings
 from bot.errors import BotError
 from bot.logs import configure
@@ -43,6 +44,8 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
 
     settings = Settings()
     configure(settings.log_level, settings.log_format)
+    tracing.configure()
+    _require_flows(settings)
     try:
         load_flows(settings.flows_dir)  # refuse to start on a broken flow, with its file:line
     except BotError as exc:
@@ -112,6 +115,8 @@ def worker(nice: int, foreground_file: Path | None, parent_pid: int | None) -> N
 
     settings = Settings()
     configure(settings.log_level, settings.log_format)
+    tracing.configure()
+    _require_flows(settings)
     try:
         asyncio.run(
             run(
@@ -157,14 +162,30 @@ def _remove_stale_boards() -> None:
             path.unlink(missing_ok=True)
 
 
+def _require_flows(settings: Settings) -> None:
+    """Refuse to start, saying what to set, when FLOWS_DIR holds no flows (e.g. `yarigai serve`
+    run outside the repository, whose flows/ it reads by default)."""
+    where = settings.flows_dir.resolve()
+    if not any(where.glob("*.yaml")):
+        click.echo(
+            f"refusing to start: no flow files (*.yaml) in {where}\n"
+            "Set FLOWS_DIR to the directory of the flows (the repository's flows/), "
+            "e.g. FLOWS_DIR=/path/to/yarigai/flows yarigai serve",
+            err=True,
+        )
+        sys.exit(1)
+
+
 def _attach_groups() -> None:
     from bot.cli.agents import agents
     from bot.cli.flows import flows
     from bot.cli.nlu import nlu
+    from bot.cli.users import users
 
     main.add_command(flows)
     main.add_command(agents)
     main.add_command(nlu)
+    main.add_command(users)
 
 
 _attach_groups()

@@ -24,6 +24,7 @@ from bot.models import Channel
 from bot.records import InboxEvent, NewEvent
 from bot.store import AlreadyHandled, SqlStore
 from bot.store.notify import InboxBell
+from bot.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,10 @@ class Worker:
         """Run `event`; False when it is to be tried again (a store error)."""
         if event.processed_at is not None:
             return True
+        with span(f"event {event.channel}", inbox=event.id):
+            return await self._run(event)
+
+    async def _run(self, event: InboxEvent) -> bool:
         handler = self.handlers.get(event.channel)
         if handler is None:
             log.warning("no handler for %s event %s; left for later", event.channel, event.id)

@@ -45,7 +45,7 @@ class Jobs:
         days = self.retention_days
         purged = await self.store.purge_inactive(datetime.now(UTC) - timedelta(days=days))
         if purged:
-            log.info("deleted %d conversations of users gone over %d days", purged, days)
+            log.info("deleted %d conversations idle or left over %d days", purged, days)
 
     async def _every(self, seconds: float, first: float) -> None:
         await asyncio.sleep(first)

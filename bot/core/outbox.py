@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from bot.core.group_commit import GroupCommit
 from bot.core.leases import LeaseKeeper, conversation_lease
 from bot.core.ports import Attempt, Courier, Reply
-from bot.errors import DeliveryFailed
+from bot.errors import ChannelError, DeliveryFailed
 from bot.metrics import Metrics
 from bot.models import Channel, ConversationKey, Message, Outbound
 from bot.records import OutboxItem
@@ -124,6 +125,9 @@ class Outbox:
     ) -> None:
         """A turn's reply, right after it is saved, unless older replies of its conversation
         are still waiting: then it waits its turn behind them."""
+        if reply.forgotten and reply.messages and key.channel in self.couriers:
+            await self._deliver_once(reply, key, reply_token=reply_token, event_at=event_at)
+            return
         if reply.outbox_id is None or key.channel not in self.couriers:
             return
         item = OutboxItem(
@@ -148,6 +152,34 @@ class Outbox:
         if not delivered:
             await self._held([item])  # the turn's worker holds it: kept while behind
             self._fall_behind({item.conversation_id})
+
+    async def _deliver_once(
+        self,
+        reply: Reply,
+        key: ConversationKey,
+        *,
+        reply_token: str | None,
+        event_at: datetime | None,
+    ) -> None:
+        """The last words to a user whose data was just deleted: no outbox row may outlive the
+        deletion, so they go out once, now (an id of their own keeps LINE's retry keys apart)."""
+        item = OutboxItem(
+            id=-time.time_ns(),
+            conversation_id=0,
+            channel=key.channel,
+            address=key.address,
+            payload=[],
+            status="pending",
+            attempts=0,
+            last_error=None,
+            created_at=datetime.now(UTC),
+            reply_token=reply_token,
+            event_at=event_at,
+        )
+        try:
+            await self.couriers[key.channel].deliver(item, reply.messages, Attempt(first=True))
+        except ChannelError as error:
+            log.warning("the deletion notice was not delivered: %s", error)
 
     async def sweep(self) -> None:
         """Catch up on pending items nobody is delivering (a round cut short unnoticed)."""

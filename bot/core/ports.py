@@ -57,6 +57,7 @@ class Reply:
     outbox_id: int | None = None
     heard: str | None = None  # the user's words this turn, as kept in the transcript
     last_id: int = 0  # the newest transcript line the turn wrote (web chat polling)
+    forgotten: bool = False  # the user's data was deleted: `messages` go out without an outbox
 
 
 class Handled(StrEnum):

@@ -23,7 +23,9 @@ from bot.errors import StoreError
 from bot.metrics import Metrics
 from bot.models import (
     Channel,
+    Choice,
     ChoiceIn,
+    ChoicesOut,
     Classified,
     ConversationKey,
     ConversationState,
@@ -51,6 +53,7 @@ from bot.store import (
     TurnWrite,
     UnknownConversation,
 )
+from bot.tracing import annotate, span
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,29 @@ KIND_LINES: Final = {
     "file": "（ファイル）",
     "location": "（位置情報）",
 }
+HANDOFF_BUSY: Final = (
+    "ただいま担当者へのお申し込みが続いているため、受け付けられませんでした。"
+    "しばらく時間をおいてから、もう一度お試しください。"
+)
+"""Said instead of queueing a handoff the edge refused (`handle(handoffs_allowed=False)`)."""
+FORGET_COMMAND: Final = "forget"
+"""The flow command that asks for the user's data to be deleted (「データを削除して」)."""
+FORGET_STATE: Final = "__forget__"
+FORGET_YES: Final = "__forget_yes__"
+FORGET_NO: Final = "__forget_no__"
+FORGET_QUESTION: Final = ChoicesOut(
+    text=(
+        "これまでの会話の記録（回答・やりとり・担当者とのお話）をすべて削除します。"
+        "削除すると元に戻せません。よろしいですか？"
+    ),
+    state=FORGET_STATE,
+    choices=(Choice(id=FORGET_YES, label="削除する"), Choice(id=FORGET_NO, label="削除しない")),
+)
+FORGOTTEN: Final = (
+    "記録をすべて削除しました。ご利用ありがとうございました。"
+    "また話したくなったら、いつでも声をかけてください。"
+)
+FORGET_KEPT: Final = "わかりました。削除はしていません。続きからどうぞ。"
 _INTERACTIVE: Final = frozenset({Channel.WEB, Channel.CLI})
 TURNS_PER_BATCH = 64
 """Turns of different conversations saved in one transaction at most. Under load a batch
@@ -137,9 +163,12 @@ class ConversationService:
         reply_token: str | None = None,
         event_at: datetime | None = None,
         existing_only: bool = False,
+        handoffs_allowed: bool = True,
     ) -> Reply:
         """Run one inbound event through the conversation (`existing_only`: raise
-        UnknownConversation, writing nothing, unless the conversation exists).
+        UnknownConversation, writing nothing, unless the conversation exists;
+        `handoffs_allowed` False: a request for an agent is answered with HANDOFF_BUSY and the
+        conversation stays where it was, as the web chat's rate limit wants).
 
         `outbox` queues the reply durably for a channel sender (with the event's `reply_token`
         and time, for a delivery retried after a crash); `inbox_id` marks the recorded webhook
@@ -149,33 +178,43 @@ class ConversationService:
         """
         if isinstance(event, LeftIn | JoinedGroupIn):
             return await self._outside_turn(key, event, inbox_id=inbox_id)
-        started = time.perf_counter()
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        async with lock:
-            outcome = await self._batches.submit(
-                _Ask(
-                    key=key,
-                    event=event,
-                    outbox=outbox,
-                    inbox_id=inbox_id,
-                    reply_token=reply_token,
-                    event_at=event_at,
-                    existing_only=existing_only,
+        if (
+            isinstance(event, ChoiceIn)
+            and event.state == FORGET_STATE
+            and event.choice == FORGET_YES
+        ):
+            return await self._forget(key, inbox_id=inbox_id)
+        # The turn's span: its ids go on every log line written while it runs.
+        with span("turn", inbox=inbox_id):
+            started = time.perf_counter()
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = asyncio.Lock()
+            async with lock:
+                outcome = await self._batches.submit(
+                    _Ask(
+                        key=key,
+                        event=event,
+                        outbox=outbox,
+                        inbox_id=inbox_id,
+                        reply_token=reply_token,
+                        event_at=event_at,
+                        existing_only=existing_only,
+                        handoffs_allowed=handoffs_allowed,
+                    )
                 )
-            )
-        if isinstance(outcome, BaseException):
-            raise outcome
-        reply, turn = outcome
-        channel = key.channel.value
-        if not isinstance(event, (StartIn, ResumeIn)):
-            self.metrics.messages_in.labels(channel=channel).inc()
-        self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
-        self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
-        for listener in self.listeners:
-            await listener(key, reply, turn)
-        return reply
+            if isinstance(outcome, BaseException):
+                raise outcome
+            reply, turn = outcome
+            annotate(conversation=reply.conversation_id or None)
+            channel = key.channel.value
+            if not isinstance(event, (StartIn, ResumeIn)):
+                self.metrics.messages_in.labels(channel=channel).inc()
+            self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
+            self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
+            for listener in self.listeners:
+                await listener(key, reply, turn)
+            return reply
 
     async def _outside_turn(
         self, key: ConversationKey, event: LeftIn | JoinedGroupIn, *, inbox_id: int | None
@@ -190,6 +229,19 @@ class ConversationService:
             return Reply(conversation_id=0, messages=(), mode=Mode.BOT)
         # A group chat: said once, by the channel (no conversation is kept for a group).
         return Reply(conversation_id=0, messages=(TextOut(text=GROUP_NOTE),), mode=Mode.BOT)
+
+    async def _forget(self, key: ConversationKey, *, inbox_id: int | None) -> Reply:
+        """The user confirmed 「データを削除して」: everything kept about them is deleted (the
+        audit log records that it was), and they are told so."""
+        if inbox_id is not None and not await self.store.claim_event(inbox_id):
+            raise AlreadyHandled(inbox_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            counts = await self.store.forget_user(key, who="user")
+        log.info("a %s user's data was deleted at their request (%s)", key.channel.value, counts)
+        return Reply(
+            conversation_id=0, messages=(TextOut(text=FORGOTTEN),), mode=Mode.BOT, forgotten=True
+        )
 
     def engine_for(self, stored: StoredConversation | None) -> Engine:
         if stored is not None and stored.state.flow in self.engines:
@@ -309,6 +361,22 @@ class ConversationService:
             previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
         turn = engine.advance(previous, event)
         handoff = next((e for e in turn.effects if isinstance(e, HandoffRequested)), None)
+        if _asks_to_forget(engine, event, turn):
+            # Confirmed first: the conversation stays where it was until the user says yes.
+            kept = stored.state if stored else turn.conversation
+            turn = Turn(conversation=kept, messages=(FORGET_QUESTION,))
+            handoff = None
+        elif isinstance(event, ChoiceIn) and event.state == FORGET_STATE:
+            # "No": the engine re-asks the question the user was at (as for an old button).
+            stale = engine.spec.texts.stale_button
+            again = tuple(
+                m for m in turn.messages if not (isinstance(m, TextOut) and m.text == stale)
+            )
+            turn = turn.model_copy(update={"messages": (TextOut(text=FORGET_KEPT), *again)})
+        if handoff is not None and not ask.handoffs_allowed:
+            kept = stored.state if stored else engine.advance(None, StartIn()).conversation
+            turn = Turn(conversation=kept, messages=(TextOut(text=HANDOFF_BUSY),))
+            handoff = None
         new_mode = Mode.WAITING if handoff else Mode.BOT
         notice = self.hooks.waiting_notice(turn.conversation) if handoff and self.hooks else ()
         said = (*(said_first or ()), *turn.messages, *notice)
@@ -390,6 +458,7 @@ class _Ask:
     reply_token: str | None = None
     event_at: datetime | None = None
     existing_only: bool = False
+    handoffs_allowed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +495,15 @@ def _outbound_entries(
         TranscriptEntry(direction="out", sender="bot", text=outbound_text(m), body=body)
         for m, body in zip(said, bodies, strict=True)
     ]
+
+
+def _asks_to_forget(engine: Engine, event: Event, turn: Turn) -> bool:
+    """The flow's `forget` command, typed (understood) or tapped (a rich menu's item)."""
+    if engine.spec.command(FORGET_COMMAND) is None:
+        return False
+    if isinstance(event, ChoiceIn):
+        return event.choice == FORGET_COMMAND
+    return any(isinstance(e, Classified) and e.intents == (FORGET_COMMAND,) for e in turn.effects)
 
 
 def _inbound_entry(event: Event) -> TranscriptEntry | None:

@@ -318,8 +318,12 @@ class Conversations(Database):
         return await self._count_by(conversations.c.mode)
 
     async def purge_inactive(self, older_than: datetime) -> int:
-        """Delete inactive conversations untouched since `older_than`, with their transcript and
-        outbox (by cascade), and blank their processed inbox events; returns how many."""
+        """Delete conversations untouched since `older_than` whose users left (LINE unfollow)
+        or that are web chats (a browser session nobody comes back to), with their transcript
+        and outbox (by cascade), and blank their processed inbox events; returns how many.
+        Every processed inbox event received before `older_than` is blanked too (the agents'
+        own words in the Slack agent channel among them): only its id stays, to know a late
+        redelivery as seen."""
         c = conversations.c
         async with self._begin() as connection:
             # One DELETE ... RETURNING decides and deletes at once: a conversation reactivated
@@ -327,10 +331,25 @@ class Conversations(Database):
             gone = (
                 await connection.execute(
                     sa.delete(conversations)
-                    .where(c.status == Status.INACTIVE.value, c.updated_at < older_than)
+                    .where(
+                        sa.or_(
+                            c.status == Status.INACTIVE.value,
+                            c.channel == Channel.WEB.value,
+                        ),
+                        c.updated_at < older_than,
+                    )
                     .returning(c.channel, c.address)
                 )
             ).all()
+            await connection.execute(
+                sa.update(inbox)
+                .where(
+                    inbox.c.received_at < older_than,
+                    inbox.c.processed_at.is_not(None),
+                    inbox.c.payload.is_not(None),
+                )
+                .values(payload=sa.null(), address="")
+            )
             for channel, addresses in by_channel((r.channel, r.address) for r in gone).items():
                 for start in range(0, len(addresses), _PURGE_BATCH):
                     batch = addresses[start : start + _PURGE_BATCH]

@@ -260,6 +260,11 @@ agents: Final = sa.Table(
     sa.Column("display_name", sa.String(255), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("disabled", sa.Boolean(), nullable=False),
+    # Wrong passwords in a row (growing delays, then a lockout an admin lifts; migration 0005).
+    sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_failed_at", UtcDateTime(), nullable=True),
+    # May export and delete users' data through the agent API (migration 0006).
+    sa.Column("admin", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("name"),
 )
 
@@ -278,6 +283,35 @@ agent_tokens: Final = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("last_used_at", UtcDateTime(), nullable=True),
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    sa.Column("expires_at", UtcDateTime(), nullable=True),  # NULL: tokens made before 0005
     sa.UniqueConstraint("token_hash"),
     sa.Index(None, "agent_id"),
+)
+
+# Console sign-ins, so that logging out (or disabling the agent) ends one on the server: the
+# signed cookie names a row here, and a revoked or expired row is no session.
+console_sessions: Final = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # random, in the signed cookie
+    sa.Column("agent_id", Id, sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    sa.Index(None, "agent_id"),
+)
+
+
+# Every export and deletion of a user's data: who asked, when, what. After a deletion it is
+# the only thing left about the user, and it names them only by a digest of their address.
+audit_log: Final = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("who", sa.String(255), nullable=False),  # "user", "cli:<login>", "agent:<name>"
+    sa.Column("action", sa.String(32), nullable=False),  # "export", "forget"
+    sa.Column("subject", sa.String(255), nullable=False),  # "line:sha256:<16 hex>"
+    sa.Column("detail", sa.JSON(), nullable=False),  # counts, never content
+    sa.Index(None, "at"),
 )

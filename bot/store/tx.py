@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.errors import BotError, StoreError
+from bot.tracing import span
 
 IN_LIST: Final = 500
 """Values in one IN (...): well under SQLite's and asyncpg's bound-parameter limits."""
@@ -22,8 +23,9 @@ IN_LIST: Final = 500
 async def begin(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One transaction; database failures come out as StoreError, our own errors unchanged."""
     try:
-        async with engine.begin() as connection:
-            yield connection
+        with span("store"):
+            async with engine.begin() as connection:
+                yield connection
     except BotError:
         raise
     except (SQLAlchemyError, OSError, TimeoutError) as error:

@@ -32,6 +32,7 @@ import copy
 import functools
 import hashlib
 import hmac
+import importlib
 import json
 import os
 import re
@@ -76,21 +77,25 @@ _CHAT_ID: Final = "^[UCR][0-9a-f]{32}$"
 
 
 def spec_dir() -> Path:
-    """Where LINE's OpenAPI files are: $LINE_SPEC_DIR, else ../shared/specs/line."""
+    """Where LINE's OpenAPI files are looked for: $LINE_SPEC_DIR, else ../shared/specs/line."""
     return Path(os.environ.get("LINE_SPEC_DIR") or REPO.parent / "shared" / "specs" / "line")
 
 
-def require_spec() -> Path:
-    """The spec directory; a test without it is skipped with the reason, or fails under CI."""
-    import pytest
-
+def require_spec() -> Path | None:
+    """The spec directory, or None where it is not (a plain clone): the fakes then check
+    bodies with the LINE SDK's own models, generated from the same spec, so every LINE test
+    runs in any clone; the spec's stricter check is added where it is found."""
     directory = spec_dir()
     if (directory / "messaging-api.yml").is_file() and (directory / "webhook.yml").is_file():
         return directory
-    message = f"LINE's OpenAPI spec is not at {directory}; set LINE_SPEC_DIR"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    return None
+
+
+def validator_for(spec: Path | None, name: str) -> SpecValidator | SdkValidator:
+    """The spec file `name`'s validator, or the SDK's models without the spec."""
+    if spec is not None and (spec / name).is_file():
+        return load_validator(spec / name)
+    return SdkValidator()
 
 
 @functools.cache
@@ -114,6 +119,26 @@ def mint_reply_token(chat_id: str, *, secret: bytes = TOKEN_SECRET, at: float | 
     body = f"{chat_id}.{issued}.{secrets.token_hex(8)}"
     mac = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()[:16]
     return base64.urlsafe_b64encode(f"{body}.{mac}".encode()).decode().rstrip("=")
+
+
+class SdkValidator:
+    """Validates JSON with the LINE SDK's request and webhook models (`from_dict`), where the
+    OpenAPI files are not at hand: required fields, types, message and action kinds."""
+
+    _MODELS: Final = {
+        "ReplyMessageRequest": "linebot.v3.messaging",
+        "PushMessageRequest": "linebot.v3.messaging",
+        "ShowLoadingAnimationRequest": "linebot.v3.messaging",
+        "CallbackRequest": "linebot.v3.webhooks",
+    }
+
+    def errors(self, schema: str, instance: Any) -> list[dict[str, str]]:
+        model = getattr(importlib.import_module(self._MODELS[schema]), schema)
+        try:
+            model.from_dict(instance)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            return [{"message": str(error)[:300], "property": ""}]
+        return []
 
 
 class SpecValidator:
@@ -218,8 +243,8 @@ class FakeLineApi:
     ) -> None:
         """`validate_every` N > 1 checks one request in N against the spec (the benchmark:
         checking is the costliest thing this server does, and it shares the machine)."""
-        directory = spec or spec_dir()
-        self.validator = load_validator(directory / "messaging-api.yml") if validate else None
+        found = spec if spec is not None else require_spec()
+        self.validator = validator_for(found, "messaging-api.yml") if validate else None
         self.validate_every = validate_every
         self.checked = 0  # requests checked against the spec
         self._requests = 0
@@ -374,6 +399,7 @@ class FakeLineApi:
         app.router.add_post("/v2/bot/message/reply", self._handle)
         app.router.add_post("/v2/bot/message/push", self._handle)
         app.router.add_post("/v2/bot/chat/loading/start", self._handle)
+        app.router.add_get("/v2/bot/info", self._bot_info)
         app.router.add_get("/_fake/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -382,6 +408,19 @@ class FakeLineApi:
         server = site._server
         if self.port == 0 and server is not None and hasattr(server, "sockets"):
             self.port = server.sockets[0].getsockname()[1]
+
+    async def _bot_info(self, request: web.Request) -> web.Response:
+        """GET /v2/bot/info: whose webhooks carry `destination` BOT_USER_ID."""
+        if request.headers.get("Authorization") != f"Bearer {self.access_token}":
+            return web.json_response({"message": "Authentication failed"}, status=401)
+        info = {
+            "userId": BOT_USER_ID,
+            "basicId": "@123abcde",
+            "displayName": "yarigai",
+            "chatMode": "bot",
+            "markAsReadMode": "auto",
+        }
+        return web.json_response(info)
 
     async def _handle(self, request: web.Request) -> web.Response:
         operation = _PATHS[request.path]
@@ -570,7 +609,7 @@ class Webhooks:
         self.fake = fake
         self.secret = secret
         self.client = client
-        self.validator = load_validator((spec or spec_dir()) / "webhook.yml")
+        self.validator = validator_for(spec if spec is not None else require_spec(), "webhook.yml")
         self._clock = int(time.time() * 1000)
 
     # ------------------------------------------------------------ events

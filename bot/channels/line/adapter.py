@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
-from bot.channels.line.api import REQUEST_TIMEOUT, LineApi
+from bot.channels.line.api import REQUEST_TIMEOUT, LineApi, LineApiError
 from bot.channels.line.delivery import REPLY_TOKEN_LIFE, RETRY_DELAYS, Delivery
 from bot.channels.line.render import render
 from bot.channels.line.webhook import (
@@ -57,6 +57,19 @@ TURNS_AT_ONCE: Final = 64
 """Turns computed at once (delivery not included): enough to fill a batch, which the service
 saves in one transaction, and few enough that a batch's thinking never holds the event loop
 (and the webhook's fast 200) for long."""
+
+
+async def _ask_bot_user_id(api: LineApi) -> str | None:
+    """The bot user id from LINE (LINE_BOT_USER_ID unset), or None if LINE does not say."""
+    try:
+        return await api.bot_user_id()
+    except LineApiError as error:
+        log.warning(
+            "LINE_BOT_USER_ID is not set and LINE did not tell it (%s): webhooks are accepted "
+            "whatever their destination",
+            error,
+        )
+        return None
 
 
 def enabled(settings: Settings) -> bool:
@@ -104,6 +117,7 @@ class LineChannel:
         )
         return LineAdapter(
             api=api,
+            bot_user_id=settings.line_bot_user_id.strip() or await _ask_bot_user_id(api),
             delivery=delivery,
             secret=secret,
             max_body=settings.line_max_body_bytes,
@@ -120,6 +134,7 @@ class LineAdapter:
 
     api: LineApi
     delivery: Delivery
+    bot_user_id: str | None  # webhooks for another `destination` are ignored
     secret: str = field(repr=False)
     max_body: int
     tuning: LineChannel
@@ -154,7 +169,7 @@ class LineAdapter:
             )
             return 401, "invalid signature"
         try:
-            events = parse(body)
+            events = parse(body, destination=self.bot_user_id)
         except MalformedWebhook as exc:
             log.warning("LINE webhook refused: %s", exc)
             return 400, str(exc)

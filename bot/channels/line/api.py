@@ -26,6 +26,7 @@ from pydantic.v1 import PrivateAttr
 from yarl import URL
 
 from bot.errors import ChannelError
+from bot.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,14 @@ class LineApi:
             ),
         )
 
+    async def bot_user_id(self) -> str:
+        """This channel's bot user id (GET /v2/bot/info): the `destination` of its webhooks."""
+        info = await self._call(
+            "bot info", lambda: self._api.get_bot_info(_request_timeout=self._timeout)
+        )
+        user_id: str = info.user_id
+        return user_id
+
     async def show_loading(self, chat_id: str, *, seconds: int = 5) -> None:
         """The typing dots in a 1:1 chat; they vanish when our next message arrives."""
         request = ShowLoadingAnimationRequest(chatId=chat_id, loadingSeconds=seconds)
@@ -212,9 +221,10 @@ class LineApi:
             wired.append(kept[1])
         return wired
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[Any]]) -> None:
+    async def _call(self, operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
         try:
-            await call()
+            with span(f"line {operation}"):
+                return await call()
         except ApiException as exc:
             raise _translate(operation, exc) from None
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -12,11 +12,12 @@ import hashlib
 import hmac
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, ValidationError
 
+from bot.channels.edge import MAX_LABEL, clip, event_time
 from bot.errors import BotError
 from bot.models import ChoiceIn, Frozen, JoinedGroupIn, LeftIn, MediaIn, StartIn, TextIn
 from bot.storable_text import scrub_json
@@ -31,6 +32,8 @@ _STATE: Final = "s"
 _CHOICE: Final = "c"
 _LABEL: Final = "l"
 _MEDIA: Final = frozenset({"image", "video", "audio", "file", "location", "sticker"})
+MAX_POSTBACK: Final = 300
+"""LINE's own limit on a postback's data; longer data is not from a button of ours."""
 
 
 class MalformedWebhook(BotError):
@@ -85,11 +88,13 @@ def verify(secret: str, body: bytes, signature: str | None) -> bool:
     return hmac.compare_digest(sign(secret, body), signature.strip())
 
 
-def parse(body: bytes) -> list[LineEvent]:
-    """The events of a verified webhook body, oldest first.
+def parse(body: bytes, *, destination: str | None = None) -> list[LineEvent]:
+    """The events of a verified webhook body, oldest first; none when the body is for another
+    bot than `destination` (this channel's bot user id, when known).
 
     A body that is not a webhook raises MalformedWebhook; a single event too broken to be
-    recorded (no id or time) is logged and skipped, so its neighbours are still handled.
+    recorded (no id, no plausible time) is logged and skipped, so its neighbours are still
+    handled.
     """
     try:
         # Scrubbed at once: a NUL or lone surrogate a user managed to send must not fail the
@@ -97,8 +102,14 @@ def parse(body: bytes) -> list[LineEvent]:
         document = scrub_json(json.loads(body))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedWebhook("body is not JSON") from exc
+    except RecursionError as exc:  # signed, but nested thousands deep: no webhook is
+        raise MalformedWebhook("body is nested too deeply") from exc
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):
         raise MalformedWebhook("body has no 'events' list")
+    if destination and document.get("destination") != destination:
+        # Signed with our secret, yet for another bot: not ours to answer.
+        log.warning("LINE webhook for another destination ignored")
+        return []
     events: list[LineEvent] = []
     for raw in document["events"]:
         event = _event(raw)
@@ -131,11 +142,11 @@ def choice_from_postback(data: str) -> ChoiceIn:
         state = parsed.get(_STATE)
         label = parsed.get(_LABEL)
         return ChoiceIn(
-            choice=parsed[_CHOICE],
-            state=state if isinstance(state, str) else None,
-            label=label if isinstance(label, str) else None,
+            choice=clip(parsed[_CHOICE], MAX_LABEL),
+            state=clip(state, MAX_LABEL) if isinstance(state, str) else None,
+            label=clip(label, MAX_LABEL) if isinstance(label, str) else None,
         )
-    return ChoiceIn(choice=data.strip())
+    return ChoiceIn(choice=clip(data.strip(), MAX_LABEL))
 
 
 def event_from_json(payload: dict[str, Any]) -> LineEvent | None:
@@ -154,13 +165,21 @@ def _event(raw: Any) -> LineEvent | None:
         return None
     event_id = raw.get("webhookEventId")
     timestamp = raw.get("timestamp")
-    if not isinstance(event_id, str) or not event_id or not isinstance(timestamp, int):
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
+        return None
+    # An int of milliseconds in range (not 10**20, not a float, not a bool).
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
+        return None
+    occurred_at = event_time(timestamp / 1000)
+    if occurred_at is None:
         return None
     source, chat_id = _source(raw.get("source"))
+    if len(chat_id) > 255:
+        return None
     token = raw.get("replyToken")
     return LineEvent(
         id=event_id,
-        occurred_at=datetime.fromtimestamp(timestamp / 1000, UTC),
+        occurred_at=occurred_at,
         standby=raw.get("mode") == "standby",
         source=source,
         chat_id=chat_id,
@@ -185,7 +204,7 @@ def _source(raw: Any) -> tuple[Literal["user", "group", "room", "none"], str]:
 def _content(
     raw: dict[str, Any], source: str
 ) -> TextIn | ChoiceIn | StartIn | LeftIn | JoinedGroupIn | MediaIn | Ignored:
-    kind = _str(raw.get("type")) or "?"
+    kind = clip(_str(raw.get("type")), MAX_LABEL) or "?"
     if source in ("group", "room"):
         # The bot is 1:1. What people write in a group is not ours to keep, so only the fact
         # that the bot joined survives parsing.
@@ -194,15 +213,19 @@ def _content(
         return Ignored(type=kind)
     if kind == "message":
         message = raw.get("message")
-        message_type = _str(message.get("type")) if isinstance(message, dict) else ""
+        message_type = (
+            clip(_str(message.get("type")), MAX_LABEL) if isinstance(message, dict) else ""
+        )
         if message_type == "text" and isinstance(message, dict):
-            return TextIn(text=_str(message.get("text")))
+            return TextIn(text=clip(_str(message.get("text"))))
         if message_type in _MEDIA:
             return Media(type=message_type)
         return Ignored(type=f"message/{message_type or '?'}")
     if kind == "postback":
         postback = raw.get("postback")
         data = _str(postback.get("data")) if isinstance(postback, dict) else ""
+        if len(data) > MAX_POSTBACK:
+            return Ignored(type="postback/oversized")
         return choice_from_postback(data) if data else Ignored(type="postback/empty")
     if kind == "follow":
         follow = raw.get("follow")

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from bot.channels.edge import MAX_LABEL, clip
 from bot.models import CardOut, ChoicesOut, TextOut
 
 ACTION_PREFIX: Final = "yarigai.choice."
@@ -113,7 +114,11 @@ def read_button_value(value: object) -> ButtonValue | None:
     state, choice, label = data.get("s"), data.get("c"), data.get("l")
     if not isinstance(state, str) or not isinstance(choice, str) or not choice:
         return None
-    return ButtonValue(state=state, choice=choice, label=label if isinstance(label, str) else None)
+    if len(state) > MAX_LABEL or len(choice) > MAX_LABEL:
+        return None  # our buttons carry flow ids, never that long: not one of ours
+    return ButtonValue(
+        state=state, choice=choice, label=clip(label, MAX_LABEL) if isinstance(label, str) else None
+    )
 
 
 # ---------------------------------------------------------------- private

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
+from bot.channels.edge import MAX_LABEL, MAX_TEXT, clip, event_time
 from bot.channels.slack.blocks import ACTION_PREFIX, read_button_value
 from bot.models import ChoiceIn, Frozen, MediaIn, StartIn, TextIn
-
-MAX_TEXT: Final = 2000
-"""Characters of a user's message kept (as the web chat accepts)."""
 
 Origin = Literal["dm", "mention", "thread", "button"]
 """How the request reached us; a `thread` reply only counts in a conversation that exists."""
@@ -168,7 +166,9 @@ def _click(body: Mapping[str, Any]) -> SlackInbound | None:
     # IM channel ids start with D; our messages in channels are always in the conversation's
     # thread, so the thread names the conversation.
     address = channel if channel.startswith("D") else address_of(channel, thread_ts or message_ts)
-    label = value.label or str(action.get("text", {}).get("text", "")) or value.choice
+    label = clip(
+        value.label or str(action.get("text", {}).get("text", "")) or value.choice, MAX_LABEL
+    )
     user = body["user"]["id"]
     return SlackInbound(
         event_id=f"click:{user}:{action['action_ts']}",
@@ -178,13 +178,21 @@ def _click(body: Mapping[str, Any]) -> SlackInbound | None:
         user=user,
         event=ChoiceIn(choice=value.choice, state=value.state, label=label),
         clicked=Clicked(
-            channel=channel, ts=message_ts, question=str(message.get("text", "")), label=label
+            channel=channel,
+            ts=message_ts,
+            question=clip(str(message.get("text", ""))),
+            label=label,
         ),
     )
 
 
 def _time(ts: str) -> datetime:
-    return datetime.fromtimestamp(float(ts), UTC)
+    """Slack's `ts`; a ValueError (the request is then not ours) unless a plausible time:
+    `inf`, `nan` or 1e20 are signed by Slack's secret all the same."""
+    moment = event_time(float(ts))
+    if moment is None:
+        raise ValueError(f"implausible Slack ts {ts[:32]!r}")
+    return moment
 
 
 def _file_kind(files: Any) -> str:

@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.errors import DeliveryFailed
+from bot.tracing import span
 
 
 class SlackApiFailure(DeliveryFailed):
@@ -33,7 +34,8 @@ async def call(method: str, pending: Awaitable[AsyncSlackResponse]) -> dict[str,
     what arrives here has already been retried as far as it sensibly can be.
     """
     try:
-        response = await pending
+        with span(f"slack {method}"):
+            response = await pending
     except SlackApiError as error:
         data = error.response.data
         code = data.get("error") if isinstance(data, dict) else None

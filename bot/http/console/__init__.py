@@ -21,6 +21,8 @@ from bot.config import Settings
 from bot.http.console import api, events, pages
 from bot.http.console.auth import SignInRequired
 from bot.http.console.feed import ConsoleFeed
+from bot.http.console.pages import SESSION_HOURS
+from bot.http.errors import problem
 from bot.store import AgentStore
 from bot.wiring import Runtime
 
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 
 CONSOLE_PATH: Final = "/console"
 SESSION_COOKIE: Final = "yarigai_console"
-SESSION_HOURS: Final = 12  # one working day; agents sign in again the next
 
 
 @dataclass
@@ -129,7 +130,7 @@ def setup(app: FastAPI, runtime: Runtime, feed: ConsoleFeed) -> None:
 async def _sign_in_required(request: Request, _: Exception) -> Response:
     if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
         return pages.sign_in_page(request, status_code=401)
-    return JSONResponse({"detail": "sign in to the console first"}, status_code=401)
+    return JSONResponse(problem(401, "sign in to the console first"), status_code=401)
 
 
 __all__ = ["Console", "ConsoleSessions", "mount", "setup"]

@@ -26,17 +26,24 @@ from bot.http.console.views import (
     handoff_view,
     line_view,
 )
-from bot.http.errors import http_error
-from bot.models import outbound_text
+from bot.http.errors import Problem, http_error, responses
+from bot.models import Channel, ConversationKey, outbound_text
 from bot.store import Agent, Handoff, HandoffStatus
 
 if TYPE_CHECKING:
     from bot.handoff.desk import HandoffDesk
     from bot.wiring import Runtime
 
-HandoffId = Annotated[int, Path(ge=1, description="The handoff's id.")]
+MAX_ID = 2**63 - 1  # the database's BIGINT: a larger id names nothing (404 would lie less
+# than a 500, the schema's bound says it before asking)
+HandoffId = Annotated[int, Path(ge=1, le=MAX_ID, description="The handoff's id.")]
 
-router = APIRouter(prefix="/api/v1", tags=["agents"], dependencies=[Depends(token_agent)])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["agents"],
+    dependencies=[Depends(token_agent)],
+    responses=responses(401, 422, 429, 503),
+)
 
 _STATUSES: dict[str, tuple[HandoffStatus, ...]] = {
     "open": (HandoffStatus.WAITING, HandoffStatus.CLAIMED),
@@ -45,11 +52,8 @@ _STATUSES: dict[str, tuple[HandoffStatus, ...]] = {
     "closed": (HandoffStatus.RELEASED, HandoffStatus.CANCELLED),
     "all": tuple(HandoffStatus),
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": "You do not hold this handoff."},
-    404: {"description": "No such handoff."},
-    409: {"description": "Someone else holds it (`agent`, `agent_name`), or it is closed."},
-}
+_ERRORS = responses(403, 404, 409)
+_WITH_BODY = responses(400, 413)
 
 
 class AgentOut(BaseModel):
@@ -70,13 +74,6 @@ class MessageOut(BaseModel):
 class ReleaseOut(BaseModel):
     handoff: HandoffView
     resumed_with: list[str] = Field(description="What the bot said to the user on resuming.")
-
-
-class Problem(BaseModel):
-    error: str
-    message: str
-    agent: str | None = None
-    agent_name: str | None = None
 
 
 @router.get("/me", response_model=AgentOut)
@@ -119,7 +116,7 @@ async def claim(request: Request, handoff_id: HandoffId, agent: TokenAgent) -> H
     "/handoffs/{handoff_id}/messages",
     response_model=MessageOut,
     status_code=201,
-    responses={**_ERRORS, 502: {"description": "Kept, but the user's channel refused it."}},
+    responses={**_ERRORS, **_WITH_BODY, **responses(502)},
 )
 async def send_message(
     request: Request, handoff_id: HandoffId, body: TextBody, agent: TokenAgent
@@ -133,7 +130,10 @@ async def send_message(
 
 
 @router.post(
-    "/handoffs/{handoff_id}/notes", response_model=MessageOut, status_code=201, responses=_ERRORS
+    "/handoffs/{handoff_id}/notes",
+    response_model=MessageOut,
+    status_code=201,
+    responses={**_ERRORS, **_WITH_BODY},
 )
 async def add_note(
     request: Request, handoff_id: HandoffId, body: TextBody, agent: TokenAgent
@@ -156,6 +156,52 @@ async def release(request: Request, handoff_id: HandoffId, agent: TokenAgent) ->
     return ReleaseOut(
         handoff=handoff_view(handoff), resumed_with=[outbound_text(m) for m in reply.messages]
     )
+
+
+# ---------------------------------------------------------------- users' data (admins)
+
+UserChannel = Annotated[Literal["web", "line", "slack", "cli"], Path(description="The channel.")]
+UserAddress = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9:._-]{1,255}$",
+        description="The user's address on the channel (LINE user id, Slack DM channel, web chat session).",
+    ),
+]
+_ADMIN_ONLY = responses(403)
+
+
+class ForgetOut(BaseModel):
+    conversations: int = Field(description="Conversations deleted (0 or 1).")
+    transcript: int = Field(description="Transcript lines deleted with it.")
+    inbox: int = Field(description="Inbound events blanked (kept as seen, without content).")
+
+
+@router.get("/users/{channel}/{address}", response_model=dict[str, Any], responses=_ADMIN_ONLY)
+async def export_user(
+    request: Request, channel: UserChannel, address: UserAddress, agent: TokenAgent
+) -> dict[str, Any]:
+    """Everything stored about one user (APPI disclosure); recorded in the audit log."""
+    _admin(agent)
+    key = ConversationKey(channel=Channel(channel), address=address)
+    return await _runtime(request).store.export_user(key, who=f"agent:{agent.name}")
+
+
+@router.delete("/users/{channel}/{address}", response_model=ForgetOut, responses=_ADMIN_ONLY)
+async def forget_user(
+    request: Request, channel: UserChannel, address: UserAddress, agent: TokenAgent
+) -> ForgetOut:
+    """Delete everything stored about one user (APPI deletion); only the audit entry stays."""
+    _admin(agent)
+    key = ConversationKey(channel=Channel(channel), address=address)
+    counts = await _runtime(request).store.forget_user(key, who=f"agent:{agent.name}")
+    return ForgetOut(**counts)
+
+
+def _admin(agent: Agent) -> None:
+    if not agent.admin:
+        problem = Problem(error="forbidden", message="only admin agents may")
+        raise HTTPException(status_code=403, detail=problem.model_dump(exclude_none=True))
 
 
 def _runtime(request: Request) -> Runtime:

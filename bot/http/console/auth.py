@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Annotated, Final
 
@@ -16,10 +17,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from bot.http.rates import rates, token_key, too_many
 from bot.store import Agent, AgentStore
 
 TOKEN_PREFIX: Final = "yg_"
 """Marks our tokens, so a leaked one is recognisable by secret scanners and in support."""
+FREE_TRIES: Final = 3
+"""Wrong passwords in a row before each next try has to wait (see `login_wait`)."""
 CSRF_FIELD: Final = "csrf"
 CSRF_HEADER: Final = "x-csrf-token"
 
@@ -90,14 +94,30 @@ async def check_csrf(request: Request) -> None:
         raise HTTPException(status_code=403, detail="CSRF token missing or wrong")
 
 
+def login_wait(agent: Agent, *, lockout_after: int, now: datetime) -> float | None:
+    """Seconds `agent` must wait before the next try (0: none), or None when locked out.
+
+    The first two wrong passwords cost nothing; from the third on each try waits twice as long
+    as the last (1 s, 2 s, 4 s...), and `lockout_after` in a row lock the account until an admin
+    runs `yarigai agents unlock NAME` (or the right password was given before that)."""
+    failures = agent.failed_logins
+    if failures >= lockout_after:
+        return None
+    if failures < FREE_TRIES or agent.last_failed_at is None:
+        return 0.0
+    due = agent.last_failed_at + timedelta(seconds=2 ** (failures - FREE_TRIES))
+    return max(0.0, (due - now).total_seconds())
+
+
 async def session_agent(request: Request) -> Agent:
-    """The signed-in, enabled agent of this console session."""
-    name = request.session.get("agent")
-    if not isinstance(name, str):
+    """The signed-in, enabled agent of this console session (its row live on the server:
+    logging out or being disabled ends it, whatever the cookie says)."""
+    name, session_id = request.session.get("agent"), request.session.get("sid")
+    if not isinstance(name, str) or not isinstance(session_id, str):
         raise SignInRequired
-    agent = await _agents(request).get(name)
-    if agent is None or agent.disabled:
-        request.session.clear()  # disabled since signing in: the session ends now
+    agent = await _agents(request).session(name, session_id)
+    if agent is None:
+        request.session.clear()  # logged out, expired or disabled: the session ends now
         raise SignInRequired
     return agent
 
@@ -109,6 +129,9 @@ async def token_agent(
     """The enabled agent whose live token came as `Authorization: Bearer ...`."""
     if credentials is None or not credentials.credentials.startswith(TOKEN_PREFIX):
         raise _unauthorized()
+    refused = await rates(request).hit("agent_api", token_key(credentials.credentials))
+    if refused is not None:
+        raise too_many(refused)
     agent = await _agents(request).by_token(token_hash(credentials.credentials))
     if agent is None:
         raise _unauthorized()

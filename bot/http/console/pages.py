@@ -6,6 +6,10 @@ fetch and asks for JSON, so the page never reloads.
 
 from __future__ import annotations
 
+import logging
+import math
+import secrets
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
@@ -26,17 +30,23 @@ from bot.http.console.auth import (
     check_csrf,
     check_password,
     csrf_token,
+    login_wait,
     session_agent,
 )
 from bot.http.console.views import detail_view, handoff_view
 from bot.http.errors import http_error
+from bot.http.rates import client_ip, rates
 from bot.storable_text import require_storable
 from bot.store import Agent
 
 if TYPE_CHECKING:
     from bot.http.console import Console
 
+log = logging.getLogger(__name__)
+
 MAX_TEXT: Final = 2000
+SESSION_HOURS: Final = 12
+"""One working day; agents sign in again the next (the cookie and the session row alike)."""
 SECURITY_HEADERS: Final = {
     # Scripts and styles only from our own static files: an injected tag would not run.
     "Content-Security-Policy": (
@@ -75,12 +85,34 @@ async def login(
     name: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=1024)],
 ) -> Response:
-    agent = await check_password(_console(request).agents, name.strip(), password)
+    """Sign in. Tries are limited per address (RATE_LOGIN) and per name: growing delays
+    after wrong passwords, then a lockout until `yarigai agents unlock NAME`."""
+    refused = await rates(request).hit("login", client_ip(request))
+    if refused is not None:
+        return _slow_down(request, refused.retry_after)
+    console, name = _console(request), name.strip()
+    settings = console.runtime.settings
+    known = await console.agents.get(name)
+    if known is not None:
+        now = datetime.now(UTC)
+        wait = login_wait(known, lockout_after=settings.login_lockout_after, now=now)
+        if wait is None:
+            log.warning("console sign-in refused: agent %s is locked out", name)
+            error = "このアカウントはロックされています。管理者に解除を依頼してください。"
+            return sign_in_page(request, error=error, status_code=403)
+        if wait > 0:
+            return _slow_down(request, math.ceil(wait))
+    agent = await check_password(console.agents, name, password)
     if agent is None:
+        if known is not None:
+            await console.agents.login_failed(name)
         return sign_in_page(request, error="名前かパスワードが違います。", status_code=401)
     # A new session (and CSRF token) on sign-in: nothing from before carries over.
+    session_id = secrets.token_urlsafe(32)
+    await console.agents.start_session(agent.name, session_id, hours=SESSION_HOURS)
     request.session.clear()
     request.session["agent"] = agent.name
+    request.session["sid"] = session_id
     csrf_token(request)
     return RedirectResponse("/console", status_code=303)
 
@@ -89,8 +121,18 @@ def sign_in_page(request: Request, *, error: str = "", status_code: int = 200) -
     return _render(request, "login.html", {"error": error}, status_code=status_code)
 
 
+def _slow_down(request: Request, seconds: int) -> Response:
+    error = f"試行が多すぎます。{seconds}秒ほど待ってからもう一度お試しください。"
+    page = sign_in_page(request, error=error, status_code=429)
+    page.headers["Retry-After"] = str(seconds)
+    return page
+
+
 @router.post("/logout", dependencies=changes)
 async def logout(request: Request) -> Response:
+    session_id = request.session.get("sid")
+    if isinstance(session_id, str):
+        await _console(request).agents.end_session(session_id)
     request.session.clear()
     return RedirectResponse("/console/login", status_code=303)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
+from bot.channels.edge import event_time
 from bot.channels.slack.agents.blocks import CLAIM_ACTION, RELEASE_ACTION
 from bot.models import Frozen
 
@@ -114,7 +115,10 @@ def _click(body: Mapping[str, Any]) -> AgentRequest | None:
     kind = _ACTIONS.get(str(action.get("action_id", "")))
     if kind is None:
         return None
-    handoff_id = int(str(action.get("value", "")))
+    value = str(action.get("value", ""))
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None  # not a handoff id of ours (they fit a signed 64-bit integer)
+    handoff_id = int(value)
     container = body.get("container") or {}
     message = body.get("message") or {}
     channel = str(container.get("channel_id") or body["channel"]["id"])
@@ -158,4 +162,8 @@ def _post(event: Mapping[str, Any], bot_user_id: str | None) -> AgentRequest | N
 
 
 def _time(ts: str) -> datetime:
-    return datetime.fromtimestamp(float(ts), UTC)
+    """Slack's `ts`; a ValueError (the request is then not ours) unless a plausible time."""
+    moment = event_time(float(ts))
+    if moment is None:
+        raise ValueError(f"implausible Slack ts {ts[:32]!r}")
+    return moment
