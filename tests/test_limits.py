@@ -404,3 +404,14 @@ async def test_deeply_nested_json_to_our_apis_is_a_400(served: Served) -> None:
                 },
             )
             assert answer.status_code in (400, 422), (path, answer.status_code)
+
+
+def test_every_413_has_the_one_error_shape(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(settings_for(tmp_path))) as client:
+        big = b"x" * (70 * KiB)
+        for path in ("/api/chat/sessions", f"/api/chat/sessions/{'a' * 24}/messages"):
+            answer = client.post(path, content=big, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 413, path
+            assert answer.json() == {"error": "too_large", "message": "Content Too Large"}, path

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ class App(FastAPI):
                 scope["app"] = self  # as Starlette sets it
                 await handler(scope, receive, send)
                 return
+        if scope["type"] == "http":
+            send = _json_413(send)
         await super().__call__(scope, receive, send)
 
 
@@ -98,3 +100,36 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         path = path[len(root) :]  # Starlette's paths include the root path when one is set
     return path
+
+
+_TOO_LARGE: Final = json.dumps({"error": "too_large", "message": "Content Too Large"}).encode()
+
+
+def _json_413(send: Send) -> Send:
+    """Starlette's body limit answers some 413s (a declared Content-Length over the limit on a
+    route that never reads the body) in plain text: those get the API's one error shape."""
+    replacing = False
+
+    async def sending(message: Message) -> None:
+        nonlocal replacing
+        if message["type"] == "http.response.start" and message["status"] == 413:
+            headers = dict(message.get("headers", []))
+            if headers.get(b"content-type", b"").startswith(b"text/plain"):
+                replacing = True
+                kept = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k not in (b"content-type", b"content-length")
+                ]
+                kept += [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_TOO_LARGE)).encode()),
+                ]
+                await send({**message, "headers": kept})
+                await send({"type": "http.response.body", "body": _TOO_LARGE})
+                return
+        if replacing and message["type"] == "http.response.body":
+            return  # the plain-text body, already replaced
+        await send(message)
+
+    return sending
