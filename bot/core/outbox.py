@@ -130,18 +130,8 @@ class Outbox:
             return
         if reply.outbox_id is None or key.channel not in self.couriers:
             return
-        item = OutboxItem(
-            id=reply.outbox_id,
-            conversation_id=reply.conversation_id,
-            channel=key.channel,
-            address=key.address,
-            payload=[],
-            status="pending",
-            attempts=0,
-            last_error=None,
-            created_at=datetime.now(UTC),
-            reply_token=reply_token,
-            event_at=event_at,
+        item = _fresh_item(
+            reply.outbox_id, reply.conversation_id, key, reply_token=reply_token, event_at=event_at
         )
         sending = reply.messages if messages is None else tuple(messages)
         async with self._lock(item.conversation_id):
@@ -163,19 +153,7 @@ class Outbox:
     ) -> None:
         """The last words to a user whose data was just deleted: no outbox row may outlive the
         deletion, so they go out once, now (an id of their own keeps LINE's retry keys apart)."""
-        item = OutboxItem(
-            id=-time.time_ns(),
-            conversation_id=0,
-            channel=key.channel,
-            address=key.address,
-            payload=[],
-            status="pending",
-            attempts=0,
-            last_error=None,
-            created_at=datetime.now(UTC),
-            reply_token=reply_token,
-            event_at=event_at,
-        )
+        item = _fresh_item(-time.time_ns(), 0, key, reply_token=reply_token, event_at=event_at)
         try:
             await self.couriers[key.channel].deliver(item, reply.messages, Attempt(first=True))
         except ChannelError as error:
@@ -363,3 +341,27 @@ class Outbox:
                 await self.sweep()
             except Exception:
                 log.exception("outbox sweep failed; next in %.0fs", every)
+
+
+def _fresh_item(
+    outbox_id: int,
+    conversation_id: int,
+    key: ConversationKey,
+    *,
+    reply_token: str | None,
+    event_at: datetime | None,
+) -> OutboxItem:
+    """An item as its turn just saved it (its messages are passed along, not read back)."""
+    return OutboxItem(
+        id=outbox_id,
+        conversation_id=conversation_id,
+        channel=key.channel,
+        address=key.address,
+        payload=[],
+        status="pending",
+        attempts=0,
+        last_error=None,
+        created_at=datetime.now(UTC),
+        reply_token=reply_token,
+        event_at=event_at,
+    )
