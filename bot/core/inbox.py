@@ -267,10 +267,6 @@ class Worker:
 
     # ------------------------------------------------------------ internals
 
-    def owns(self, channel: Channel | str, address: str) -> bool:
-        """Whether this worker runs (and delivers to) that user now."""
-        return self.leases is None or self.leases.holds(conversation_lease(channel, address))
-
     async def _take(self, events: list[InboxEvent]) -> list[InboxEvent]:
         """The events this worker is to run: all, alone; else those of conversations it
         holds or can take the lease of now (the others are another worker's)."""
