@@ -145,6 +145,9 @@ class _TurnBuilder:
         self.origin = conversation.state  # where the user was when this turn began
         self.offer_back = False  # an answer read from typed text was restated: offer 「戻る」
         self.answered_question: ChoicesOut | None = None  # shown, then answered in this turn
+        # Templates read the slots many times a turn; the context is rebuilt only when the slots
+        # (a new dict on every change, see `fill`) are not the ones it was built from.
+        self._context: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     # ------------------------------------------------------------ events
 
@@ -564,6 +567,8 @@ class _TurnBuilder:
 
     def context(self) -> dict[str, Any]:
         slots = self.conv.slots
+        if self._context is not None and self._context[0] is slots:
+            return self._context[1]
         labels: dict[str, Any] = {}
         for slot, value in slots.items():
             names = self.engine._labels.get(slot)
@@ -574,7 +579,9 @@ class _TurnBuilder:
                 if isinstance(value, list)
                 else names.get(value, value)
             )
-        return {**slots, "vars": self.spec.vars, "label": labels}
+        context = {**slots, "vars": self.spec.vars, "label": labels}
+        self._context = (slots, context)
+        return context
 
     # ------------------------------------------------------------ state
 

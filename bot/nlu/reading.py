@@ -41,6 +41,12 @@ def reading(text: str, *, fold: bool = True) -> str:
     return _fold_length(read) if fold else read
 
 
+@lru_cache(maxsize=4096)
+def _fold_length(text: str) -> str:
+    # Cached like the reading itself: the flow's own words are folded on every message.
+    return _LONG_O.sub(r"\1", _LONG_E.sub(r"\1", text))
+
+
 def has_kanji(text: str) -> bool:
     """Whether a reading can differ from the written form."""
     return any(_needs_reading(ch) for ch in text)
@@ -66,10 +72,6 @@ def _reading(text: str) -> str:
 # `normalize` already drops ー), so readings compare without it.
 _LONG_E = re.compile(r"([えけげせぜてでねへべぺめれ])い")
 _LONG_O = re.compile(r"([おこごそぞとどのほぼぽもよろ])う")
-
-
-def _fold_length(text: str) -> str:
-    return _LONG_O.sub(r"\1", _LONG_E.sub(r"\1", text))
 
 
 def _read(surface: str, reading_form: str) -> str:
