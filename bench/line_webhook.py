@@ -19,72 +19,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-from fastapi import FastAPI, Request, Response
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from fakes.line_api import (  # noqa: E402  (tests/ is not a package on the path by default)
+from harness import (
     ACCESS_TOKEN,
-    BOT_USER_ID,
     CHANNEL_SECRET,
-    mint_reply_token,
-    new_user_id,
-    sign,
+    REPO,
+    Replies,
+    burst,
+    children,
+    cpu_seconds,
+    free_port,
+    latencies,
+    ms,
+    paced,
+    process,
+    users,
+    walk,
 )
-from fakes.processes import children, free_port  # noqa: E402
-
-# What users type, in order: walks the career flow (role, frustrations, the eight fit
-# questions...), each message one turn. Users cycle through it.
-SCRIPT = (
-    "経理です",
-    "毎日同じことの繰り返しでつまらない",
-    "以上です",
-    "いいえ",
-    "はい",
-    "そうでもない",
-    "得意です",
-    "あんまり",
-    "はい",
-    "全然",
-    "まさにそれ",
-    "今の会社で工夫してみたい",
-)
-
-bare_app = FastAPI()
-
-
-@bare_app.post("/webhooks/line")
-async def bare_webhook(request: Request) -> Response:
-    """The floor to compare with: read the body, answer 200, do nothing."""
-    await request.body()
-    return Response(status_code=200)
-
-
-@dataclass
-class Run:
-    sent: int
-    ok: int  # answered 200
-    seconds: float
-    latencies: list[float]
-    started: float  # time.time() of the first request, to the millisecond like tokens
-
-    @property
-    def rate(self) -> float:
-        return self.sent / self.seconds
 
 
 def main() -> None:
@@ -138,11 +94,11 @@ async def run(args: argparse.Namespace) -> None:
         # As deployed: `yarigai serve`, which in WORKER_MODE=separate starts `yarigai worker`.
         bot_cmd = [sys.executable, "-m", "bot.cli", "serve", "--port", str(bot_port)]
         bare_cmd = [*uvicorn, "--port", str(bare_port), "--app-dir", str(REPO / "bench")]
-        bare_cmd += ["line_webhook:bare_app"]
+        bare_cmd += ["harness:bare_app"]
         with (
-            _process(fake_cmd, env, workdir, f"http://127.0.0.1:{fake_port}/_fake/stats"),
-            _process(bare_cmd, env, workdir, f"http://127.0.0.1:{bare_port}/webhooks/line"),
-            _process(bot_cmd, env, workdir, f"http://127.0.0.1:{bot_port}/healthz") as bot,
+            process(fake_cmd, env, workdir, f"http://127.0.0.1:{fake_port}/_fake/stats"),
+            process(bare_cmd, env, workdir, f"http://127.0.0.1:{bare_port}/webhooks/line"),
+            process(bot_cmd, env, workdir, f"http://127.0.0.1:{bot_port}/healthz") as bot,
         ):
             pids = [bot.pid, *children(bot.pid)]
             await bench(args, fake_port, bot_port, bare_port, pids)
@@ -155,31 +111,35 @@ async def bench(
     bare_url = f"http://127.0.0.1:{bare_port}/webhooks/line"
     bot_url = f"http://127.0.0.1:{bot_port}/webhooks/line"
     connector = aiohttp.TCPConnector(limit=args.connections)
+    sending = {"connections": args.connections, "patience": args.timeout}
     async with aiohttp.ClientSession(connector=connector) as http:
+        replies = Replies(http, fake)
         # Warm both servers (imports, first connections, SQLite pages) before measuring.
-        await _burst(http, bare_url, _users(50), 200, args)
-        await _burst(http, bot_url, _users(50), 200, args)
-        await _answered(http, fake, 200, args.timeout)
+        await burst(http, bare_url, walk(users(50), 200), **sending)
+        await burst(http, bot_url, walk(users(50), 200), **sending)
+        await replies.until(200, args.timeout)
 
-        bare = await _burst(http, bare_url, _users(args.users), args.events, args)
-        cpu_before = _cpu_seconds(bot_pids)
-        burst = await _burst(http, bot_url, _users(args.users), args.events, args)
-        answered = await _answered(http, fake, 200 + burst.ok, args.timeout)
-        burst_cpu = _cpu_seconds(bot_pids) - cpu_before
-        burst_replies = [r for r in answered if r[1] >= burst.started]
-        e2e = len(burst_replies) / (max(r[2] for r in burst_replies) - burst.started)
+        bare = await burst(http, bare_url, walk(users(args.users), args.events), **sending)
+        cpu_before = cpu_seconds(bot_pids)
+        loaded = await burst(http, bot_url, walk(users(args.users), args.events), **sending)
+        await replies.until(200 + loaded.ok, args.timeout)
+        burst_cpu = cpu_seconds(bot_pids) - cpu_before
+        burst_replies = replies.since(loaded.started)
+        e2e = len(burst_replies) / (max(r[2] for r in burst_replies) - loaded.started)
 
-        paced = await _paced(http, bot_url, _users(args.users), args.rate, args.paced_seconds)
-        answered = await _answered(http, fake, len(answered) + paced.ok, args.timeout)
-        paced_replies = [r for r in answered if r[1] >= paced.started]
+        steady = list(walk(users(args.users), int(args.rate * args.paced_seconds)))
+        at_rate = await paced(http, bot_url, steady, args.rate)
+        await replies.until(len(replies.seen) + at_rate.ok, args.timeout)
+        paced_replies = replies.since(at_rate.started)
 
         calm_rate = max(10.0, e2e / 2)
-        cpu_before = _cpu_seconds(bot_pids)
-        calm = await _paced(http, bot_url, _users(args.users), calm_rate, args.calm_seconds)
-        answered = await _answered(http, fake, len(answered) + calm.ok, args.timeout)
-        calm_cpu = _cpu_seconds(bot_pids) - cpu_before
-        calm_replies = [r for r in answered if r[1] >= calm.started]
-        stats = await _stats(http, fake)
+        cpu_before = cpu_seconds(bot_pids)
+        quiet = list(walk(users(args.users), int(calm_rate * args.calm_seconds)))
+        calm = await paced(http, bot_url, quiet, calm_rate)
+        await replies.until(len(replies.seen) + calm.ok, args.timeout)
+        calm_cpu = cpu_seconds(bot_pids) - cpu_before
+        calm_replies = replies.since(calm.started)
+        stats = await replies.stats()
 
     validating = (
         "checking every request against the spec"
@@ -200,207 +160,43 @@ async def bench(
         f"over {args.connections} connections"
     )
     print(
-        f"  bare FastAPI endpoint {bare.rate:7.0f} acks/s  ack p50 {_ms(bare.latencies, 50)}  p99 {_ms(bare.latencies, 99)}"
+        f"  bare FastAPI endpoint {bare.rate:7.0f} acks/s  ack p50 {ms(bare.latencies, 50)}  p99 {ms(bare.latencies, 99)}"
     )
     print(
-        f"  bot /webhooks/line    {burst.rate:7.0f} acks/s  ack p50 {_ms(burst.latencies, 50)}  "
-        f"p99 {_ms(burst.latencies, 99)}  = {burst.rate / bare.rate:.2f} of bare"
+        f"  bot /webhooks/line    {loaded.rate:7.0f} acks/s  ack p50 {ms(loaded.latencies, 50)}  "
+        f"p99 {ms(loaded.latencies, 99)}  = {loaded.rate / bare.rate:.2f} of bare"
     )
     print(
-        f"  answered end to end   {e2e:7.0f} messages/s ({len(burst_replies)}/{burst.sent} "
-        f"answered; reply latency behind the backlog p50 {_ms(_latency(burst_replies), 50)} "
-        f"p99 {_ms(_latency(burst_replies), 99)})"
+        f"  answered end to end   {e2e:7.0f} messages/s ({len(burst_replies)}/{loaded.sent} "
+        f"answered; reply latency behind the backlog p50 {ms(latencies(burst_replies), 50)} "
+        f"p99 {ms(latencies(burst_replies), 99)})"
     )
     print(
         f"  bot CPU per message   {burst_cpu / max(1, len(burst_replies)) * 1000:7.2f} ms "
         f"(acknowledge, turn and reply; calm: {calm_cpu / max(1, len(calm_replies)) * 1000:.2f} ms)"
     )
-    for name, run, replies in (("paced", paced, paced_replies), ("calm", calm, calm_replies)):
+    for name, run, answered in (("paced", at_rate, paced_replies), ("calm", calm, calm_replies)):
         print(
             f"{name}: {run.rate:.0f} messages/s for {run.seconds:.1f}s: ack p50 "
-            f"{_ms(run.latencies, 50)} p99 {_ms(run.latencies, 99)}; reply latency p50 "
-            f"{_ms(_latency(replies), 50)} p99 {_ms(_latency(replies), 99)} "
-            f"({len(replies)}/{run.sent} answered)"
+            f"{ms(run.latencies, 50)} p99 {ms(run.latencies, 99)}; reply latency p50 "
+            f"{ms(latencies(answered), 50)} p99 {ms(latencies(answered), 99)} "
+            f"({len(answered)}/{run.sent} answered)"
         )
     failed = (
-        bare.sent - bare.ok + burst.sent - burst.ok + paced.sent - paced.ok + calm.sent - calm.ok
+        bare.sent
+        - bare.ok
+        + loaded.sent
+        - loaded.ok
+        + at_rate.sent
+        - at_rate.ok
+        + calm.sent
+        - calm.ok
     )
     print(
         f"fake LINE API: answers {stats['statuses']}, checked against the spec "
         f"{stats['checked']}, invalid {stats['invalid']}, "
         f"pushes {len(stats['pushed'])}; webhooks not answered 200: {failed}"
     )
-
-
-async def _burst(
-    http: aiohttp.ClientSession, url: str, users: list[str], count: int, args: argparse.Namespace
-) -> Run:
-    # One iterator shared by every connection: users come round-robin.
-    requests = _requests(users, count)
-    latencies: list[float] = []
-    failures = 0
-    started = int(time.time() * 1000) / 1000
-    clock = time.perf_counter()
-    deadline = clock + args.timeout
-
-    async def worker() -> None:
-        nonlocal failures
-        for user, text in requests:
-            if time.perf_counter() > deadline:
-                return
-            ok, latency = await _post(http, url, user, text)
-            latencies.append(latency)
-            failures += not ok
-
-    await asyncio.gather(*(worker() for _ in range(args.connections)))
-    return Run(
-        len(latencies), len(latencies) - failures, time.perf_counter() - clock, latencies, started
-    )
-
-
-async def _paced(
-    http: aiohttp.ClientSession, url: str, users: list[str], rate: float, seconds: float
-) -> Run:
-    count = int(rate * seconds)
-    requests = list(_requests(users, count))
-    latencies: list[float] = []
-    failures = 0
-    tasks: set[asyncio.Task[None]] = set()
-    started = int(time.time() * 1000) / 1000
-    clock = time.perf_counter()
-
-    async def one(user: str, text: str) -> None:
-        nonlocal failures
-        ok, latency = await _post(http, url, user, text)
-        latencies.append(latency)
-        failures += not ok
-
-    for index, (user, text) in enumerate(requests):
-        due = clock + index / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(user, text))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks)
-    return Run(
-        len(latencies), len(latencies) - failures, time.perf_counter() - clock, latencies, started
-    )
-
-
-def _requests(users: list[str], count: int) -> Iterator[tuple[str, str]]:
-    """Round-robin over users, each walking SCRIPT (so users' turns interleave)."""
-    for index in range(count):
-        user = users[index % len(users)]
-        yield user, SCRIPT[(index // len(users)) % len(SCRIPT)]
-
-
-async def _post(http: aiohttp.ClientSession, url: str, user: str, text: str) -> tuple[bool, float]:
-    now_ms = int(time.time() * 1000)
-    event = {
-        "type": "message",
-        "mode": "active",
-        "timestamp": now_ms,
-        "source": {"type": "user", "userId": user},
-        "webhookEventId": f"{now_ms:013d}{os.urandom(7).hex()[:13].upper()}",
-        "deliveryContext": {"isRedelivery": False},
-        "replyToken": mint_reply_token(user),
-        "message": {"type": "text", "id": str(now_ms), "quoteToken": "q", "text": text},
-    }
-    body = json.dumps({"destination": BOT_USER_ID, "events": [event]}, ensure_ascii=False).encode()
-    headers = {"content-type": "application/json", "x-line-signature": sign(CHANNEL_SECRET, body)}
-    started = time.perf_counter()
-    try:
-        async with http.post(url, data=body, headers=headers) as answer:
-            await answer.read()
-            ok = answer.status == 200
-    except aiohttp.ClientError:
-        ok = False
-    return ok, time.perf_counter() - started
-
-
-async def _stats(http: aiohttp.ClientSession, fake: str) -> dict[str, Any]:
-    async with http.get(f"{fake}/_fake/stats") as answer:
-        stats: dict[str, Any] = await answer.json()
-        return stats
-
-
-async def _answered(
-    http: aiohttp.ClientSession, fake: str, expected: int, patience: float
-) -> list[list[Any]]:
-    """Replies at the fake LINE API, [chat, token minted, arrived], once `expected` are in
-    (or `patience` seconds have passed)."""
-    deadline = time.monotonic() + patience
-    while True:
-        replied: list[list[Any]] = (await _stats(http, fake))["replied"]
-        if len(replied) >= expected or time.monotonic() > deadline:
-            return replied
-        await asyncio.sleep(0.1)
-
-
-def _latency(replies: list[list[Any]]) -> list[float]:
-    return [arrived - minted for _, minted, arrived in replies]
-
-
-def _users(count: int) -> list[str]:
-    return [new_user_id() for _ in range(count)]
-
-
-def _ms(values: list[float], percentile: int) -> str:
-    if not values:
-        return "   -  "
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, round(percentile / 100 * (len(ordered) - 1)))
-    return f"{ordered[index] * 1000:6.1f} ms"
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time the processes have used so far (Linux /proc; NaN elsewhere)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def _process(
-    command: list[str], env: dict[str, str], cwd: Path, ready: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`command` running and answering at `ready`."""
-    process = subprocess.Popen(command, env=env, cwd=cwd)
-    try:
-        _wait_ready(process, ready)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{process.args} exited with {process.returncode}")
-        try:
-            method = "GET" if url.endswith(("stats", "healthz")) else "POST"
-            urllib.request.urlopen(urllib.request.Request(url, method=method, data=None), timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{process.args} did not start in 30 s")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ _ids: contextvars.ContextVar[Mapping[str, int | str] | None] = contextvars.Conte
     "yarigai_trace_ids", default=None
 )
 _configured = False
+# A proxy until a provider is installed, then the provider's tracer: looked up once, not per span.
+_tracer: Final = trace.get_tracer(TRACER)
 
 
 def configure(environ: Mapping[str, str] | None = None) -> bool:
@@ -72,7 +74,7 @@ def span(name: str, **ids: int | str | None) -> Iterator[Span]:
     known = {key: value for key, value in ids.items() if value is not None}
     token = _ids.set({**(_ids.get() or {}), **known})
     try:
-        with trace.get_tracer(TRACER).start_as_current_span(name) as current:
+        with _tracer.start_as_current_span(name) as current:
             for key, value in known.items():
                 current.set_attribute(f"{key}.id", value)
             yield current

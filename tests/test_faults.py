@@ -22,6 +22,7 @@ import asyncio
 import functools
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -103,7 +104,7 @@ class Bot:
 
     database: str
     fake: FakeLineApi
-    serve: Serve
+    serve: Serve | Fleet  # only its `url` and `log` are used here
     env: dict[str, str]
     root: Path  # the processes' working directory: their logs
     since: int = 0  # where the running scenario's part of serve's log begins
@@ -111,7 +112,8 @@ class Bot:
     def line(self) -> Line:
         """LINE's side for a scenario's own users (the scenario's part of the log begins)."""
         self.since = self.serve.log.stat().st_size if self.serve.log.exists() else 0
-        return Line(self.serve.url, self.fake)
+        route = self.serve.route if isinstance(self.serve, Fleet) else None
+        return Line(self.serve.url, self.fake, route=route)
 
     def unhandled(self) -> list[str]:
         """Exceptions nobody handled in serve or its workers (asyncio's "Task exception was
@@ -299,7 +301,12 @@ class Line:
     bot acknowledges it (a refused or unconnected post is redelivered, flagged, same event).
     As a context manager: conversations still going at the end are stopped."""
 
-    def __init__(self, url: str, fake: FakeLineApi) -> None:
+    def __init__(
+        self, url: str, fake: FakeLineApi, *, route: Callable[[], str] | None = None
+    ) -> None:
+        """`route`: a load balancer in front of several web processes, the base URL of the one
+        each post goes to (default: `url` every time)."""
+        self.route = route
         # One client for every post, but a new connection each (no keep-alive): a killed
         # serve shows as a refused connection, not as a stale one failing later.
         self.client = httpx.AsyncClient(
@@ -324,8 +331,9 @@ class Line:
         body = self.hooks.body(*events, ascii_only=ascii_only)
         redelivered: bytes | None = None  # built (and checked) once, however many tries
         while True:
+            url = None if self.route is None else self.route() + WEBHOOK_PATH
             try:
-                if (await self.hooks.post(body)).status_code == 200:
+                if (await self.hooks.post(body, url=url)).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -373,7 +381,7 @@ class Line:
         return sum(len(fake.seen(user)) for user in self.users)
 
 
-async def answering(serve: Serve, line: Line, fake: FakeLineApi) -> None:
+async def answering(serve: Serve | Fleet, line: Line, fake: FakeLineApi) -> None:
     """Until serve acknowledges and its workers answer (two users followed and were greeted):
     faults are injected into a running bot, not one still starting."""
     await serve.healthy()
@@ -788,6 +796,187 @@ async def test_7_a_worker_killed_is_restarted_by_serve_which_keeps_acknowledging
         assert line.refused == 0  # and acknowledged all along, the worker's gap included
     await exactly_once(bot, line, f"7 kill -9 of a worker/{backend(bot)}")
     print(f"[faults]   a new worker {restarted:.1f} s after the kill")
+
+
+# ------------------------------------------------------------------ several hosts (issue 12)
+
+FLEET_USERS = 60
+# Ten answers each (600 messages in all): the career flow's role, frustrations and fit check.
+FLEET_TEXTS = (
+    "経理です",
+    "毎日同じことの繰り返し",
+    "成果が見えにくい",
+    "これで全部",
+    "いいえ",
+    "はい",
+    "そうでもない",
+    "得意です",
+    "あんまり",
+    "はい",
+)
+FLEET_PAUSE = 2.5  # seconds between a user's messages: traffic through every kill below
+FLEET_KILLS = 3  # rounds of: kill -9 a random worker, then a random web process, restart both
+LINE_LONG_OUTAGE = 120.0  # seconds LINE answers 500 in scenario 9: reply tokens go stale
+
+
+class Fleet:
+    """What several hosts run on one PostgreSQL: `serve --no-worker` web processes behind a
+    load balancer (`route`) and `yarigai worker`s, each killed by pid and started again by the
+    scenario (as an orchestrator restarts a crashed container). All of them log to `log`."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *, webs: int, workers: int) -> None:
+        self.env = env
+        self.cwd = cwd
+        self.log = cwd / "fleet.log"
+        self.ports = [free_port() for _ in range(webs)]
+        self.url = f"http://127.0.0.1:{self.ports[0]}"
+        self.webs: list[subprocess.Popen[bytes] | None] = [None] * webs
+        self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
+        self._next = 0
+
+    def __enter__(self) -> Fleet:
+        for index in range(len(self.webs)):
+            self.start_web(index)
+        for index in range(len(self.workers)):
+            self.start_worker(index)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        running = [p for p in (*self.webs, *self.workers) if p is not None]
+        kill(*(p.pid for p in running))
+        for process in running:
+            process.wait(10)
+
+    def start_web(self, index: int) -> None:
+        port = str(self.ports[index])
+        self.webs[index] = self._spawn("serve", "--port", port, "--no-worker")
+
+    def start_worker(self, index: int) -> None:
+        self.workers[index] = self._spawn("worker", "--nice", "0")
+
+    def kill_web(self, chooser: random.Random) -> int:
+        """kill -9 a web process chosen by `chooser`; its index, to start it again."""
+        return self._kill(self.webs, chooser)
+
+    def kill_worker(self, chooser: random.Random) -> int:
+        return self._kill(self.workers, chooser)
+
+    def route(self) -> str:
+        """The load balancer: round robin over the web processes still running (a post to one
+        that is starting is refused, and LINE redelivers it to the next)."""
+        running = [i for i, p in enumerate(self.webs) if p is not None and p.poll() is None]
+        self._next += 1
+        index = running[self._next % len(running)] if running else 0
+        return f"http://127.0.0.1:{self.ports[index]}"
+
+    async def healthy(self, within: float = 90.0) -> None:
+        async with httpx.AsyncClient(timeout=1) as client:
+            for port in self.ports:
+
+                async def answers(port: int = port) -> bool:
+                    try:
+                        url = f"http://127.0.0.1:{port}/healthz"
+                        return (await client.get(url)).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                await until_async(answers, within, what=f"web process on {port} answers")
+
+    def _kill(self, processes: list[subprocess.Popen[bytes] | None], chooser: random.Random) -> int:
+        index = chooser.randrange(len(processes))
+        process = processes[index]
+        assert process is not None
+        kill(process.pid)
+        process.wait(10)
+        return index
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", *args],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def fleet(tmp_path: Path) -> AsyncIterator[Bot]:
+    """Two web processes and three workers on a PostgreSQL database of their own."""
+    async with fresh_database("postgresql", tmp_path) as database:
+        with FakeLineApi(require_spec()) as fake:
+            env = environment(database, fake)
+            with Fleet(env, tmp_path, webs=2, workers=3) as processes:
+                yield Bot(database, fake, processes, env, tmp_path)
+
+
+async def test_8_fleet_answers_600_messages_once_in_order_while_processes_are_killed(
+    fleet: Bot,
+) -> None:
+    """2 web + 3 workers; 600 messages from 60 users; meanwhile a random worker and a random
+    web process are killed -9 and started again, several times."""
+    processes, fake = fleet.serve, fleet.fake
+    assert isinstance(processes, Fleet)
+    seed = random.randrange(10**6)
+    chooser = random.Random(seed)
+    killed: list[str] = []
+    async with fleet.line() as line:
+        await processes.healthy()
+        await answering(processes, line, fake)
+        line.start(FLEET_USERS, FLEET_TEXTS, pause=FLEET_PAUSE)
+        for _ in range(FLEET_KILLS):
+            await asyncio.sleep(3.0)
+            worker = processes.kill_worker(chooser)
+            await asyncio.sleep(2.0)
+            web = processes.kill_web(chooser)
+            killed += [f"worker {worker}", f"web {web}"]
+            await asyncio.sleep(2.0)
+            processes.start_worker(worker)
+            processes.start_web(web)
+        await line.finished(240)
+        await settle(fleet.database, fake, line, SETTLE_WITHIN)
+    tally = await exactly_once(fleet, line, "8 2 web + 3 workers, kill -9 and restart/postgresql")
+    assert sum(line.texts.values()) >= FLEET_USERS * len(FLEET_TEXTS)
+    print(
+        f"[faults]   seed {seed}; killed in turn: {', '.join(killed)}; {tally.refused_posts} "
+        "posts refused and redelivered"
+    )
+
+
+async def test_9_fleet_line_down_two_minutes_then_each_reply_once_by_token_or_push(
+    fleet: Bot,
+) -> None:
+    """LINE answers 500 for two minutes while users write: afterwards every reply goes out
+    once, by reply token where it is still fresh, else by push under its retry key."""
+    processes, fake = fleet.serve, fleet.fake
+    assert isinstance(processes, Fleet)
+    async with fleet.line() as line:
+        await processes.healthy()
+        await answering(processes, line, fake)
+        fake.down()
+        try:
+            # Messages spread over the outage: early ones' tokens are stale when LINE is back,
+            # the last ones' still fresh.
+            line.start(USERS, TEXTS, pause=LINE_LONG_OUTAGE / len(TEXTS) * 0.9)
+            await asyncio.sleep(LINE_LONG_OUTAGE)
+        finally:
+            fake.up()
+        back = time.time()
+        await line.finished()
+        await settle(fleet.database, fake, line, RESUMED_WITHIN)
+        resumed = time.time() - back
+    await exactly_once(fleet, line, "9 LINE down two minutes/postgresql")
+    after = [c for c in fake.calls if c.arrived >= back and c.status == 200]
+    by_reply = [c for c in after if c.operation == "reply"]
+    by_push = [c for c in after if c.operation == "push"]
+    print(
+        f"[faults]   after LINE came back: {len(by_reply)} replies by token, {len(by_push)} "
+        f"pushes; all delivered {resumed:.1f} s after up()"
+    )
+    assert by_push, "no stale reply went by push"
+    assert by_reply, "no fresh reply token was used"
+    assert all(c.retry_key is not None for c in by_push)
 
 
 # ------------------------------------------------------------------ helpers of scenarios

@@ -83,6 +83,9 @@ class Outbox:
         self._in_flight: set[int] = set()  # outbox ids being delivered right now
         self._behind: set[int] = set()  # conversation ids
         self._maybe_delivered: set[int] = set()  # outbox ids an earlier try may have delivered
+        # Outbox ids of turns saved here whose delivery waited behind older ones without a try:
+        # their reply tokens are unused, still worth more than a (paid) push while fresh.
+        self._untried: set[int] = set()
         # Outbox ids settled here -> "sent" or "failed" (re-marked by the sweep if marking
         # failed while the database was away).
         self._done: OrderedDict[int, str] = OrderedDict()
@@ -136,6 +139,8 @@ class Outbox:
         sending = reply.messages if messages is None else tuple(messages)
         async with self._lock(item.conversation_id):
             if item.conversation_id in self._behind or item.id in self._done:
+                if item.id not in self._done:
+                    self._untried.add(item.id)
                 self._fall_behind({item.conversation_id})
                 return
             delivered = await self._deliver(item, sending, Attempt(first=True))
@@ -247,7 +252,9 @@ class Outbox:
             await self._give_up(item, "payload is not a list of messages")
             return True
         attempt = Attempt(
-            first=False, maybe_delivered=item.id in self._maybe_delivered, retry=False
+            first=item.id in self._untried,
+            maybe_delivered=item.id in self._maybe_delivered,
+            retry=False,
         )
         return await self._deliver(item, messages, attempt)
 
@@ -257,6 +264,7 @@ class Outbox:
         """True when the item is settled (delivered, or failed for good); False when it stays
         pending for another round."""
         self._in_flight.add(item.id)
+        self._untried.discard(item.id)
         try:
             await self.couriers[item.channel].deliver(item, messages, attempt)
         except DeliveryFailed as failure:
@@ -287,6 +295,7 @@ class Outbox:
 
     def _settled(self, outbox_id: int, status: str) -> None:
         self._maybe_delivered.discard(outbox_id)
+        self._untried.discard(outbox_id)
         self._done[outbox_id] = status
         if len(self._done) > _DONE_REMEMBERED:
             self._done.popitem(last=False)

@@ -71,8 +71,9 @@ class Handled(StrEnum):
 class Attempt:
     """How the outbox asks a courier to deliver an item.
 
-    `first`: the turn's own delivery, in the process that saved it (a reply token, if any, is
-    fresh and unused). `maybe_delivered`: an earlier try may have reached the user (cut short
+    `first`: nobody has tried the item yet: the turn's own delivery, or a later round's of a
+    reply that waited behind older ones in the process that saved it (a reply token, if any, is
+    unused; the channel checks it is still fresh). `maybe_delivered`: an earlier try may have reached the user (cut short
     by a crash or a timeout): a channel that can tell (LINE: a spent reply token) must not
     deliver twice. `retry`: the courier may retry transient failures itself; False for the
     outbox's later rounds, which pace retries themselves."""

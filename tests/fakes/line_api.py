@@ -571,10 +571,13 @@ class FakeLineApi:
         with self._lock:
             self.calls.append(call)
 
-    async def _stats(self, _: web.Request) -> web.Response:
-        """For the benchmark: replies (chat, token minted, arrived), pushes, statuses."""
+    async def _stats(self, request: web.Request) -> web.Response:
+        """For the benchmark: replies (chat, token minted, arrived) from the `since`-th on (a
+        poll need not fetch thousands again), their total, pushes, statuses."""
+        since = int(request.query.get("since", "0"))
         with self._lock:
-            replied = [list(r) for r in self.replies]
+            replied = [list(r) for r in self.replies[since:]]
+            total = len(self.replies)
             pushed = [[d.chat_id, d.at] for d in self.delivered if d.via == "push"]
             invalid = len([c for c in self.calls if c.errors])
             statuses: dict[str, int] = {}
@@ -583,6 +586,7 @@ class FakeLineApi:
         return web.json_response(
             {
                 "replied": replied,
+                "replies": total,
                 "pushed": pushed,
                 "invalid": invalid,
                 "checked": self.checked,
@@ -733,16 +737,20 @@ class Webhooks:
         body = self.body(*events, redelivery=redelivery, ascii_only=ascii_only)
         return await self.post(body, signature=signature)
 
-    async def post(self, body: bytes, *, signature: str | None = None) -> httpx.Response:
+    async def post(
+        self, body: bytes, *, signature: str | None = None, url: str | None = None
+    ) -> httpx.Response:
+        """Post a webhook body to `url` (default: this sender's), signed unless told otherwise."""
+        url = self.url if url is None else url
         headers = {
             "content-type": "application/json; charset=utf-8",
             "x-line-signature": sign(self.secret, body) if signature is None else signature,
             "user-agent": "LineBotWebhook/2.0",
         }
         if self.client is not None:
-            return await self.client.post(self.url, content=body, headers=headers)
+            return await self.client.post(url, content=body, headers=headers)
         async with httpx.AsyncClient(timeout=10) as client:
-            return await client.post(self.url, content=body, headers=headers)
+            return await client.post(url, content=body, headers=headers)
 
 
 # ------------------------------------------------------------ private

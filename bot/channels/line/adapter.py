@@ -286,9 +286,9 @@ class LineCourier:
     async def deliver(
         self, item: OutboxItem, messages: Sequence[Message], attempt: Attempt
     ) -> None:
-        # Only a token that is unused (the first try) or may have been spent by an earlier try
-        # is worth sending: LINE refusing the latter means that try delivered. A token refused
-        # or never tried in this run is worth nothing.
+        # Only a token that is unused (nobody tried the item) or may have been spent by an
+        # earlier try is worth sending: LINE refusing the latter means that try delivered. The
+        # token of an item tried and refused is worth nothing.
         use_token = attempt.first or attempt.maybe_delivered
         await self.delivery.deliver(
             item.address,
