@@ -484,11 +484,12 @@ class _TurnBuilder:
         if reset:
             self.update(slots={}, status=Status.ACTIVE, return_to=None)
         self.drop_pending()
-        self.update(selection=(), misses=0, pending_confirm=())
+        cleared: dict[str, Any] = {"selection": (), "misses": 0, "pending_confirm": ()}
         for _ in range(_MAX_HOPS):
             state = self.spec.states[name]
             self.entered.append(name)
-            self.update(state=name, status=Status.ACTIVE)
+            self.update(state=name, status=Status.ACTIVE, **cleared)  # one copy, not two
+            cleared = {}
             for slot, expression in state.set.items():
                 self.fill(slot, evaluate(expression, self.context()))
             for message in state.messages():
