@@ -13,6 +13,10 @@ each import the app and load the NLU encoder), and a serve per scenario would do
 time. Scenarios that kill serve leave the supervisor's next one running; the first scenario
 uses the first start, killing it while its workers start.
 
+Scenarios 8 and 9 (issue 12) run what several hosts would instead: two `serve --no-worker` web
+processes behind a round-robin balancer and three `yarigai worker`s on a PostgreSQL database of
+their own, killed and started again by the scenario.
+
 Run with `-s` to see each scenario's counts (turns, deliveries, duplicates, out of order).
 """
 
