@@ -8,6 +8,7 @@ web API (422), so nothing past them meets such text.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -32,6 +33,18 @@ def scrub_json(value: Any) -> Any:
     if isinstance(value, list):
         return [scrub_json(item) for item in value]
     return value
+
+
+def loads_storable(body: bytes) -> Any:
+    """`json.loads(body)`, scrubbed (see `scrub_json`) unless its bytes cannot hold what is
+    scrubbed: in UTF-8 JSON a NUL arrives only as a `\\u` escape (strings refuse raw control
+    characters) and a lone surrogate only as an escape or as its encoded form (lead byte 0xED,
+    which `json` decodes with 'surrogatepass'). Most webhooks have neither, and walking every
+    string of them was a tenth of the cost of acknowledging one."""
+    document = json.loads(body)
+    if json.detect_encoding(body) == "utf-8" and b"\\u" not in body and b"\xed" not in body:
+        return document
+    return scrub_json(document)
 
 
 def require_storable(text: str) -> str:

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError
 from bot.channels.edge import MAX_LABEL, clip, event_time
 from bot.errors import BotError
 from bot.models import ChoiceIn, Frozen, JoinedGroupIn, LeftIn, MediaIn, StartIn, TextIn
-from bot.storable_text import scrub_json
+from bot.storable_text import loads_storable
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def parse(body: bytes, *, destination: str | None = None) -> list[LineEvent]:
     try:
         # Scrubbed at once: a NUL or lone surrogate a user managed to send must not fail the
         # store writes of the turn (and of the turns batched with it).
-        document = scrub_json(json.loads(body))
+        document = loads_storable(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedWebhook("body is not JSON") from exc
     except RecursionError as exc:  # signed, but nested thousands deep: no webhook is
