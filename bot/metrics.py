@@ -39,6 +39,12 @@ class Metrics:
             ["channel"],
             registry=self.registry,
         )
+        self.timers_fired = Counter(
+            "yarigai_timers_fired",
+            "Durable timers settled, by kind and outcome (sent, skipped, postponed, failed)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
 
         self.inbox_pending = Gauge(
             "yarigai_inbox_pending",

@@ -19,6 +19,7 @@ from bot.channels.line.adapter import LineAdapter, LineChannel
 from bot.channels.slack.adapter import SlackAdapter, SlackChannel
 from bot.config import Settings
 from bot.core.backpressure import Foreground
+from bot.core.clock import Clock, SystemClock
 from bot.core.inbox import Worker
 from bot.core.jobs import Jobs, JobsTuning
 from bot.core.leases import LeaseKeeper, job_lease
@@ -26,6 +27,7 @@ from bot.core.lookup import ConversationLookup
 from bot.core.outbox import Outbox, OutboxTuning
 from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
 from bot.core.service import ConversationService
+from bot.core.timers import SAY, SayHandler, TimerHandler, TimerRunner
 from bot.engine import Engine
 from bot.errors import FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
@@ -73,6 +75,7 @@ class Runtime:
     metrics: Metrics
     desk: HandoffDesk
     jobs: Jobs
+    timers: TimerRunner
     leases: LeaseKeeper | None = None  # several processes run events (WORKER_MODE=separate)
     line: LineAdapter | None = None
     slack: SlackAdapter | None = None
@@ -126,7 +129,7 @@ class Runtime:
                 except StoreError as exc:
                     log.warning("background jobs' lease not taken (%s)", type(exc).__name__)
                 if running:
-                    log.info("running the background jobs (handoff timers, purge)")
+                    log.info("running the background jobs (timers, handoff waits, purge)")
                     self.desk.start()
                     self.jobs.start()
             await asyncio.sleep(leases.ttl / 3)
@@ -152,13 +155,15 @@ async def build(
     surfaces: Sequence[AgentSurface] = (),
     outbox: OutboxTuning = DEFAULT_TUNING,
     jobs: JobsTuning = DEFAULT_JOBS,
+    clock: Clock | None = None,
 ) -> Runtime:
     """Load flows (refusing broken ones), open and migrate the store, and build the rest.
 
     `foreground`:
     what batches of turns give way to (bot/core/backpressure.py); by default this process's
     own webhooks. `channels`: the channels' tuning (tests pass their own). `surfaces`: agent
-    surfaces made outside (the web console's feed)."""
+    surfaces made outside (the web console's feed). `clock`: what time it is for timers
+    (tests pass a fake one)."""
     flows = load_flows(settings.flows_dir)
     if settings.default_flow not in flows:
         raise FlowError(
@@ -183,6 +188,7 @@ async def build(
             surfaces=surfaces,
             outbox_tuning=outbox,
             jobs_tuning=jobs,
+            clock=clock or SystemClock(),
         )
     except BaseException:
         await exit_stack.aclose()
@@ -202,6 +208,7 @@ async def _build(
     surfaces: Sequence[AgentSurface],
     outbox_tuning: OutboxTuning,
     jobs_tuning: JobsTuning,
+    clock: Clock,
 ) -> Runtime:
     metrics = Metrics()
     nlu = _Traced(build_understander(flows.values(), cache_dir=default_cache_dir()))
@@ -267,6 +274,17 @@ async def _build(
                 all_surfaces.extend(slack.surfaces)
     for channel, handler in handlers.items():
         worker.register(channel.value, handler)
+    # One handler per timer kind; a kind nobody registered is settled as failed, loudly.
+    timer_handlers: dict[str, TimerHandler] = {SAY: SayHandler()}
+    timers = TimerRunner(
+        store=store,
+        service=service,
+        outbox=outbox,
+        clock=clock,
+        handlers=timer_handlers,
+        metrics=metrics,
+        leases=leases,
+    )
     log.info("loaded flows: %s", ", ".join(f"{f.id}@{f.version}" for f in flows.values()))
     return Runtime(
         settings=settings,
@@ -278,7 +296,13 @@ async def _build(
         outbox=outbox,
         metrics=metrics,
         desk=desk,
-        jobs=Jobs(store=store, retention_days=settings.retention_days, tuning=jobs_tuning),
+        jobs=Jobs(
+            store=store,
+            retention_days=settings.retention_days,
+            tuning=jobs_tuning,
+            timers=timers,
+        ),
+        timers=timers,
         leases=leases,
         line=line,
         slack=slack,

@@ -49,6 +49,8 @@ from bot.store import (
     SavedTurn,
     SqlStore,
     StoredConversation,
+    Timer,
+    TimerGone,
     TranscriptEntry,
     TurnWrite,
     UnknownConversation,
@@ -164,11 +166,14 @@ class ConversationService:
         event_at: datetime | None = None,
         existing_only: bool = False,
         handoffs_allowed: bool = True,
+        timer: Timer | None = None,
     ) -> Reply:
         """Run one inbound event through the conversation (`existing_only`: raise
         UnknownConversation, writing nothing, unless the conversation exists;
         `handoffs_allowed` False: a request for an agent is answered with HANDOFF_BUSY and the
-        conversation stays where it was, as the web chat's rate limit wants).
+        conversation stays where it was, as the web chat's rate limit wants; `timer`: the due
+        timer this turn fires, marked fired in the turn's transaction, TimerGone (nothing
+        written) when it was settled, cancelled or rescheduled first).
 
         `outbox` queues the reply durably for a channel sender (with the event's `reply_token`
         and time, for a delivery retried after a crash); `inbox_id` marks the recorded webhook
@@ -201,6 +206,7 @@ class ConversationService:
                         event_at=event_at,
                         existing_only=existing_only,
                         handoffs_allowed=handoffs_allowed,
+                        timer=timer,
                     )
                 )
             if isinstance(outcome, BaseException):
@@ -242,6 +248,47 @@ class ConversationService:
         return Reply(
             conversation_id=0, messages=(TextOut(text=FORGOTTEN),), mode=Mode.BOT, forgotten=True
         )
+
+    async def announce(
+        self, key: ConversationKey, messages: Sequence[Message], *, timer: Timer | None = None
+    ) -> Reply:
+        """Messages the bot sends unprompted (a timer's reminder): kept in the transcript and,
+        for LINE and Slack, queued in the outbox, in one transaction with `timer`'s mark; the
+        conversation stays where it is. UnknownConversation when it does not exist."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        bodies = [m.model_dump(mode="json") for m in messages]
+        async with lock:
+            for attempt in range(_SAVE_ATTEMPTS):
+                stored = await self.store.load(key)
+                if stored is None:
+                    raise UnknownConversation(key)
+                write = TurnWrite(
+                    key=key,
+                    state=stored.state,
+                    expected_version=stored.version,
+                    conversation_id=stored.id,
+                    outbound=_outbound_entries(messages, bodies),
+                    deliver=bodies if key.channel not in _INTERACTIVE else None,
+                    timer=timer,
+                )
+                (saved,) = await self.store.save_turns([write])
+                if isinstance(saved, AlreadyHandled | TimerGone):
+                    raise saved
+                if isinstance(saved, ConcurrentUpdate):
+                    if attempt == _SAVE_ATTEMPTS - 1:
+                        raise saved
+                    continue
+                self.metrics.messages_out.labels(channel=key.channel.value).inc(len(messages))
+                return Reply(
+                    conversation_id=saved.conversation_id,
+                    messages=tuple(messages),
+                    mode=stored.mode,
+                    outbox_id=saved.outbox_id,
+                    last_id=saved.last_message_id,
+                )
+        raise AssertionError("unreachable")
 
     def engine_for(self, stored: StoredConversation | None) -> Engine:
         if stored is not None and stored.state.flow in self.engines:
@@ -291,7 +338,7 @@ class ConversationService:
                 for (index, plan), result in zip(planned, saved, strict=True):
                     if isinstance(result, ConcurrentUpdate):
                         alone.append(index)
-                    elif isinstance(result, AlreadyHandled):
+                    elif isinstance(result, AlreadyHandled | TimerGone):
                         outcomes[index] = result
                     else:
                         outcomes[index] = plan.answer(result)
@@ -312,7 +359,7 @@ class ConversationService:
                 event = ResumeIn(withdrawn=True)
             plan = self._plan(ask, stored, event, said_first=said_first)
             (saved,) = await self.store.save_turns([plan.write])
-            if isinstance(saved, AlreadyHandled):
+            if isinstance(saved, AlreadyHandled | TimerGone):
                 raise saved
             if not isinstance(saved, ConcurrentUpdate):
                 return plan.answer(saved)
@@ -344,6 +391,7 @@ class ConversationService:
                 conversation_id=stored.id,
                 inbound=[inbound] if inbound else [],
                 inbox_id=ask.inbox_id,
+                timer=ask.timer,
             )
             return _Plan(write=write, said=(), mode=mode, heard=heard)
 
@@ -403,6 +451,7 @@ class ConversationService:
             inbox_id=ask.inbox_id,
             reply_token=ask.reply_token,
             event_at=ask.event_at,
+            timer=ask.timer,
         )
         return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
 
@@ -433,6 +482,7 @@ class ConversationService:
             inbox_id=ask.inbox_id,
             reply_token=ask.reply_token,
             event_at=ask.event_at,
+            timer=ask.timer,
         )
         return _Plan(write=write, said=said, mode=Mode.BOT, heard=heard)
 
@@ -459,6 +509,7 @@ class _Ask:
     event_at: datetime | None = None
     existing_only: bool = False
     handoffs_allowed: bool = True
+    timer: Timer | None = None
 
 
 @dataclass(frozen=True, slots=True)

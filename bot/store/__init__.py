@@ -10,6 +10,7 @@ from bot.records import (
     NewEvent,
     OutboxItem,
     SurfaceRef,
+    Timer,
 )
 from bot.store.agents import Agent, AgentStore, AgentToken
 from bot.store.conversations import (
@@ -17,6 +18,7 @@ from bot.store.conversations import (
     ConcurrentUpdate,
     SavedTurn,
     StoredConversation,
+    TimerGone,
     TranscriptEntry,
     TurnWrite,
     UnknownConversation,
@@ -44,6 +46,8 @@ __all__ = [
     "SqlStore",
     "StoredConversation",
     "SurfaceRef",
+    "Timer",
+    "TimerGone",
     "TranscriptEntry",
     "TurnWrite",
     "UnknownConversation",
