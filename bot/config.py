@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # Agents and handoff
     handoff_timeout_minutes: int = 15
     agent_hours: str = "Mon-Fri 09:00-18:00 Asia/Tokyo"
+    quiet_hours: str = Field(
+        default="21:00-09:00 Asia/Tokyo",
+        description="When the bot never pushes by itself (follow-ups wait for the end); "
+        "empty: never quiet.",
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="Signs console session cookies; random per process if unset."
     )

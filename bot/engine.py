@@ -33,6 +33,8 @@ from bot.models import (
     Classified,
     ConversationEnded,
     ConversationState,
+    FollowUpIn,
+    FollowUpScheduled,
     HandoffRequested,
     ResumeIn,
     StartIn,
@@ -60,7 +62,7 @@ _MAX_HISTORY: Final = 40
 _MAX_HOPS = 100  # a flow whose `next` loops without asking would otherwise never return
 
 Message = TextOut | ChoicesOut | CardOut
-Effect = HandoffRequested | ConversationEnded | Classified
+Effect = HandoffRequested | ConversationEnded | Classified | FollowUpScheduled
 
 
 class Engine:
@@ -90,7 +92,9 @@ class Engine:
         return ConversationState(flow=self.spec.flow, flow_version=self.flow.version, state="")
 
     def advance(
-        self, conversation: ConversationState | None, event: TextIn | ChoiceIn | StartIn | ResumeIn
+        self,
+        conversation: ConversationState | None,
+        event: TextIn | ChoiceIn | StartIn | ResumeIn | FollowUpIn,
     ) -> Turn:
         """The next turn of `conversation` (None: a new one) given what the user did."""
         turn = _TurnBuilder(self, conversation or self.new())
@@ -115,11 +119,17 @@ class Engine:
                 turn.back_to_previous()
             case ResumeIn():
                 turn.resume()
+            case FollowUpIn():
+                turn.follow_up(event.followup)
             case ChoiceIn():
                 turn.on_choice(event)
             case TextIn():
                 turn.on_text(event.text)
         return turn.result()
+
+    def holds(self, conversation: ConversationState, expression: str | None) -> bool:
+        """Whether `expression` holds over the conversation's slots (a follow-up's `if`)."""
+        return holds(expression, _TurnBuilder(self, conversation).context())
 
     def question(self, conversation: ConversationState) -> ChoicesOut | None:
         """The question the conversation is waiting on, rendered (e.g. to show it again)."""
@@ -322,6 +332,25 @@ class _TurnBuilder:
         self.entered.append(name)
         self.messages.append(self.render_question(name, ask))
 
+    def schedule_followups(self, *, entered: str = "", command: str = "") -> None:
+        """The flow's follow-ups this state or command schedules, where their `if` holds."""
+        for followup in self.spec.followups:
+            triggered = (entered and followup.entered == entered) or (
+                command and followup.command == command
+            )
+            if triggered and holds(followup.if_, self.context()):
+                seconds = int(followup.wait.total_seconds())
+                self.effects.append(FollowUpScheduled(followup=followup.id, after_seconds=seconds))
+
+    def follow_up(self, followup_id: str) -> None:
+        """A declared follow-up is due: the user is taken to its state (and can come back to
+        the question they had left, '@previous'). Gone from the flow: nothing is said."""
+        followup = self.spec.followup(followup_id)
+        if followup is None or followup.goto not in self.spec.states:
+            return
+        self.remember_question()
+        self.enter(followup.goto)
+
     def resume(self) -> None:
         state = self.current()
         target = self.spec.resume or (self._next(state) if state.next else None)
@@ -416,6 +445,9 @@ class _TurnBuilder:
             self.update(pending_confirm=())
             self.go_back()
             return
+        for slot, expression in command.set.items():
+            self.fill(slot, evaluate(expression, self.context()))
+        self.schedule_followups(command=command.id)
         for text in command.say:
             self.say(text)
         self.update(pending_confirm=())
@@ -488,6 +520,7 @@ class _TurnBuilder:
             self.update(state=name, status=Status.ACTIVE)
             for slot, expression in state.set.items():
                 self.fill(slot, evaluate(expression, self.context()))
+            self.schedule_followups(entered=name)
             for message in state.messages():
                 if not holds(message.if_, self.context()):
                     continue
@@ -590,10 +623,11 @@ class _TurnBuilder:
     def _commands_for(self, ask: QuestionSpec | None) -> tuple[CommandSpec, ...]:
         if ask is None or not ask.accepts:
             return self.spec.commands
-        return tuple(c for c in self.spec.commands if c.id in ask.accepts)
+        return tuple(c for c in self.spec.commands if c.id in ask.accepts or c.everywhere)
 
     def _accepts(self, ask: QuestionSpec, command_id: str) -> bool:
-        return not ask.accepts or command_id in ask.accepts
+        command = self.spec.command(command_id)
+        return not ask.accepts or command_id in ask.accepts or bool(command and command.everywhere)
 
     def result(self) -> Turn:
         messages = _fit_bubbles(self.messages)

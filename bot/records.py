@@ -143,6 +143,17 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NewTimer:
+    """A timer a turn schedules in its own transaction (`TurnWrite.timers`), keyed
+    `<kind>:<conversation id>:<name>` (the same again replaces its due time)."""
+
+    kind: str
+    name: str
+    due_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Timer:
     """A durable timer (`SqlStore.schedule_timer`): `kind` names the handler that runs it when
     `due_at` comes, for the conversation `conversation_id` (None: no conversation)."""

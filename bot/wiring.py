@@ -20,13 +20,15 @@ from bot.channels.slack.adapter import SlackAdapter, SlackChannel
 from bot.config import Settings
 from bot.core.backpressure import Foreground
 from bot.core.clock import Clock, SystemClock
+from bot.core.followups import FollowUpHandler
 from bot.core.inbox import Worker
 from bot.core.jobs import Jobs, JobsTuning
 from bot.core.leases import LeaseKeeper, job_lease
 from bot.core.lookup import ConversationLookup
 from bot.core.outbox import Outbox, OutboxTuning
 from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
-from bot.core.service import ConversationService
+from bot.core.quiet_hours import QuietHours
+from bot.core.service import FOLLOWUP_TIMER, ConversationService
 from bot.core.timers import SAY, SayHandler, TimerHandler, TimerRunner
 from bot.engine import Engine
 from bot.errors import FlowError, StoreError
@@ -172,6 +174,7 @@ async def build(
             file=str(settings.flows_dir),
         )
     hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
+    quiet = QuietHours.parse(settings.quiet_hours)  # and a bad QUIET_HOURS
     exit_stack = AsyncExitStack()
     store = await SqlStore.open(settings.database_url)
     exit_stack.push_async_callback(store.close)
@@ -181,6 +184,7 @@ async def build(
             role,
             flows=flows,
             hours=hours,
+            quiet=quiet,
             store=store,
             exit_stack=exit_stack,
             foreground=foreground or Foreground(),
@@ -201,6 +205,7 @@ async def _build(
     *,
     flows: dict[str, Flow],
     hours: AgentHours,
+    quiet: QuietHours,
     store: SqlStore,
     exit_stack: AsyncExitStack,
     foreground: Foreground,
@@ -219,6 +224,7 @@ async def _build(
         default_flow=settings.default_flow,
         metrics=metrics,
         foreground=foreground,
+        clock=clock,
     )
     # Workers (WORKER_MODE=separate) share the events by leases; one process alone needs none.
     leases = LeaseKeeper(store=store) if role == "worker" else None
@@ -275,7 +281,10 @@ async def _build(
     for channel, handler in handlers.items():
         worker.register(channel.value, handler)
     # One handler per timer kind; a kind nobody registered is settled as failed, loudly.
-    timer_handlers: dict[str, TimerHandler] = {SAY: SayHandler()}
+    timer_handlers: dict[str, TimerHandler] = {
+        SAY: SayHandler(),
+        FOLLOWUP_TIMER: FollowUpHandler(engines=engines, quiet=quiet),
+    }
     timers = TimerRunner(
         store=store,
         service=service,

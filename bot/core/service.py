@@ -12,10 +12,11 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from bot.core.backpressure import Foreground
+from bot.core.clock import Clock, SystemClock
 from bot.core.group_commit import GroupCommit
 from bot.core.ports import Reply
 from bot.engine import Engine
@@ -30,6 +31,8 @@ from bot.models import (
     ConversationKey,
     ConversationState,
     Event,
+    FollowUpIn,
+    FollowUpScheduled,
     HandoffRequested,
     JoinedGroupIn,
     LeftIn,
@@ -43,6 +46,7 @@ from bot.models import (
     Turn,
     outbound_text,
 )
+from bot.records import NewTimer
 from bot.store import (
     AlreadyHandled,
     ConcurrentUpdate,
@@ -113,6 +117,8 @@ FORGOTTEN: Final = (
 )
 FORGET_KEPT: Final = "わかりました。削除はしていません。続きからどうぞ。"
 _INTERACTIVE: Final = frozenset({Channel.WEB, Channel.CLI})
+FOLLOWUP_TIMER: Final = "followup"
+"""The kind of the timers a flow's follow-ups schedule (keyed followup:<conversation>:<id>)."""
 TURNS_PER_BATCH = 64
 """Turns of different conversations saved in one transaction at most. Under load a batch
 costs a fraction of separate transactions; alone, a turn waits one loop turn at most."""
@@ -145,6 +151,7 @@ class ConversationService:
     hooks: HandoffHooks | None = None
     # Webhook acknowledgements go first: each batch of turns waits for them (bot/core/backpressure.py).
     foreground: Foreground = field(default_factory=Foreground)
+    clock: Clock = field(default_factory=SystemClock)  # due times of the follow-ups turns schedule
     # A lock lives while a turn holds or awaits it (the awaiting coroutines keep it referenced),
     # so the map never grows with every user ever seen and never drops a lock in use.
     _locks: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = field(
@@ -214,7 +221,7 @@ class ConversationService:
             reply, turn = outcome
             annotate(conversation=reply.conversation_id or None)
             channel = key.channel.value
-            if not isinstance(event, (StartIn, ResumeIn)):
+            if not isinstance(event, (StartIn, ResumeIn, FollowUpIn)):
                 self.metrics.messages_in.labels(channel=channel).inc()
             self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
             self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
@@ -439,6 +446,17 @@ class ConversationService:
                 )
         bodies = [m.model_dump(mode="json") for m in said]
         outbound = _outbound_entries(said, bodies)
+        now = self.clock.now()
+        timers = [
+            NewTimer(
+                kind=FOLLOWUP_TIMER,
+                name=effect.followup,
+                due_at=now + timedelta(seconds=effect.after_seconds),
+                payload={"followup": effect.followup},
+            )
+            for effect in turn.effects
+            if isinstance(effect, FollowUpScheduled)
+        ]
         write = TurnWrite(
             key=ask.key,
             state=turn.conversation,
@@ -452,6 +470,7 @@ class ConversationService:
             reply_token=ask.reply_token,
             event_at=ask.event_at,
             timer=ask.timer,
+            timers=timers,
         )
         return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
 

@@ -25,7 +25,7 @@ from bot.core.outbox import Outbox
 from bot.core.service import ConversationService
 from bot.errors import StoreError
 from bot.metrics import Metrics
-from bot.models import ChoiceIn, Message, Outbound, StartIn, Status, TextIn
+from bot.models import ChoiceIn, FollowUpIn, Message, Outbound, StartIn, Status, TextIn
 from bot.records import Timer
 from bot.store import SqlStore, StoredConversation, TimerGone, UnknownConversation
 
@@ -55,7 +55,7 @@ class Say:
 class Visit:
     """Run a turn of the timer's conversation with this event (e.g. the flow's follow-up)."""
 
-    event: TextIn | ChoiceIn | StartIn
+    event: TextIn | ChoiceIn | StartIn | FollowUpIn
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.errors import BotError, StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
-from bot.records import Timer
+from bot.records import NewTimer, Timer
 from bot.store.db import Database
 from bot.store.inbox import claim_events, unclaim_events
 from bot.store.schema import conversations, inbox, messages, outbox
-from bot.store.timers import claim_timers, unclaim_timers
+from bot.store.timers import arm_timers, claim_timers, timer_row, unclaim_timers
 from bot.store.tx import IN_LIST, by_channel, insert, now_or
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
@@ -104,6 +104,7 @@ class TurnWrite:
     reply_token: str | None = None  # kept with the outbox item (see OutboxItem)
     event_at: datetime | None = None  # when the event answered happened (the token's age)
     timer: Timer | None = None  # the due timer this turn fires (marked fired with it)
+    timers: Sequence[NewTimer] = ()  # timers this turn schedules (e.g. the flow's follow-ups)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +222,7 @@ class Conversations(Database):
         lines: list[dict[str, Any]] = []
         line_owners: list[int] = []  # for each line, the index of its turn in `answers`
         deliveries: list[tuple[int, dict[str, Any]]] = []  # (index in answers, outbox row)
+        arming: list[dict[str, Any]] = []  # timers the turns schedule
         try:
             async with self._begin() as connection:
                 # A few statements for the whole batch, whatever its size. Writes come first:
@@ -287,6 +289,17 @@ class Conversations(Database):
                         deliveries.append(
                             (len(answers) - 1, _outbox_row(conversation_id, write, now))
                         )
+                    arming += [
+                        timer_row(
+                            f"{new.kind}:{conversation_id}:{new.name}",
+                            kind=new.kind,
+                            conversation_id=conversation_id,
+                            due_at=new.due_at,
+                            payload=new.payload,
+                            now=now,
+                        )
+                        for new in write.timers
+                    ]
                 if lines:
                     line_ids = await connection.execute(
                         sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
@@ -305,6 +318,8 @@ class Conversations(Database):
                         saved = answers[index]
                         assert isinstance(saved, SavedTurn)
                         answers[index] = replace(saved, outbox_id=outbox_id)
+                if arming:
+                    await arm_timers(connection, arming)
         except _RaceInBatch:
             # Someone else saved one of these conversations meanwhile and the batch cannot
             # tell which: nothing was written; each turn is retried on its own.

@@ -34,34 +34,17 @@ class Timers(Database):
         """Arm the timer named `key`: a new one, or the same one again with this due time,
         kind and payload (scheduling twice is one timer; a fired or cancelled one is armed
         anew)."""
-        moment = now_or(now)
-        row = {
-            "key": key,
-            "kind": kind,
-            "conversation_id": conversation_id,
-            "due_at": due_at,
-            "payload": payload or {},
-            "created_at": moment,
-            "attempts": 0,
-        }
+        row = timer_row(
+            key,
+            kind=kind,
+            conversation_id=conversation_id,
+            due_at=due_at,
+            payload=payload or {},
+            now=now_or(now),
+        )
         async with self._begin() as connection:
-            upsert = insert(connection, timers).values(row)
-            armed = upsert.on_conflict_do_update(
-                index_elements=[timers.c.key],
-                set_={
-                    "kind": upsert.excluded.kind,
-                    "conversation_id": upsert.excluded.conversation_id,
-                    "due_at": upsert.excluded.due_at,
-                    "payload": upsert.excluded.payload,
-                    "fired_at": None,
-                    "cancelled_at": None,
-                    "outcome": None,
-                    "attempts": 0,
-                    "last_error": None,
-                },
-            ).returning(*timers.c)
-            found = (await connection.execute(armed)).one()
-        return _timer(found._mapping)
+            [armed] = await arm_timers(connection, [row])
+        return armed
 
     async def cancel_timer(self, key: str, *, now: datetime | None = None) -> bool:
         """Cancel the pending timer named `key`; False when there is none (fired, cancelled
@@ -157,6 +140,49 @@ class Timers(Database):
                 .where(timers.c.id == timer.id, timers.c.due_at == timer.due_at, *_pending())
                 .values(**values)
             )
+
+
+def timer_row(
+    key: str,
+    *,
+    kind: str,
+    conversation_id: int | None,
+    due_at: datetime,
+    payload: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "kind": kind,
+        "conversation_id": conversation_id,
+        "due_at": due_at,
+        "payload": payload,
+        "created_at": now,
+        "attempts": 0,
+    }
+
+
+async def arm_timers(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> list[Timer]:
+    """Insert these timers, or arm the existing ones of the same keys anew (`timer_row`)."""
+    armed: list[Timer] = []
+    for row in sorted(rows, key=lambda r: str(r["key"])):  # key order: locks alike
+        upsert = insert(connection, timers).values(row)
+        statement = upsert.on_conflict_do_update(
+            index_elements=[timers.c.key],
+            set_={
+                "kind": upsert.excluded.kind,
+                "conversation_id": upsert.excluded.conversation_id,
+                "due_at": upsert.excluded.due_at,
+                "payload": upsert.excluded.payload,
+                "fired_at": None,
+                "cancelled_at": None,
+                "outcome": None,
+                "attempts": 0,
+                "last_error": None,
+            },
+        ).returning(*timers.c)
+        armed.append(_timer((await connection.execute(statement)).one()._mapping))
+    return armed
 
 
 async def claim_timers(
