@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Literal
 
 from bot.channels.line.adapter import LineAdapter, LineChannel
+from bot.channels.line.quota import QuotaWatch
 from bot.channels.slack.adapter import SlackAdapter, SlackChannel
 from bot.config import Settings
 from bot.core.backpressure import Foreground
@@ -80,6 +81,7 @@ class Runtime:
     timers: TimerRunner
     leases: LeaseKeeper | None = None  # several processes run events (WORKER_MODE=separate)
     line: LineAdapter | None = None
+    quota: QuotaWatch | None = None  # LINE's push allowance, read where /metrics is served
     slack: SlackAdapter | None = None
     senders: dict[Channel, Sender] = field(default_factory=dict)
     _exit: AsyncExitStack = field(default_factory=AsyncExitStack)
@@ -91,6 +93,9 @@ class Runtime:
 
     async def start(self) -> None:
         """Start delivering and running events (a web-only process does neither)."""
+        if self.quota is not None and self.role != "worker":  # the processes serving /metrics
+            self.quota.start()
+            self._exit.push_async_callback(self.quota.close)
         if not self.runs_turns:
             log.info("WORKER_MODE=separate: LINE and Slack events are run by `yarigai worker`")
             return
@@ -314,6 +319,7 @@ async def _build(
         timers=timers,
         leases=leases,
         line=line,
+        quota=QuotaWatch(api=line.api, metrics=metrics) if line is not None else None,
         slack=slack,
         senders=senders,
         _exit=exit_stack,
