@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     line_channel_secret: SecretStr | None = None
     line_channel_access_token: SecretStr | None = None
     line_api_base_url: str = "https://api.line.me"
+    line_data_api_base_url: str = Field(
+        default="https://api-data.line.me",
+        description="LINE's data API host (rich menu images).",
+    )
     line_max_body_bytes: int = 1024 * 1024
     line_bot_user_id: str = Field(
         default="",

@@ -164,7 +164,8 @@ class _TurnBuilder:
             self.on_pending(str(pending), event.choice == YES)
             return
         self.drop_pending()
-        command = self.spec.command(event.choice)
+        # A rich menu's postback names a command by id, or by its words (「面談を予約」).
+        command = self.spec.command(event.choice) or self.spec.command_labelled(event.choice)
         if command is not None:
             self.run_command(command)
             return

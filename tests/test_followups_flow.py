@@ -139,3 +139,12 @@ def test_quiet_hours_across_midnight_and_within_a_day() -> None:
 def test_unreadable_quiet_hours_are_refused_with_the_value(bad: str) -> None:
     with pytest.raises(QuietHoursError, match="QUIET_HOURS"):
         QuietHours.parse(bad)
+
+
+def test_a_postback_may_name_a_command_by_its_words() -> None:
+    """A rich menu tile carries 「面談を予約」 rather than the booking command's id."""
+    bot = engine()
+    started = bot.advance(None, StartIn())
+    tapped = bot.advance(started.conversation, ChoiceIn(choice="配信停止"))
+    assert tapped.conversation.slots["push"] == "off"
+    assert [m.text for m in tapped.messages] == ["止めました", "続けますか？"]

@@ -328,6 +328,10 @@ class FlowSpec(Model):
     def command(self, command_id: str) -> CommandSpec | None:
         return next((c for c in self.commands if c.id == command_id), None)
 
+    def command_labelled(self, label: str) -> CommandSpec | None:
+        """The command shown as `label` (a rich menu's postback may carry the words)."""
+        return next((c for c in self.commands if c.label == label), None)
+
     def followup(self, followup_id: str) -> FollowUpSpec | None:
         return next((f for f in self.followups if f.id == followup_id), None)
 

@@ -252,7 +252,7 @@ class LineApi:
             with span(f"line {operation}"):
                 return await call()
         except ApiException as exc:
-            raise _translate(operation, exc) from None
+            raise translate_error(operation, exc) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Connection refused, reset, or no answer in time: LINE may or may not have
             # acted on the request.
@@ -269,7 +269,7 @@ def _proxy_for(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
     return str(proxy), auth
 
 
-def _translate(operation: str, exc: ApiException) -> LineApiError:
+def translate_error(operation: str, exc: ApiException) -> LineApiError:
     status = int(exc.status or 0)
     message, details = _error_body(exc.body)
     headers = exc.headers or {}
