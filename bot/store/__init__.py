@@ -12,6 +12,7 @@ from bot.records import (
     SurfaceRef,
 )
 from bot.store.agents import Agent, AgentStore, AgentToken
+from bot.store.bookings import BookingStore
 from bot.store.conversations import (
     AlreadyHandled,
     ConcurrentUpdate,
@@ -30,6 +31,7 @@ __all__ = [
     "AgentStore",
     "AgentToken",
     "AlreadyHandled",
+    "BookingStore",
     "ConcurrentUpdate",
     "Handoff",
     "HandoffStatus",
