@@ -14,11 +14,15 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.booking.calendar import Closures
+from bot.booking.slots import SlotPolicy
 from bot.channels.line.adapter import LineAdapter, LineChannel
 from bot.channels.slack.adapter import SlackAdapter, SlackChannel
 from bot.config import Settings
 from bot.core.backpressure import Foreground
+from bot.core.booking import BookingDesk
 from bot.core.inbox import Worker
 from bot.core.jobs import Jobs, JobsTuning
 from bot.core.leases import LeaseKeeper, job_lease
@@ -27,7 +31,7 @@ from bot.core.outbox import Outbox, OutboxTuning
 from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
 from bot.core.service import ConversationService
 from bot.engine import Engine
-from bot.errors import FlowError, StoreError
+from bot.errors import ConfigError, FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
 from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
 from bot.handoff.desk import HandoffDesk
@@ -36,7 +40,7 @@ from bot.metrics import Metrics
 from bot.models import Channel
 from bot.nlu.classifier import build_understander, default_cache_dir
 from bot.nlu.understanding import Understander, Understanding
-from bot.store import SqlStore
+from bot.store import BookingStore, SqlStore
 from bot.store.handoffs import HandoffStore
 from bot.tracing import span
 
@@ -73,6 +77,7 @@ class Runtime:
     metrics: Metrics
     desk: HandoffDesk
     jobs: Jobs
+    booking: BookingDesk
     leases: LeaseKeeper | None = None  # several processes run events (WORKER_MODE=separate)
     line: LineAdapter | None = None
     slack: SlackAdapter | None = None
@@ -166,7 +171,10 @@ async def build(
             + ", ".join(sorted(flows)),
             file=str(settings.flows_dir),
         )
-    hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
+    # Refuse bad AGENT_HOURS, CLOSED_DATES or BOOKING_ZONE before any I/O.
+    closures = Closures.parse(settings.closed_dates, public_holidays=settings.public_holidays)
+    hours = AgentHours.parse(settings.agent_hours, closures=closures)
+    slot_policy = _slot_policy(settings, closures)
     exit_stack = AsyncExitStack()
     store = await SqlStore.open(settings.database_url)
     exit_stack.push_async_callback(store.close)
@@ -176,6 +184,7 @@ async def build(
             role,
             flows=flows,
             hours=hours,
+            slot_policy=slot_policy,
             store=store,
             exit_stack=exit_stack,
             foreground=foreground or Foreground(),
@@ -195,6 +204,7 @@ async def _build(
     *,
     flows: dict[str, Flow],
     hours: AgentHours,
+    slot_policy: SlotPolicy,
     store: SqlStore,
     exit_stack: AsyncExitStack,
     foreground: Foreground,
@@ -235,6 +245,17 @@ async def _build(
     )
     service.hooks = desk
     service.listeners.append(desk.on_turn)
+    booking = BookingDesk(
+        bookings=BookingStore(engine=store.engine),
+        policy=slot_policy,
+        method=settings.meeting_method,
+        meeting_url=settings.meeting_url,
+        public_url=settings.public_url,
+        policy_url=settings.privacy_policy_url,
+        policy_version=settings.privacy_policy_version,
+        surfaces=all_surfaces,
+    )
+    service.booking = booking
     outbox = Outbox(
         store=store, couriers=couriers, metrics=metrics, leases=leases, tuning=outbox_tuning
     )
@@ -278,12 +299,27 @@ async def _build(
         outbox=outbox,
         metrics=metrics,
         desk=desk,
+        booking=booking,
         jobs=Jobs(store=store, retention_days=settings.retention_days, tuning=jobs_tuning),
         leases=leases,
         line=line,
         slack=slack,
         senders=senders,
         _exit=exit_stack,
+    )
+
+
+def _slot_policy(settings: Settings, closures: Closures) -> SlotPolicy:
+    try:
+        zone = ZoneInfo(settings.booking_zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ConfigError(f"BOOKING_ZONE {settings.booking_zone!r} is no time zone") from error
+    return SlotPolicy(
+        minutes=settings.booking_slot_minutes,
+        lead=timedelta(hours=settings.booking_lead_hours),
+        horizon_days=settings.booking_horizon_days,
+        zone=zone,
+        closures=closures,
     )
 
 
