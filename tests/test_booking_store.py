@@ -49,7 +49,13 @@ async def test_contact_is_replaced_with_its_consent(store: SqlStore) -> None:
     )
     later = T0 + timedelta(days=1)
     await bookings.save_contact(
-        user, name="花子", method="email", phone=None, email="h@example.jp", policy_version="2", now=later
+        user,
+        name="花子",
+        method="email",
+        phone=None,
+        email="h@example.jp",
+        policy_version="2",
+        now=later,
     )
     contact = await bookings.contact(user)
     assert contact is not None

@@ -163,3 +163,49 @@ def _is_evening(slot: Slot, zone: ZoneInfo) -> bool:
 
 def _is_weekend(slot: Slot, zone: ZoneInfo) -> bool:
     return slot.starts_at.astimezone(zone).weekday() >= 5
+
+
+_WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_rule(agent_id: int, kind: str, day: str, hours: str = "") -> Rule:
+    """A rule as people write it: ("weekly", "Mon", "18:00-21:00"), ("extra", "2026-12-26",
+    "10:00-12:00"), ("off", "2026-12-24") or ("off", "2026-12-24", "12:00-13:00");
+    BadInput saying what was expected otherwise."""
+    if kind not in ("weekly", "extra", "off"):
+        raise BadInput(f"{kind!r}: the kind is weekly, extra or off")
+    start = end = None
+    if hours:
+        first, dash, last = hours.partition("-")
+        try:
+            if not dash:
+                raise ValueError(hours)
+            start, end = _clock(first), _clock(last)
+        except ValueError as error:
+            raise BadInput(f"{hours!r}: hours are like 18:00-21:00") from error
+    if kind == "weekly":
+        name = day.strip().lower()[:3]
+        if name not in _WEEKDAYS:
+            raise BadInput(f"{day!r}: weekly hours need a weekday (Mon..Sun)")
+        return Rule(
+            agent_id=agent_id, kind="weekly", weekday=_WEEKDAYS.index(name), start=start, end=end
+        )
+    try:
+        on = date.fromisoformat(day.strip())
+    except ValueError as error:
+        raise BadInput(f"{day!r}: the day is like 2026-12-24") from error
+    return Rule(agent_id=agent_id, kind=kind, day=on, start=start, end=end)  # type: ignore[arg-type]
+
+
+def describe_rule(rule: Rule) -> str:
+    """「毎週火 18:00-21:00」「2026-12-24 休み」: how a rule reads in the console and the CLI."""
+    hours = f" {rule.start:%H:%M}-{rule.end:%H:%M}" if rule.start and rule.end else ""
+    if rule.kind == "weekly" and rule.weekday is not None:
+        return f"毎週{DAY_LABELS[rule.weekday]}{hours}"
+    kind = "追加" if rule.kind == "extra" else "休み"
+    return f"{rule.day} {kind}{hours}"
+
+
+def _clock(text: str) -> time:
+    hour, _, minute = text.strip().partition(":")
+    return time(int(hour), int(minute or 0))

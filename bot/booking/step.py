@@ -305,7 +305,8 @@ class BookStep:
 
     def _picked(self, slot: str, facts: Facts) -> None:
         """A slot was chosen: booked already (the service's second run), taken by someone
-        faster, or to be booked now (the service books and runs the turn again)."""
+        faster, or to be booked now: the service checks it is free (a button shown before
+        someone else booked it is not), books it and runs the turn again."""
         progress = self._progress()
         if facts.booking is not None and facts.booking.slot == slot:
             self.turn.say(self.texts.booked)
@@ -314,10 +315,6 @@ class BookStep:
         if facts.taken == slot:
             self.turn.say(self.texts.taken)
             self._set({**progress, "page": 0})
-            self._ask_slot(facts)
-            return
-        if slot not in {o.id for o in facts.offers}:
-            self.turn.say(self._stale())
             self._ask_slot(facts)
             return
         replaces = facts.booking.id if facts.booking is not None else None

@@ -14,7 +14,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from bot.booking.ics import booking_ics
-from bot.booking.slots import SlotPolicy, free_slots, label, long_label, parse_slot_id, spread
+from bot.booking.slots import (
+    Slot,
+    SlotPolicy,
+    free_slots,
+    label,
+    long_label,
+    parse_slot_id,
+    spread,
+)
 from bot.core.ports import BookingSurface
 from bot.errors import SlotTaken, UnknownBooking
 from bot.models import (
@@ -69,17 +77,19 @@ class BookingDesk:
         )
 
     async def offers(self) -> tuple[Offer, ...]:
+        shown = spread(await self._free(), self.policy.zone)[:MAX_OFFERS]
+        return tuple(Offer(id=s.id, label=label(s.starts_at, self.policy.zone)) for s in shown)
+
+    async def _free(self) -> list[Slot]:
         now = self.clock()
         until = now + timedelta(days=self.policy.horizon_days + 1)
-        slots = free_slots(
+        return free_slots(
             await self.bookings.rules(),
             await self.bookings.agent_names(),
             await self.bookings.taken(now, until),
             self.policy,
             now,
         )
-        shown = spread(slots, self.policy.zone)[:MAX_OFFERS]
-        return tuple(Offer(id=s.id, label=label(s.starts_at, self.policy.zone)) for s in shown)
 
     # ------------------------------------------------------------ acting on effects
 
@@ -88,6 +98,13 @@ class BookingDesk:
         or, when someone was faster, `taken` and fresh offers."""
         agent_id, starts_at = parse_slot_id(request.slot)
         previous = await self._get(request.replaces)
+        held = (
+            previous is not None and previous.status == "booked" and previous.starts_at == starts_at
+        )
+        if not held and request.slot not in {s.id for s in await self._free()}:
+            # Booked by someone since the button was shown, or no longer offered (hours
+            # changed, lead time passed): the same answer as a race lost in the database.
+            return facts.model_copy(update={"taken": request.slot, "offers": await self.offers()})
         try:
             booking = await self.bookings.book(
                 conversation_id,
