@@ -135,6 +135,8 @@ class ModeChange:
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """The summary as short lines of text (Slack cards, plain-text views)."""
     lines = [f"理由: {summary.get('reason', '')}"]
+    if summary.get("contact"):
+        lines.append(f"連絡先: {summary['contact']}")
     lines += [f"・{a['question']} → {a['answer']}" for a in summary.get("answers", [])]
     outcome = summary.get("outcome")
     if outcome:

@@ -206,3 +206,32 @@ def test_contact_details_are_shown_and_changed_without_booking(app: AgentApp) ->
     assert "電話（090-1234-5678）" in user.texts()
     export = app.client.get(f"/api/v1/users/web/{user.session}", headers=app.api("sato"))
     assert export.status_code == 403  # only admins export; the store test covers the content
+
+
+def test_out_of_hours_a_waiting_user_may_book_or_leave_contact_details(app: AgentApp) -> None:
+    app.clock.advance(hours=10)  # Tuesday 20:00 in Tokyo: agents are gone for the day
+    user = WebUser(app)
+    user.say("担当者と話したい")
+    assert user.last["mode"] == "waiting"
+    assert "対応時間外" in user.texts()
+    assert user.buttons() == ["面談を予約", "連絡先を残す", "ボットに戻る"]
+
+    user.tap("連絡先を残す")
+    assert user.last["mode"] == "bot"
+    assert "お名前を教えてください" in user.texts()
+    user.say("山田花子")
+    user.tap("電話")
+    user.say("090-1234-5678")
+    user.tap("同意して登録")
+    assert user.last["mode"] == "waiting"  # back in the queue, with a way to reach them
+    [queued] = [h for h in app.desk_queue() if h["status"] == "waiting"]
+    detail = app.client.get(f"/api/v1/handoffs/{queued['id']}", headers=app.api("sato"))
+    assert detail.json()["summary"]["contact"] == "山田花子・電話 090-1234-5678"
+
+    user.tap("面談を予約")  # nothing asked twice: straight to the slots
+    assert user.last["mode"] == "bot"
+    assert "お名前" not in user.texts()
+    assert user.buttons()[0] == "4/5（土）10:00"  # Tuesday's evening has passed
+    user.tap("4/5（土）10:00")
+    assert "ご予約を承りました" in user.texts()
+    assert [h for h in app.desk_queue() if h["status"] == "waiting"] == []

@@ -339,8 +339,8 @@ class ConversationService:
             stored = await self.store.load(ask.key)
             event: Event = ask.event
             said_first = await self._back_to_bot(stored, event)
-            if said_first is not None:  # the user withdrew the request: the bot picks up again
-                event = ResumeIn(withdrawn=True)
+            if said_first is not None and not _is_command(self.engine_for(stored), event):
+                event = ResumeIn(withdrawn=True)  # the user withdrew: the bot picks up again
             plan = self._plan(ask, stored, event, said_first=said_first)
             if _needs_facts(plan):
                 plan = await self._with_facts(ask, stored, event, said_first, plan)
@@ -397,7 +397,13 @@ class ConversationService:
         inbound = _inbound_entry(ask.event)
         heard = inbound.text if inbound else None
         mode = stored.mode if stored else Mode.BOT
-        if stored is not None and mode is not Mode.BOT and not isinstance(event, ResumeIn):
+        withdrawn = said_first is not None  # the user took the bot back from the queue
+        if (
+            stored is not None
+            and mode is not Mode.BOT
+            and not isinstance(event, ResumeIn)
+            and not withdrawn
+        ):
             # An agent owns (or is about to own) the conversation: keep the message, say nothing.
             write = TurnWrite(
                 key=ask.key,
@@ -557,6 +563,16 @@ def _outbound_entries(
         TranscriptEntry(direction="out", sender="bot", text=outbound_text(m), body=body)
         for m, body in zip(said, bodies, strict=True)
     ]
+
+
+def _is_command(engine: Engine, event: Event) -> bool:
+    """A tap on (or the label of) one of the flow's commands: run as such even when it
+    withdrew a handoff (「面談を予約」 offered while waiting out of hours)."""
+    if isinstance(event, ChoiceIn):
+        return engine.spec.command(event.choice) is not None
+    if isinstance(event, TextIn):
+        return any(c.label == event.text.strip() for c in engine.spec.commands)
+    return False
 
 
 def _needs_facts(plan: _Plan) -> bool:
