@@ -1,5 +1,5 @@
 """GET /bookings/{token}.ics: a booking's calendar file, at a URL only its user was given
-(the token is 192 random bits; anything else is 404, the same as a cancelled-and-purged one)."""
+(the token is 128 random bits; anything else is 404, the same as a cancelled-and-purged one)."""
 
 from __future__ import annotations
 

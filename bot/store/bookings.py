@@ -185,7 +185,7 @@ class BookingStore:
                             starts_at=starts_at,
                             ends_at=ends_at,
                             status="booked",
-                            token=secrets.token_urlsafe(24),
+                            token=secrets.token_urlsafe(16),  # 128 random bits
                             created_at=now,
                             refs={},
                         )

@@ -173,12 +173,17 @@ async def remove_rule_form(request: Request, rule_id: RuleId, agent: SessionAgen
 
 
 @page.post("/bookings/{booking_id}/cancel", dependencies=[Depends(check_csrf)])
-async def cancel_form(request: Request, booking_id: BookingId, agent: SessionAgent) -> Response:
+async def cancel_form(
+    request: Request,
+    booking_id: BookingId,
+    agent: SessionAgent,
+    day: Annotated[date | None, Form()] = None,
+) -> Response:
     try:
         await _desk(request).cancel(booking_id)
     except UnknownBooking:
-        return _back(request, "この予約はもうありません。")
-    return _back(request, "予約をキャンセルしました。ユーザーへの連絡をお願いします。")
+        return _back(request, "この予約はもうありません。", day=day)
+    return _back(request, "予約をキャンセルしました。ユーザーへの連絡をお願いします。", day=day)
 
 
 # ---------------------------------------------------------------- private
@@ -226,9 +231,11 @@ def _booking_out(desk: BookingDesk, booking: Booking) -> BookingOut:
     )
 
 
-def _back(request: Request, message: str) -> Response:
+def _back(request: Request, message: str, *, day: date | None = None) -> Response:
+    """Back to the bookings page (of the day the agent was looking at)."""
     request.session["flash"] = message
-    return RedirectResponse("/console/bookings", status_code=303)
+    where = f"/console/bookings?day={day.isoformat()}" if day else "/console/bookings"
+    return RedirectResponse(where, status_code=303)
 
 
 def _http(error: BotError, *, status: int | None = None) -> HTTPException:
