@@ -27,10 +27,10 @@ def slack(tmp_path: Path, api: FakeSlackApi) -> Iterator[AgentChannel]:
     with agent_app(tmp_path, **settings) as app:
         app.runtime.booking.clock = app.clock
         app.add_agent("sato", "佐藤")
-        for day, hours in (("Tue", "18:00-20:00"), ("Sat", "10:00-11:00")):
+        for day, start, minutes in (("Tue", "18:00", 120), ("Sat", "10:00", 60)):
             added = app.client.post(
                 "/api/v1/availability",
-                json={"kind": "weekly", "day": day, "hours": hours},
+                json={"kind": "weekly", "day": day, "start": start, "minutes": minutes},
                 headers=app.api("sato"),
             )
             assert added.status_code == 201, added.text

@@ -34,10 +34,10 @@ def app(tmp_path: Path) -> Iterator[AgentApp]:
     with agent_app(tmp_path, **SETTINGS) as served:
         served.runtime.booking.clock = served.clock
         served.add_agent("sato", "佐藤")
-        for day, hours in (("Tue", "18:00-20:00"), ("Sat", "10:00-11:00")):
+        for day, start, minutes in (("Tue", "18:00", 120), ("Sat", "10:00", 60)):
             added = served.client.post(
                 "/api/v1/availability",
-                json={"kind": "weekly", "day": day, "hours": hours},
+                json={"kind": "weekly", "day": day, "start": start, "minutes": minutes},
                 headers=served.api("sato"),
             )
             assert added.status_code == 201, added.text
@@ -235,3 +235,35 @@ def test_out_of_hours_a_waiting_user_may_book_or_leave_contact_details(app: Agen
     user.tap("4/5（土）10:00")
     assert "ご予約を承りました" in user.texts()
     assert [h for h in app.desk_queue() if h["status"] == "waiting"] == []
+
+
+def test_availability_through_the_api(app: AgentApp) -> None:
+    headers = app.api("sato")
+    off = app.client.post(
+        "/api/v1/availability", json={"kind": "off", "day": "2025-04-05"}, headers=headers
+    )
+    assert off.status_code == 201 and off.json()["label"] == "2025-04-05 休み"
+    late = app.client.post(
+        "/api/v1/availability",
+        json={"kind": "extra", "day": "2025-04-02", "start": "22:30", "minutes": 120},
+        headers=headers,
+    )
+    assert late.json()["end"] == "23:59"  # clipped at the end of the day
+    bad = app.client.post(
+        "/api/v1/availability",
+        json={"kind": "weekly", "day": "Someday", "start": "18:00", "minutes": 60},
+        headers=headers,
+    )
+    assert bad.status_code == 422
+    labels = [r["label"] for r in app.client.get("/api/v1/availability", headers=headers).json()]
+    assert "毎週火 18:00-20:00" in labels and "2025-04-05 休み" in labels
+    # Saturday off: no Saturday slots are offered.
+    user = WebUser(app)
+    user.say("面談を予約")
+    user.give_contact()
+    assert not any(label.startswith("4/5") for label in user.buttons())
+    assert "4/12（土）10:00" in user.buttons()  # the next Saturday instead
+    removed = app.client.delete(f"/api/v1/availability/{off.json()['id']}", headers=headers)
+    assert removed.status_code == 204
+    again = app.client.delete(f"/api/v1/availability/{off.json()['id']}", headers=headers)
+    assert again.status_code == 404

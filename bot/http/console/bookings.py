@@ -4,15 +4,15 @@ bookings per agent, one's own hours and exceptions) and the same through the age
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, Strict
 
 from bot.booking.slots import describe_rule, parse_rule
-from bot.errors import BadInput, BotError, UnknownAgent, UnknownBooking
+from bot.errors import BadInput, BotError, UnknownBooking
 from bot.http.console.auth import SessionAgent, TokenAgent, check_csrf, session_agent, token_agent
 from bot.http.console.pages import render
 from bot.http.errors import Problem, http_error, responses
@@ -34,14 +34,49 @@ api = APIRouter(
 page = APIRouter(prefix="/console", include_in_schema=False, dependencies=[Depends(session_agent)])
 
 
-class RuleIn(BaseModel):
-    kind: Literal["weekly", "extra", "off"] = Field(
-        description="weekly hours, extra hours on a day, or time off on a day"
-    )
-    day: str = Field(description="weekly: Mon..Sun; extra and off: YYYY-MM-DD", max_length=16)
-    hours: str = Field(
-        default="", description="HH:MM-HH:MM; empty for a whole day off", max_length=16
-    )
+Clock = Annotated[
+    str,
+    Field(
+        pattern=r"^([01][0-9]|2[0-2]):[0-5][0-9]$",
+        description="HH:MM local time (BOOKING_ZONE), 00:00 to 22:59",
+        examples=["18:00"],
+    ),
+]
+Minutes = Annotated[
+    int,
+    Strict(),  # a number, as documented (not "60")
+    Field(ge=1, le=1440, description="How long; the window ends at 23:59 at the latest."),
+]
+# A date as JSON carries it: a YYYY-MM-DD string (pydantic alone would also read 0 as 1970-01-01).
+Day = Annotated[
+    str,
+    Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", json_schema_extra={"format": "date"}),
+    AfterValidator(date.fromisoformat),
+]
+
+
+class WeeklyIn(BaseModel):
+    kind: Literal["weekly"]
+    day: Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    start: Clock
+    minutes: Minutes
+
+
+class ExtraIn(BaseModel):
+    kind: Literal["extra"]
+    day: Day
+    start: Clock
+    minutes: Minutes
+
+
+class OffIn(BaseModel):
+    kind: Literal["off"]
+    day: Day
+    start: Clock | None = Field(default=None, description="Absent: the whole day.")
+    minutes: Minutes | None = Field(default=None, description="Absent: until the end of the day.")
+
+
+RuleIn = Annotated[WeeklyIn | ExtraIn | OffIn, Field(discriminator="kind")]
 
 
 class RuleOut(BaseModel):
@@ -75,14 +110,11 @@ async def list_rules(request: Request, agent: TokenAgent) -> list[RuleOut]:
     return [_rule_out(rule_id, rule) for rule_id, rule in rows]
 
 
-@api.post("/availability", response_model=RuleOut, status_code=201, responses=responses(400))
+@api.post("/availability", response_model=RuleOut, status_code=201, responses=responses(400, 413))
 async def add_rule(request: Request, body: RuleIn, agent: TokenAgent) -> RuleOut:
-    """Add weekly hours (`{"kind": "weekly", "day": "Tue", "hours": "18:00-21:00"}`), extra
-    hours on a day, or time off (`{"kind": "off", "day": "2026-12-24"}`)."""
-    try:
-        rule = parse_rule(agent.id, body.kind, body.day, body.hours)
-    except BadInput as error:
-        raise _http(error) from error
+    """Add weekly hours (`{"kind": "weekly", "day": "Tue", "start": "18:00", "minutes": 180}`),
+    extra hours on a day, or time off (`{"kind": "off", "day": "2026-12-24"}`)."""
+    rule = _rule_of(agent.id, body)
     rule_id = await _desk(request).bookings.add_rule(agent.name, rule)
     return _rule_out(rule_id, rule)
 
@@ -98,14 +130,26 @@ async def remove_rule(request: Request, rule_id: RuleId, agent: TokenAgent) -> R
 async def list_bookings(
     request: Request,
     day: Annotated[
-        date | None, Query(description="Local day (BOOKING_ZONE); default today")
+        str | None,
+        Query(
+            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            description="Local day (BOOKING_ZONE), YYYY-MM-DD; default today",
+            json_schema_extra={"format": "date"},
+        ),
     ] = None,
     days: Annotated[int, Query(ge=1, le=90)] = 1,
-    agent: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[BookingOut]:
-    """Bookings starting on `day` (and the `days` after), cancelled ones included."""
+    """Every agent's bookings starting on `day` (and the `days` after), cancelled ones
+    included, earliest first."""
     desk = _desk(request)
-    return [_booking_out(desk, b) for b in await _bookings(desk, day, days, agent)]
+    try:
+        on = date.fromisoformat(day) if day else None
+    except ValueError as error:
+        problem = Problem(error="invalid", message=f"day {day!r} is no date")
+        raise HTTPException(
+            status_code=422, detail=problem.model_dump(exclude_none=True)
+        ) from error
+    return [_booking_out(desk, b) for b in await _bookings(desk, on, days)]
 
 
 @api.post("/bookings/{booking_id}/cancel", response_model=BookingOut, responses=responses(404))
@@ -127,7 +171,7 @@ async def bookings_page(
     request: Request, agent: SessionAgent, day: Annotated[date | None, Query()] = None
 ) -> Response:
     desk = _desk(request)
-    shown = await _bookings(desk, day, 1, None)
+    shown = await _bookings(desk, day, 1)
     local_day = day or datetime.now(UTC).astimezone(desk.policy.zone).date()
     by_agent: dict[str, list[BookingOut]] = {}
     for booking in shown:
@@ -189,21 +233,34 @@ async def cancel_form(
 # ---------------------------------------------------------------- private
 
 
-async def _bookings(
-    desk: BookingDesk, day: date | None, days: int, agent: str | None
-) -> list[Booking]:
+async def _bookings(desk: BookingDesk, day: date | None, days: int) -> list[Booking]:
     zone = desk.policy.zone
     local_day = day or datetime.now(UTC).astimezone(zone).date()
     since = datetime.combine(local_day, datetime.min.time(), tzinfo=zone)
-    try:
-        return await desk.bookings.between(since, since + timedelta(days=days), agent=agent)
-    except UnknownAgent as error:
-        raise _http(error, status=404) from error
+    return await desk.bookings.between(since, since + timedelta(days=days))
 
 
 def _desk(request: Request) -> BookingDesk:
     runtime: Runtime = request.app.state.runtime
     return runtime.booking
+
+
+def _rule_of(agent_id: int, body: WeeklyIn | ExtraIn | OffIn) -> Rule:
+    """The API's rule as the store keeps it; every valid body makes a valid rule (the start
+    is before 23:00 and the end is clipped to 23:59)."""
+    start = end = None
+    if body.start is not None:
+        start = time.fromisoformat(body.start)
+        begun = datetime.combine(date.min, start)
+        minutes = body.minutes if body.minutes is not None else 1440
+        end = min((begun + timedelta(minutes=minutes)).time(), time(23, 59))
+        if end <= start:  # past midnight: the window ends at the end of the day
+            end = time(23, 59)
+    if isinstance(body, WeeklyIn):
+        weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun").index(body.day)
+        return Rule(agent_id=agent_id, kind="weekly", weekday=weekday, start=start, end=end)
+    on = date.fromisoformat(body.day) if isinstance(body.day, str) else body.day
+    return Rule(agent_id=agent_id, kind=body.kind, day=on, start=start, end=end)
 
 
 def _rule_out(rule_id: int, rule: Rule) -> RuleOut:
