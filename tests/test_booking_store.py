@@ -143,3 +143,21 @@ async def test_forgetting_a_user_deletes_contact_and_bookings(store: SqlStore) -
     assert await bookings.contact(user) is None
     with pytest.raises(UnknownBooking):
         await bookings.get(booked.id)
+
+
+async def test_the_retention_purge_deletes_contact_and_bookings_with_the_conversation(
+    store: SqlStore,
+) -> None:
+    bookings = BookingStore(engine=store.engine)
+    agent_id = await _agent(store)
+    user = await _user(store, "idle-web-chat")
+    await bookings.save_contact(
+        user, name="花子", method="email", phone=None, email="h@example.jp", policy_version="1"
+    )
+    booked = await bookings.book(
+        user, agent_id=agent_id, starts_at=T0, ends_at=T0 + timedelta(minutes=30), now=T0
+    )
+    assert await store.purge_inactive(datetime.now(UTC) + timedelta(days=1)) == 1
+    assert await bookings.contact(user) is None
+    with pytest.raises(UnknownBooking):
+        await bookings.get(booked.id)
