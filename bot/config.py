@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     line_channel_secret: SecretStr | None = None
     line_channel_access_token: SecretStr | None = None
     line_api_base_url: str = "https://api.line.me"
+    line_data_api_base_url: str = Field(
+        default="https://api-data.line.me",
+        description="LINE's data API host (rich menu images).",
+    )
     line_max_body_bytes: int = 1024 * 1024
     line_bot_user_id: str = Field(
         default="",
@@ -63,6 +67,11 @@ class Settings(BaseSettings):
     # Agents and handoff
     handoff_timeout_minutes: int = 15
     agent_hours: str = "Mon-Fri 09:00-18:00 Asia/Tokyo"
+    quiet_hours: str = Field(
+        default="21:00-09:00 Asia/Tokyo",
+        description="When the bot never pushes by itself (follow-ups wait for the end); "
+        "empty: never quiet.",
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="Signs console session cookies; random per process if unset."
     )

@@ -36,6 +36,8 @@ from bot.models import (
     ConversationEnded,
     ConversationState,
     Facts,
+    FollowUpIn,
+    FollowUpScheduled,
     HandoffRequested,
     ResumeIn,
     StartIn,
@@ -70,7 +72,7 @@ _MAX_HISTORY: Final = 40
 _MAX_HOPS = 100  # a flow whose `next` loops without asking would otherwise never return
 
 Message = TextOut | ChoicesOut | CardOut
-Effect = HandoffRequested | ConversationEnded | Classified | BookingEffect
+Effect = HandoffRequested | ConversationEnded | Classified | FollowUpScheduled | BookingEffect
 
 
 class Engine:
@@ -106,7 +108,7 @@ class Engine:
     def advance(
         self,
         conversation: ConversationState | None,
-        event: TextIn | ChoiceIn | StartIn | ResumeIn,
+        event: TextIn | ChoiceIn | StartIn | ResumeIn | FollowUpIn,
         facts: Facts | None = None,
     ) -> Turn:
         """The next turn of `conversation` (None: a new one) given what the user did.
@@ -135,11 +137,17 @@ class Engine:
                 turn.back_to_previous()
             case ResumeIn():
                 turn.resume()
+            case FollowUpIn():
+                turn.follow_up(event.followup)
             case ChoiceIn():
                 turn.on_choice(event)
             case TextIn():
                 turn.on_text(event.text)
         return turn.result()
+
+    def holds(self, conversation: ConversationState, expression: str | None) -> bool:
+        """Whether `expression` holds over the conversation's slots (a follow-up's `if`)."""
+        return holds(expression, _TurnBuilder(self, conversation).context())
 
     def question(self, conversation: ConversationState) -> ChoicesOut | None:
         """The question the conversation is waiting on, rendered (e.g. to show it again)."""
@@ -177,7 +185,8 @@ class _TurnBuilder:
             self.on_pending(str(pending), event.choice == YES)
             return
         self.drop_pending()
-        command = self.spec.command(event.choice)
+        # A rich menu's postback names a command by id, or by its words (「面談を予約」).
+        command = self.spec.command(event.choice) or self.spec.command_labelled(event.choice)
         if command is not None:
             self.run_command(command)
             return
@@ -357,6 +366,25 @@ class _TurnBuilder:
         self.entered.append(name)
         self.messages.append(self.render_question(name, ask))
 
+    def schedule_followups(self, *, entered: str = "", command: str = "") -> None:
+        """The flow's follow-ups this state or command schedules, where their `if` holds."""
+        for followup in self.spec.followups:
+            triggered = (entered and followup.entered == entered) or (
+                command and followup.command == command
+            )
+            if triggered and holds(followup.if_, self.context()):
+                seconds = int(followup.wait.total_seconds())
+                self.effects.append(FollowUpScheduled(followup=followup.id, after_seconds=seconds))
+
+    def follow_up(self, followup_id: str) -> None:
+        """A declared follow-up is due: the user is taken to its state (and can come back to
+        the question they had left, '@previous'). Gone from the flow: nothing is said."""
+        followup = self.spec.followup(followup_id)
+        if followup is None or followup.goto not in self.spec.states:
+            return
+        self.remember_question()
+        self.enter(followup.goto)
+
     def resume(self) -> None:
         state = self.current()
         target = self.spec.resume or (self._next(state) if state.next else None)
@@ -455,6 +483,9 @@ class _TurnBuilder:
             self.update(pending_confirm=())
             self.go_back()
             return
+        for slot, expression in command.set.items():
+            self.fill(slot, evaluate(expression, self.context()))
+        self.schedule_followups(command=command.id)
         for text in command.say:
             self.say(text)
         self.update(pending_confirm=())
@@ -529,6 +560,7 @@ class _TurnBuilder:
             self.update(state=name, status=Status.ACTIVE)
             for slot, expression in state.set.items():
                 self.fill(slot, evaluate(expression, self.context()))
+            self.schedule_followups(entered=name)
             for message in state.messages():
                 if not holds(message.if_, self.context()):
                     continue
@@ -674,10 +706,11 @@ class _TurnBuilder:
     def _commands_for(self, ask: QuestionSpec | None) -> tuple[CommandSpec, ...]:
         if ask is None or not ask.accepts:
             return self.spec.commands
-        return tuple(c for c in self.spec.commands if c.id in ask.accepts)
+        return tuple(c for c in self.spec.commands if c.id in ask.accepts or c.everywhere)
 
     def _accepts(self, ask: QuestionSpec, command_id: str) -> bool:
-        return not ask.accepts or command_id in ask.accepts
+        command = self.spec.command(command_id)
+        return not ask.accepts or command_id in ask.accepts or bool(command and command.everywhere)
 
     def result(self) -> Turn:
         messages = _fit_bubbles(self.messages)

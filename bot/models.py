@@ -79,7 +79,16 @@ class ResumeIn(Frozen):
     withdrawn: bool = False  # the user cancelled before an agent came: pick up where they were
 
 
-Inbound = Annotated[TextIn | ChoiceIn | StartIn | ResumeIn, Field(discriminator="kind")]
+class FollowUpIn(Frozen):
+    """A follow-up the flow declared is due (a durable timer fired): the bot speaks first."""
+
+    kind: Literal["followup"] = "followup"
+    followup: str
+
+
+Inbound = Annotated[
+    TextIn | ChoiceIn | StartIn | ResumeIn | FollowUpIn, Field(discriminator="kind")
+]
 """What the engine takes; the service also takes the kinds below, which it answers itself."""
 
 
@@ -102,7 +111,7 @@ class JoinedGroupIn(Frozen):
     kind: Literal["joined"] = "joined"
 
 
-Event = TextIn | ChoiceIn | StartIn | ResumeIn | MediaIn | LeftIn | JoinedGroupIn
+Event = TextIn | ChoiceIn | StartIn | ResumeIn | FollowUpIn | MediaIn | LeftIn | JoinedGroupIn
 """Every inbound kind the service takes (`bot.core.service.ConversationService.handle`)."""
 
 
@@ -169,6 +178,15 @@ class HandoffRequested(Frozen):
     reason: str
 
 
+class FollowUpScheduled(Frozen):
+    """The turn entered a state that schedules one of the flow's follow-ups (its condition
+    held): the service arms a durable timer for it."""
+
+    kind: Literal["followup"] = "followup"
+    followup: str
+    after_seconds: int
+
+
 class ConversationEnded(Frozen):
     kind: Literal["ended"] = "ended"
 
@@ -216,7 +234,8 @@ class BookingCancelled(Frozen):
 
 BookingEffect = NeedFacts | ContactGiven | BookingRequested | BookingCancelled
 Effect = Annotated[
-    HandoffRequested | ConversationEnded | Classified | BookingEffect, Field(discriminator="kind")
+    HandoffRequested | ConversationEnded | Classified | FollowUpScheduled | BookingEffect,
+    Field(discriminator="kind"),
 ]
 
 
@@ -281,7 +300,9 @@ class Turn(Frozen):
 
     conversation: ConversationState
     messages: tuple[TextOut | ChoicesOut | CardOut, ...]
-    effects: tuple[HandoffRequested | ConversationEnded | Classified | BookingEffect, ...] = ()
+    effects: tuple[
+        HandoffRequested | ConversationEnded | Classified | FollowUpScheduled | BookingEffect, ...
+    ] = ()
     entered: tuple[str, ...] = ()  # states entered during the turn, in order
 
 

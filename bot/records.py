@@ -145,6 +145,40 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTimer:
+    """A timer a turn schedules in its own transaction (`TurnWrite.timers`), keyed
+    `<kind>:<conversation id>:<name>` (the same again replaces its due time)."""
+
+    kind: str
+    name: str
+    due_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timer:
+    """A durable timer (`SqlStore.schedule_timer`): `kind` names the handler that runs it when
+    `due_at` comes, for the conversation `conversation_id` (None: no conversation)."""
+
+    id: int
+    key: str
+    kind: str
+    conversation_id: int | None
+    due_at: datetime
+    payload: dict[str, Any]
+    created_at: datetime
+    fired_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    outcome: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.fired_at is None and self.cancelled_at is None
+
+
 # ---------------------------------------------------------------- booking
 
 

@@ -12,10 +12,11 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from bot.core.backpressure import Foreground
+from bot.core.clock import Clock, SystemClock
 from bot.core.group_commit import GroupCommit
 from bot.core.ports import Reply
 from bot.engine import Engine
@@ -35,6 +36,8 @@ from bot.models import (
     ConversationState,
     Event,
     Facts,
+    FollowUpIn,
+    FollowUpScheduled,
     HandoffRequested,
     JoinedGroupIn,
     LeftIn,
@@ -49,12 +52,15 @@ from bot.models import (
     Turn,
     outbound_text,
 )
+from bot.records import NewTimer
 from bot.store import (
     AlreadyHandled,
     ConcurrentUpdate,
     SavedTurn,
     SqlStore,
     StoredConversation,
+    Timer,
+    TimerGone,
     TranscriptEntry,
     TurnWrite,
     UnknownConversation,
@@ -117,6 +123,8 @@ FORGOTTEN: Final = (
 )
 FORGET_KEPT: Final = "わかりました。削除はしていません。続きからどうぞ。"
 _INTERACTIVE: Final = frozenset({Channel.WEB, Channel.CLI})
+FOLLOWUP_TIMER: Final = "followup"
+"""The kind of the timers a flow's follow-ups schedule (keyed followup:<conversation>:<id>)."""
 TURNS_PER_BATCH = 64
 """Turns of different conversations saved in one transaction at most. Under load a batch
 costs a fraction of separate transactions; alone, a turn waits one loop turn at most."""
@@ -169,6 +177,7 @@ class ConversationService:
     booking: BookingHooks | None = None
     # Webhook acknowledgements go first: each batch of turns waits for them (bot/core/backpressure.py).
     foreground: Foreground = field(default_factory=Foreground)
+    clock: Clock = field(default_factory=SystemClock)  # due times of the follow-ups turns schedule
     # A lock lives while a turn holds or awaits it (the awaiting coroutines keep it referenced),
     # so the map never grows with every user ever seen and never drops a lock in use.
     _locks: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = field(
@@ -190,11 +199,14 @@ class ConversationService:
         event_at: datetime | None = None,
         existing_only: bool = False,
         handoffs_allowed: bool = True,
+        timer: Timer | None = None,
     ) -> Reply:
         """Run one inbound event through the conversation (`existing_only`: raise
         UnknownConversation, writing nothing, unless the conversation exists;
         `handoffs_allowed` False: a request for an agent is answered with HANDOFF_BUSY and the
-        conversation stays where it was, as the web chat's rate limit wants).
+        conversation stays where it was, as the web chat's rate limit wants; `timer`: the due
+        timer this turn fires, marked fired in the turn's transaction, TimerGone (nothing
+        written) when it was settled, cancelled or rescheduled first).
 
         `outbox` queues the reply durably for a channel sender (with the event's `reply_token`
         and time, for a delivery retried after a crash); `inbox_id` marks the recorded webhook
@@ -227,6 +239,7 @@ class ConversationService:
                         event_at=event_at,
                         existing_only=existing_only,
                         handoffs_allowed=handoffs_allowed,
+                        timer=timer,
                     )
                 )
             if isinstance(outcome, BaseException):
@@ -234,7 +247,7 @@ class ConversationService:
             reply, turn = outcome
             annotate(conversation=reply.conversation_id or None)
             channel = key.channel.value
-            if not isinstance(event, (StartIn, ResumeIn)):
+            if not isinstance(event, (StartIn, ResumeIn, FollowUpIn)):
                 self.metrics.messages_in.labels(channel=channel).inc()
             self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
             self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
@@ -268,6 +281,47 @@ class ConversationService:
         return Reply(
             conversation_id=0, messages=(TextOut(text=FORGOTTEN),), mode=Mode.BOT, forgotten=True
         )
+
+    async def announce(
+        self, key: ConversationKey, messages: Sequence[Message], *, timer: Timer | None = None
+    ) -> Reply:
+        """Messages the bot sends unprompted (a timer's reminder): kept in the transcript and,
+        for LINE and Slack, queued in the outbox, in one transaction with `timer`'s mark; the
+        conversation stays where it is. UnknownConversation when it does not exist."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        bodies = [m.model_dump(mode="json") for m in messages]
+        async with lock:
+            for attempt in range(_SAVE_ATTEMPTS):
+                stored = await self.store.load(key)
+                if stored is None:
+                    raise UnknownConversation(key)
+                write = TurnWrite(
+                    key=key,
+                    state=stored.state,
+                    expected_version=stored.version,
+                    conversation_id=stored.id,
+                    outbound=_outbound_entries(messages, bodies),
+                    deliver=bodies if key.channel not in _INTERACTIVE else None,
+                    timer=timer,
+                )
+                (saved,) = await self.store.save_turns([write])
+                if isinstance(saved, AlreadyHandled | TimerGone):
+                    raise saved
+                if isinstance(saved, ConcurrentUpdate):
+                    if attempt == _SAVE_ATTEMPTS - 1:
+                        raise saved
+                    continue
+                self.metrics.messages_out.labels(channel=key.channel.value).inc(len(messages))
+                return Reply(
+                    conversation_id=saved.conversation_id,
+                    messages=tuple(messages),
+                    mode=stored.mode,
+                    outbox_id=saved.outbox_id,
+                    last_id=saved.last_message_id,
+                )
+        raise AssertionError("unreachable")
 
     def engine_for(self, stored: StoredConversation | None) -> Engine:
         if stored is not None and stored.state.flow in self.engines:
@@ -322,7 +376,7 @@ class ConversationService:
                 for (index, plan), result in zip(planned, saved, strict=True):
                     if isinstance(result, ConcurrentUpdate):
                         alone.append(index)
-                    elif isinstance(result, AlreadyHandled):
+                    elif isinstance(result, AlreadyHandled | TimerGone):
                         outcomes[index] = result
                     else:
                         outcomes[index] = plan.answer(result)
@@ -345,7 +399,7 @@ class ConversationService:
             if _needs_facts(plan):
                 plan = await self._with_facts(ask, stored, event, said_first, plan)
             (saved,) = await self.store.save_turns([plan.write])
-            if isinstance(saved, AlreadyHandled):
+            if isinstance(saved, AlreadyHandled | TimerGone):
                 raise saved
             if not isinstance(saved, ConcurrentUpdate):
                 return plan.answer(saved)
@@ -412,6 +466,7 @@ class ConversationService:
                 conversation_id=stored.id,
                 inbound=[inbound] if inbound else [],
                 inbox_id=ask.inbox_id,
+                timer=ask.timer,
             )
             return _Plan(write=write, said=(), mode=mode, heard=heard)
 
@@ -459,6 +514,17 @@ class ConversationService:
                 )
         bodies = [m.model_dump(mode="json") for m in said]
         outbound = _outbound_entries(said, bodies)
+        now = self.clock.now()
+        timers = [
+            NewTimer(
+                kind=FOLLOWUP_TIMER,
+                name=effect.followup,
+                due_at=now + timedelta(seconds=effect.after_seconds),
+                payload={"followup": effect.followup},
+            )
+            for effect in turn.effects
+            if isinstance(effect, FollowUpScheduled)
+        ]
         write = TurnWrite(
             key=ask.key,
             state=turn.conversation,
@@ -471,6 +537,8 @@ class ConversationService:
             inbox_id=ask.inbox_id,
             reply_token=ask.reply_token,
             event_at=ask.event_at,
+            timer=ask.timer,
+            timers=timers,
         )
         return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
 
@@ -501,6 +569,7 @@ class ConversationService:
             inbox_id=ask.inbox_id,
             reply_token=ask.reply_token,
             event_at=ask.event_at,
+            timer=ask.timer,
         )
         return _Plan(write=write, said=said, mode=Mode.BOT, heard=heard)
 
@@ -527,6 +596,7 @@ class _Ask:
     event_at: datetime | None = None
     existing_only: bool = False
     handoffs_allowed: bool = True
+    timer: Timer | None = None
 
 
 @dataclass(frozen=True, slots=True)

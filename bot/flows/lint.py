@@ -55,6 +55,7 @@ def entry_points(spec: FlowSpec) -> set[str]:
     entries = {spec.start}
     entries |= {s for s in (spec.returning, spec.resume, spec.again) if s}
     entries |= {c.goto for c in spec.commands if c.goto and c.goto != BACK}
+    entries |= {f.goto for f in spec.followups}
     entries |= {name for name, state in spec.states.items() if state.fallback}
     return entries
 
@@ -92,6 +93,19 @@ def _unknown_targets(flow: Flow) -> Iterator[FlowError]:
                 ("commands", i, "goto"),
                 f"command '{command.id}' goes to unknown state '{command.goto}'",
             )
+    for i, followup in enumerate(spec.followups):
+        if followup.command and spec.command(followup.command) is None:
+            yield flow.error(
+                ("followups", i, "command"),
+                f"follow-up '{followup.id}' names the unknown command '{followup.command}'",
+            )
+        for field in ("entered", "goto"):
+            target = getattr(followup, field)
+            if target is not None and target not in spec.states:
+                yield flow.error(
+                    ("followups", i, field),
+                    f"follow-up '{followup.id}' {field} is the unknown state '{target}'",
+                )
 
 
 def _expressions(flow: Flow) -> Iterator[FlowError]:
@@ -119,6 +133,11 @@ def _duplicates(flow: Flow) -> Iterator[FlowError]:
             if choice.id in seen:
                 yield flow.error(loc, f"choice id '{choice.id}' in '{name}' is also a command id")
             ids.add(choice.id)
+    followup_ids: set[str] = set()
+    for i, followup in enumerate(flow.spec.followups):
+        if followup.id in followup_ids:
+            yield flow.error(("followups", i, "id"), f"duplicate follow-up id '{followup.id}'")
+        followup_ids.add(followup.id)
     fallbacks = [n for n, s in flow.spec.states.items() if s.fallback]
     for extra in fallbacks[1:]:
         yield flow.error(("states", extra, "fallback"), "only one state can be the fallback")
@@ -440,6 +459,11 @@ def _sources(spec: FlowSpec) -> Iterator[tuple[Loc, str, bool]]:
     for i, command in enumerate(spec.commands):
         for j, text in enumerate(command.say):
             yield ("commands", i, "say", j), text, False
+        for slot, expression in command.set.items():
+            yield ("commands", i, "set", slot), expression, True
+    for i, followup in enumerate(spec.followups):
+        if followup.if_:
+            yield ("followups", i, "if"), followup.if_, True
     for name, state in spec.states.items():
         yield from _state_sources(name, state)
     if spec.booking is not None:

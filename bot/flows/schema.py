@@ -20,6 +20,7 @@ Expressions and `{{ templates }}` are Jinja2, evaluated in a sandbox over the sl
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -267,6 +268,56 @@ class CommandSpec(Model):
         default=None,
         description="Asked first (はい/いいえ) when the conversation already holds answers.",
     )
+    set: dict[str, str] = Field(
+        default_factory=dict, description="slot: expression, set before the command acts."
+    )
+    everywhere: bool = Field(
+        default=False,
+        description="Understood even where a question's `accepts` narrows the commands "
+        "(e.g. 配信停止, which must work in every state).",
+    )
+
+
+_DELAY = re.compile(r"(\d+)([dhm])")
+_DELAY_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+class FollowUpSpec(Model):
+    """A message the bot sends later by itself: entering the state `entered` (or running the
+    command `command`) schedules it (a durable timer), and when `delay` has passed the
+    conversation goes to `goto`, if `if` still holds (quiet hours, users who left or are with
+    an agent are the service's business)."""
+
+    id: str = Field(description="Stable id: the timer's name, one per conversation.")
+    entered: str | None = Field(
+        default=None, description="Entering this state schedules (or re-schedules) it."
+    )
+    command: str | None = Field(
+        default=None, description="Or: running this global command schedules it."
+    )
+    delay: str = Field(pattern=r"^\d+[dhm]$", description="How long after: '3d', '12h' or '30m'.")
+    if_: str | None = Field(
+        default=None,
+        alias="if",
+        description="Expression checked when scheduled and again when due (e.g. the user's "
+        "opt-in): false means nothing is sent.",
+    )
+    goto: str = Field(description="The state the follow-up opens (usually a question).")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> FollowUpSpec:
+        if (self.entered is None) == (self.command is None):
+            raise ValueError("a follow-up needs exactly one of 'entered' or 'command'")
+        return self
+
+    @property
+    def wait(self) -> timedelta:
+        found = _DELAY.fullmatch(self.delay)
+        if found is None:  # the field's pattern keeps this from happening
+            raise ValueError(f"bad delay {self.delay!r}")
+        return timedelta(**{_DELAY_UNITS[found.group(2)]: int(found.group(1))})
 
 
 class FaqSpec(Model):
@@ -324,6 +375,9 @@ class FlowSpec(Model):
     faq: tuple[FaqSpec, ...] = Field(
         default=(), description="Questions to the bot answered in every state."
     )
+    followups: tuple[FollowUpSpec, ...] = Field(
+        default=(), description="Messages the bot sends later by itself (durable timers)."
+    )
     states: dict[str, StateSpec] = Field(min_length=1)
     returning: str | None = Field(
         default=None, description="State for a user who comes back (e.g. LINE unblock)."
@@ -345,6 +399,13 @@ class FlowSpec(Model):
 
     def command(self, command_id: str) -> CommandSpec | None:
         return next((c for c in self.commands if c.id == command_id), None)
+
+    def command_labelled(self, label: str) -> CommandSpec | None:
+        """The command shown as `label` (a rich menu's postback may carry the words)."""
+        return next((c for c in self.commands if c.label == label), None)
+
+    def followup(self, followup_id: str) -> FollowUpSpec | None:
+        return next((f for f in self.followups if f.id == followup_id), None)
 
 
 StepKind = Literal["ask", "handoff", "book", "end", "pass"]

@@ -27,6 +27,7 @@ from bot.channels.slack.adapter import SlackChannel
 from bot.channels.slack.adapter import enabled as slack_enabled
 from bot.config import Settings
 from bot.core.backpressure import Foreground
+from bot.core.clock import Clock
 from bot.core.jobs import JobsTuning
 from bot.core.outbox import OutboxTuning
 from bot.errors import BotError, StoreError
@@ -51,9 +52,11 @@ def create_app(
     channels: Sequence[LineChannel | SlackChannel] = DEFAULT_CHANNELS,
     outbox: OutboxTuning = DEFAULT_TUNING,
     jobs: JobsTuning = DEFAULT_JOBS,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """`foreground`: shared with a `yarigai worker` (WORKER_MODE=separate; see `yarigai serve`).
-    `channels`, `outbox`, `jobs`: the channels' and the background work's tuning."""
+    `channels`, `outbox`, `jobs`: the channels' and the background work's tuning; `clock`:
+    the timers' (tests pass a fake one)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -67,6 +70,7 @@ def create_app(
             surfaces=[feed],
             outbox=outbox,
             jobs=jobs,
+            clock=clock,
         )
         app.state.runtime = runtime
         app.state.line = runtime.line

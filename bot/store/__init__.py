@@ -10,6 +10,7 @@ from bot.records import (
     NewEvent,
     OutboxItem,
     SurfaceRef,
+    Timer,
 )
 from bot.store.agents import Agent, AgentStore, AgentToken
 from bot.store.bookings import BookingStore
@@ -18,6 +19,7 @@ from bot.store.conversations import (
     ConcurrentUpdate,
     SavedTurn,
     StoredConversation,
+    TimerGone,
     TranscriptEntry,
     TurnWrite,
     UnknownConversation,
@@ -46,6 +48,8 @@ __all__ = [
     "SqlStore",
     "StoredConversation",
     "SurfaceRef",
+    "Timer",
+    "TimerGone",
     "TranscriptEntry",
     "TurnWrite",
     "UnknownConversation",

@@ -1,5 +1,5 @@
 """The schema as SQLAlchemy Core tables, portable between SQLite and PostgreSQL: conversations,
-transcripts, inbox, outbox, then handoffs, mode changes and agents.
+transcripts, inbox, outbox, leases, timers, then handoffs, mode changes and agents.
 
 Migrations in `migrations/versions/` create these; a test checks the two never drift apart.
 """
@@ -169,6 +169,38 @@ leases: Final = sa.Table(
     sa.Column("expires_at", UtcDateTime(), nullable=False),
 )
 
+
+# Durable timers (migration 0008): a row per timer, fired by the background jobs exactly once
+# (the firing turn marks it in its own transaction), so a restart loses and repeats none.
+timers: Final = sa.Table(
+    "timers",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("key", sa.String(255), nullable=False),  # the scheduler's name for it
+    sa.Column("kind", sa.String(64), nullable=False),  # which handler runs it
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),  # gone with the user's data
+        nullable=True,
+    ),
+    sa.Column("due_at", UtcDateTime(), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("fired_at", UtcDateTime(), nullable=True),
+    sa.Column("cancelled_at", UtcDateTime(), nullable=True),
+    sa.Column("outcome", sa.String(64), nullable=True),  # "sent", "skipped: <why>", "failed"
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.UniqueConstraint("key"),
+    sa.Index(None, "conversation_id"),
+    sa.Index(
+        "ix_timers_due",
+        "due_at",
+        sqlite_where=sa.text("fired_at IS NULL AND cancelled_at IS NULL"),
+        postgresql_where=sa.text("fired_at IS NULL AND cancelled_at IS NULL"),
+    ),
+)
 
 # ---------------------------------------------------------------- handoffs and agents
 
