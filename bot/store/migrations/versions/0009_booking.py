@@ -2,7 +2,7 @@
 (one per slot and one open per user, enforced by partial unique indexes).
 
 Revision ID: 0009_booking
-Revises: 0007
+Revises: 0008_timers
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_booking"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008_timers"  # the timers of branch followups, merged here
 branch_labels: str | None = None
 depends_on: str | None = None
 
