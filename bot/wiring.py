@@ -24,6 +24,7 @@ from bot.channels.slack.adapter import SlackAdapter, SlackChannel
 from bot.config import Settings
 from bot.core.backpressure import Foreground
 from bot.core.booking import BookingDesk
+from bot.core.booking_reminders import REMINDER, BookingReminders, parse_before
 from bot.core.clock import Clock, SystemClock
 from bot.core.followups import FollowUpHandler
 from bot.core.inbox import Worker
@@ -187,6 +188,7 @@ async def build(
     closures = Closures.parse(settings.closed_dates, public_holidays=settings.public_holidays)
     hours = AgentHours.parse(settings.agent_hours, closures=closures)
     slot_policy = _slot_policy(settings, closures)
+    reminder_hours = parse_before(settings.reminder_before_hours)
     quiet = QuietHours.parse(settings.quiet_hours)  # and a bad QUIET_HOURS
     exit_stack = AsyncExitStack()
     store = await SqlStore.open(settings.database_url)
@@ -198,6 +200,7 @@ async def build(
             flows=flows,
             hours=hours,
             slot_policy=slot_policy,
+            reminder_hours=reminder_hours,
             quiet=quiet,
             store=store,
             exit_stack=exit_stack,
@@ -220,6 +223,7 @@ async def _build(
     flows: dict[str, Flow],
     hours: AgentHours,
     slot_policy: SlotPolicy,
+    reminder_hours: tuple[int, ...],
     quiet: QuietHours,
     store: SqlStore,
     exit_stack: AsyncExitStack,
@@ -275,6 +279,15 @@ async def _build(
         clock=clock.now,
     )
     service.booking = booking
+    reminders = BookingReminders(
+        store=store,
+        desk=booking,
+        engines=engines,
+        quiet=quiet,
+        before=reminder_hours,
+        clock=clock,
+    )
+    booking.listeners.append(reminders.on_change)
     outbox = Outbox(
         store=store, couriers=couriers, metrics=metrics, leases=leases, tuning=outbox_tuning
     )
@@ -310,7 +323,10 @@ async def _build(
     # One handler per timer kind; a kind nobody registered is settled as failed, loudly.
     timer_handlers: dict[str, TimerHandler] = {
         SAY: SayHandler(),
-        FOLLOWUP_TIMER: FollowUpHandler(engines=engines, quiet=quiet),
+        FOLLOWUP_TIMER: FollowUpHandler(
+            engines=engines, quiet=quiet, booking_pending=booking.has_upcoming
+        ),
+        REMINDER: reminders,
     }
     timers = TimerRunner(
         store=store,

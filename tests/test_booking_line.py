@@ -5,12 +5,13 @@ gives contact details, books, reschedules and cancels."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from agent_app import Clock, password_hash
+from agent_app import TUESDAY_10_JST, password_hash
 from career_path import TURNS
+from fakes.clock import FakeClock
 from fakes.line_api import (
     ACCESS_TOKEN,
     CHANNEL_SECRET,
@@ -38,7 +39,14 @@ def fake() -> Iterator[FakeLineApi]:
 
 
 @pytest.fixture
-async def served(tmp_path: Path, fake: FakeLineApi) -> AsyncIterator[tuple[str, Runtime]]:
+def clock() -> FakeClock:
+    return FakeClock(TUESDAY_10_JST)
+
+
+@pytest.fixture
+async def served(
+    tmp_path: Path, fake: FakeLineApi, clock: FakeClock
+) -> AsyncIterator[tuple[str, Runtime]]:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         line_channel_secret=CHANNEL_SECRET,
@@ -47,10 +55,9 @@ async def served(tmp_path: Path, fake: FakeLineApi) -> AsyncIterator[tuple[str, 
         session_secret="test",
         **{**SETTINGS, "meeting_method": "line"},
     )
-    app = create_app(settings, channels=[LineChannel(retry_delays=(0.02, 0.05))])
+    app = create_app(settings, channels=[LineChannel(retry_delays=(0.02, 0.05))], clock=clock)
     async with serving_app(app) as url:
         runtime: Runtime = app.state.runtime
-        runtime.booking.clock = Clock()
         agent = await AgentStore(engine=runtime.store.engine).add(
             "sato", password_hash=password_hash(), display_name="佐藤"
         )
@@ -62,7 +69,7 @@ async def served(tmp_path: Path, fake: FakeLineApi) -> AsyncIterator[tuple[str, 
 
 
 async def test_a_line_user_books_reschedules_and_cancels(
-    served: tuple[str, Runtime], fake: FakeLineApi
+    served: tuple[str, Runtime], fake: FakeLineApi, clock: FakeClock
 ) -> None:
     url, runtime = served
     hooks = Webhooks(url + WEBHOOK_PATH, fake=fake)
@@ -102,19 +109,34 @@ async def test_a_line_user_books_reschedules_and_cancels(
     assert "ご予約を承りました" in confirmation and "4月1日（火）18:00〜18:30" in confirmation
     assert "LINE通話" in confirmation and "https://bot.example.jp/bookings/" in confirmation
 
+    # An hour before, the reminder is pushed (no reply token lives that long).
+    clock.set(datetime(2025, 4, 1, 8, 0, tzinfo=UTC))  # 17:00 JST
+    assert await runtime.timers.run_due() == 1
+    await runtime.worker.idle()
+    reminded = fake.last(user)
+    assert reminded.via == "push" and reminded.text.startswith("まもなく面談のお時間です。")
+    assert "このトークにお電話しますね" in reminded.text
+
     await say("面談を予約")
     await tap("日時を変更する")
     before = len(fake.texts(user))
     await tap("4/5（土）10:00")
     assert "4月5日（土）10:00〜10:30" in said_since(before)
 
+    # Cancelled before its reminders: none is ever sent.
     await say("予約をキャンセルしたい")
     await tap("キャンセルする")
     before = len(fake.texts(user))
     await tap("キャンセルする")
     assert "面談をキャンセルしました" in said_since(before)
-    start = Clock().now
-    kept = await runtime.booking.bookings.between(start, start + timedelta(days=14))
+    seen = len(fake.seen(user))
+    clock.set(datetime(2025, 4, 5, 1, 0, tzinfo=UTC))  # the Saturday booking's start
+    assert await runtime.timers.run_due() == 0
+    await runtime.worker.idle()
+    assert len(fake.seen(user)) == seen
+    kept = await runtime.booking.bookings.between(
+        TUESDAY_10_JST, TUESDAY_10_JST + timedelta(days=14)
+    )
     assert [(b.status, b.key.channel.value) for b in kept] == [
         ("cancelled", "line"),
         ("cancelled", "line"),

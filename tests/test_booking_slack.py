@@ -5,11 +5,13 @@ with chat.update when the booking moves or is cancelled."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from agent_app import agent_app
+from agent_app import TUESDAY_10_JST, agent_app
 from career_path import TURNS
+from fakes.clock import FakeClock
 from fakes.slack_api import BOT_ID, FakeSlackApi, Posted, SlackEvents
 from test_booking_web import SETTINGS
 from test_slack_agents import AGENTS, SIGNING_SECRET, USER, AgentChannel, slack_settings
@@ -22,10 +24,15 @@ def api() -> Iterator[FakeSlackApi]:
 
 
 @pytest.fixture
-def slack(tmp_path: Path, api: FakeSlackApi) -> Iterator[AgentChannel]:
+def clock() -> FakeClock:
+    return FakeClock(TUESDAY_10_JST)
+
+
+@pytest.fixture
+def slack(tmp_path: Path, api: FakeSlackApi, clock: FakeClock) -> Iterator[AgentChannel]:
     settings = {**slack_settings(api), **SETTINGS, "public_url": "https://bot.example.jp"}
-    with agent_app(tmp_path, **settings) as app:
-        app.runtime.booking.clock = app.clock
+    with agent_app(tmp_path, runtime_clock=clock, **settings) as app:
+        app.desk.clock = clock.now
         app.add_agent("sato", "佐藤")
         for day, start, minutes in (("Tue", "18:00", 120), ("Sat", "10:00", 60)):
             added = app.client.post(
@@ -59,7 +66,7 @@ def booking_cards(slack: AgentChannel) -> list[Posted]:
     return [m for m in slack.cards() if "面談の予約 #" in m.shown_text()]
 
 
-def test_a_slack_user_books_reschedules_and_cancels(slack: AgentChannel) -> None:
+def test_a_slack_user_books_reschedules_and_cancels(slack: AgentChannel, clock: FakeClock) -> None:
     for kind, value in TURNS:
         if kind == "tap":
             tap(slack, value)
@@ -75,6 +82,15 @@ def test_a_slack_user_books_reschedules_and_cancels(slack: AgentChannel) -> None
     confirmation = said_since(slack, before)
     assert "ご予約を承りました" in confirmation and "4月1日（火）18:30〜19:00" in confirmation
     assert "https://bot.example.jp/bookings/" in confirmation
+
+    # The reminder an hour before comes as a DM.
+    before = len(bot_dms(slack))
+    clock.set(datetime(2025, 4, 1, 8, 30, tzinfo=UTC))  # 17:30 JST
+    assert slack.app.run(slack.app.runtime.timers.run_due) == 1
+    slack.app.settle()
+    assert said_since(slack, before).startswith(
+        "まもなく面談のお時間です。4月1日（火）18:30〜19:00"
+    )
 
     [card] = booking_cards(slack)
     assert card.channel == AGENTS

@@ -6,12 +6,16 @@ users racing for one slot never both get it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_app import AgentApp, agent_app
+from agent_app import TUESDAY_10_JST, AgentApp, agent_app
 from career_path import TURNS
+from fakes.clock import FakeClock
+
+from bot.records import Timer
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_URL = "https://bot.example.jp"
@@ -28,11 +32,17 @@ SETTINGS = {
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[AgentApp]:
-    """The app at Tuesday 2025-04-01 10:00 JST; 佐藤 takes consultations on Tuesday
-    evenings and Saturday mornings."""
-    with agent_app(tmp_path, **SETTINGS) as served:
-        served.runtime.booking.clock = served.clock
+def clock() -> FakeClock:
+    return FakeClock(TUESDAY_10_JST)
+
+
+@pytest.fixture
+def app(tmp_path: Path, clock: FakeClock) -> Iterator[AgentApp]:
+    """The app at Tuesday 2025-04-01 10:00 JST (one fake clock for the handoff desk, the
+    booking desk and the timers); 佐藤 takes consultations on Tuesday evenings and Saturday
+    mornings."""
+    with agent_app(tmp_path, runtime_clock=clock, **SETTINGS) as served:
+        served.desk.clock = clock.now
         served.add_agent("sato", "佐藤")
         for day, start, minutes in (("Tue", "18:00", 120), ("Sat", "10:00", 60)):
             added = served.client.post(
@@ -105,7 +115,21 @@ def bookings(app: AgentApp) -> list[dict[str, Any]]:
     return found
 
 
-def test_a_web_user_books_reschedules_and_cancels(app: AgentApp) -> None:
+def reminders(app: AgentApp, booking_id: int) -> dict[str, Timer | None]:
+    store = app.runtime.store
+    return {
+        hours: app.run(lambda h=hours: store.timer(f"booking_reminder:{booking_id}:{h}"))
+        for hours in ("24h", "1h")
+    }
+
+
+def run_timers(app: AgentApp) -> int:
+    done: int = app.run(app.runtime.timers.run_due)
+    app.settle()
+    return done
+
+
+def test_a_web_user_books_reschedules_and_cancels(app: AgentApp, clock: FakeClock) -> None:
     user = WebUser(app)
     user.finish_the_advice()
     user.tap("面談を予約する")
@@ -137,6 +161,11 @@ def test_a_web_user_books_reschedules_and_cancels(app: AgentApp) -> None:
         "山田 花子",
         "web",
     )
+    # Booked on the day: no reminder the day before, one an hour before.
+    first = reminders(app, booking["id"])
+    assert first["24h"] is None
+    assert first["1h"] is not None and first["1h"].pending
+    assert first["1h"].due_at == datetime(2025, 4, 1, 9, 30, tzinfo=UTC)  # 18:30 JST
 
     # Reschedule: nothing is asked twice (the contact is kept).
     user.say("面談を予約")
@@ -150,6 +179,23 @@ def test_a_web_user_books_reschedules_and_cancels(app: AgentApp) -> None:
         ("4月1日（火）19:30〜20:00", "cancelled"),
         ("4月5日（土）10:00〜10:30", "booked"),
     ]
+    # The old booking's reminder is cancelled; the new one has both.
+    old = reminders(app, booking["id"])["1h"]
+    assert old is not None and old.cancelled_at is not None
+    moved = bookings(app)[1]["id"]
+    assert all(t is not None and t.pending for t in reminders(app, moved).values())
+
+    # The fake clock reaches each reminder: said in the chat, once.
+    seen = len(app.history(user.session)["messages"])
+    clock.set(datetime(2025, 4, 4, 1, 0, tzinfo=UTC))  # Friday 10:00 JST
+    assert run_timers(app) == 1
+    assert run_timers(app) == 0
+    said = [m["text"] for m in app.history(user.session)["messages"][seen:]]
+    assert len(said) == 1 and said[0].startswith("面談のご案内です。4月5日（土）10:00〜10:30")
+    assert "https://meet.example.jp/zcareer" in said[0]
+    clock.set(datetime(2025, 4, 5, 0, 0, tzinfo=UTC))  # Saturday 09:00 JST
+    assert run_timers(app) == 1
+    assert app.history(user.session)["messages"][-1]["text"].startswith("まもなく面談のお時間です")
 
     # Cancel.
     user.say("面談を予約")
@@ -208,8 +254,10 @@ def test_contact_details_are_shown_and_changed_without_booking(app: AgentApp) ->
     assert export.status_code == 403  # only admins export; the store test covers the content
 
 
-def test_out_of_hours_a_waiting_user_may_book_or_leave_contact_details(app: AgentApp) -> None:
-    app.clock.advance(hours=10)  # Tuesday 20:00 in Tokyo: agents are gone for the day
+def test_out_of_hours_a_waiting_user_may_book_or_leave_contact_details(
+    app: AgentApp, clock: FakeClock
+) -> None:
+    clock.advance(timedelta(hours=10))  # Tuesday 20:00 in Tokyo: agents are gone for the day
     user = WebUser(app)
     user.say("担当者と話したい")
     assert user.last["mode"] == "waiting"

@@ -91,6 +91,11 @@ class BookingDesk:
             now,
         )
 
+    async def has_upcoming(self, conversation_id: int) -> bool:
+        """Whether the conversation has a booking still to come (no follow-ups then)."""
+        booking = await self.bookings.open_booking(conversation_id)
+        return booking is not None and booking.starts_at > self.clock()
+
     # ------------------------------------------------------------ acting on effects
 
     async def book(self, conversation_id: int, request: BookingRequested, facts: Facts) -> Facts:

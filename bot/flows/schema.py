@@ -206,6 +206,10 @@ class BookingTextsSpec(Model):
     cancel_yes: str
     cancel_no: str
     cancelled: str
+    reminder: str = Field(
+        description="Sent before a booking (REMINDER_BEFORE_HOURS); `{{ soon }}` is true for "
+        "the one within 12 hours."
+    )
 
 
 class StateSpec(Model):
