@@ -76,6 +76,42 @@ class Settings(BaseSettings):
         default=None, description="Signs console session cookies; random per process if unset."
     )
 
+    closed_dates: str = Field(
+        default="",
+        description="Days the agency is closed besides Japanese public holidays: "
+        "2026-12-29..2027-01-03,2027-05-06. Neither bookings nor live handoffs on them.",
+    )
+    public_holidays: bool = Field(
+        default=True, description="Japanese public holidays close the agency (holidays, JP)."
+    )
+
+    # Booking a consultation
+    booking_slot_minutes: int = Field(default=30, ge=10, le=240)
+    booking_lead_hours: int = Field(
+        default=3, ge=0, description="The earliest slot offered is at least this far ahead."
+    )
+    booking_horizon_days: int = Field(
+        default=14, ge=1, le=90, description="Slots are offered this many days ahead at most."
+    )
+    booking_zone: str = Field(
+        default="Asia/Tokyo", description="Time zone of agents' published hours and of slots."
+    )
+    meeting_method: Literal["line", "video", "phone"] = Field(
+        default="video", description="How consultations happen: LINE call, video link, phone."
+    )
+    meeting_url: str = Field(default="", description="The video meeting link, if any.")
+    privacy_policy_url: str = Field(
+        default="", description="Shown when contact details are asked for consent."
+    )
+    privacy_policy_version: str = Field(
+        default="1", description="Stored with each consent, so a new policy can be asked again."
+    )
+    reminder_before_hours: str = Field(
+        default="24,1",
+        description="Reminders before a booking, in hours, comma-separated (the day before and "
+        "an hour before).",
+    )
+
     metrics_token: SecretStr | None = Field(
         default=None,
         description="GET /metrics needs `Authorization: Bearer <this>`; unset, /metrics is off.",

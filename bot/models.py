@@ -201,10 +201,81 @@ class Classified(Frozen):
     stage: str
 
 
+class NeedFacts(Frozen):
+    """A booking step needs what the service knows (slots, contact, booking): the service looks
+    them up and runs the turn again with them (the engine itself does no I/O)."""
+
+    kind: Literal["need_facts"] = "need_facts"
+
+
+class ContactGiven(Frozen):
+    """The user gave their contact details and consented to the privacy policy."""
+
+    kind: Literal["contact"] = "contact"
+    name: str
+    method: Literal["chat", "phone", "email"]
+    phone: str | None = None
+    email: str | None = None
+
+
+class BookingRequested(Frozen):
+    """The user picked a slot: the service books it and runs the turn again with the outcome
+    (`Facts.booking`, or `Facts.taken` when someone was faster)."""
+
+    kind: Literal["book"] = "book"
+    slot: str
+    replaces: int | None = None  # a reschedule: the booking given up for this one
+
+
+class BookingCancelled(Frozen):
+    kind: Literal["cancel_booking"] = "cancel_booking"
+    booking_id: int
+
+
+BookingEffect = NeedFacts | ContactGiven | BookingRequested | BookingCancelled
 Effect = Annotated[
-    HandoffRequested | ConversationEnded | Classified | FollowUpScheduled,
+    HandoffRequested | ConversationEnded | Classified | FollowUpScheduled | BookingEffect,
     Field(discriminator="kind"),
 ]
+
+
+# ---------------------------------------------------------------- facts (service -> engine)
+
+
+class Offer(Frozen):
+    """A free slot as a button: `id` comes back when it is tapped."""
+
+    id: str
+    label: str
+
+
+class ContactView(Frozen):
+    name: str
+    method: Literal["chat", "phone", "email"]
+    phone: str | None = None
+    email: str | None = None
+
+
+class BookedView(Frozen):
+    """The user's open booking, as templates show it (`{{ booking.when }}` ...)."""
+
+    id: int
+    slot: str  # the Offer id it was booked from
+    when: str  # 「12月8日（火）19:00〜19:30」
+    agent: str
+    method: Literal["line", "video", "phone"]
+    url: str = ""  # the meeting link, if any
+    ics_url: str = ""
+
+
+class Facts(Frozen):
+    """What the service knows that booking steps need, passed into a turn as data."""
+
+    offers: tuple[Offer, ...] = ()
+    contact: ContactView | None = None  # None also when given under an older policy version
+    booking: BookedView | None = None
+    taken: str | None = None  # the slot the user picked went to someone else just now
+    policy_url: str = ""
 
 
 # ---------------------------------------------------------------- conversation state
@@ -229,7 +300,9 @@ class Turn(Frozen):
 
     conversation: ConversationState
     messages: tuple[TextOut | ChoicesOut | CardOut, ...]
-    effects: tuple[HandoffRequested | ConversationEnded | Classified | FollowUpScheduled, ...] = ()
+    effects: tuple[
+        HandoffRequested | ConversationEnded | Classified | FollowUpScheduled | BookingEffect, ...
+    ] = ()
     entered: tuple[str, ...] = ()  # states entered during the turn, in order
 
 

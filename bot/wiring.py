@@ -14,12 +14,17 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.booking.calendar import Closures
+from bot.booking.slots import SlotPolicy
 from bot.channels.line.adapter import LineAdapter, LineChannel
 from bot.channels.line.quota import QuotaWatch
 from bot.channels.slack.adapter import SlackAdapter, SlackChannel
 from bot.config import Settings
 from bot.core.backpressure import Foreground
+from bot.core.booking import BookingDesk
+from bot.core.booking_reminders import REMINDER, BookingReminders, parse_before
 from bot.core.clock import Clock, SystemClock
 from bot.core.followups import FollowUpHandler
 from bot.core.inbox import Worker
@@ -32,7 +37,7 @@ from bot.core.quiet_hours import QuietHours
 from bot.core.service import FOLLOWUP_TIMER, ConversationService
 from bot.core.timers import SAY, SayHandler, TimerHandler, TimerRunner
 from bot.engine import Engine
-from bot.errors import FlowError, StoreError
+from bot.errors import ConfigError, FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
 from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
 from bot.handoff.desk import HandoffDesk
@@ -41,7 +46,7 @@ from bot.metrics import Metrics
 from bot.models import Channel
 from bot.nlu.classifier import build_understander, default_cache_dir
 from bot.nlu.understanding import Understander, Understanding
-from bot.store import SqlStore
+from bot.store import BookingStore, SqlStore
 from bot.store.handoffs import HandoffStore
 from bot.tracing import span
 
@@ -78,6 +83,7 @@ class Runtime:
     metrics: Metrics
     desk: HandoffDesk
     jobs: Jobs
+    booking: BookingDesk
     timers: TimerRunner
     leases: LeaseKeeper | None = None  # several processes run events (WORKER_MODE=separate)
     line: LineAdapter | None = None
@@ -178,7 +184,11 @@ async def build(
             + ", ".join(sorted(flows)),
             file=str(settings.flows_dir),
         )
-    hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
+    # Refuse bad AGENT_HOURS, CLOSED_DATES or BOOKING_ZONE before any I/O.
+    closures = Closures.parse(settings.closed_dates, public_holidays=settings.public_holidays)
+    hours = AgentHours.parse(settings.agent_hours, closures=closures)
+    slot_policy = _slot_policy(settings, closures)
+    reminder_hours = parse_before(settings.reminder_before_hours)
     quiet = QuietHours.parse(settings.quiet_hours)  # and a bad QUIET_HOURS
     exit_stack = AsyncExitStack()
     store = await SqlStore.open(settings.database_url)
@@ -189,6 +199,8 @@ async def build(
             role,
             flows=flows,
             hours=hours,
+            slot_policy=slot_policy,
+            reminder_hours=reminder_hours,
             quiet=quiet,
             store=store,
             exit_stack=exit_stack,
@@ -210,6 +222,8 @@ async def _build(
     *,
     flows: dict[str, Flow],
     hours: AgentHours,
+    slot_policy: SlotPolicy,
+    reminder_hours: tuple[int, ...],
     quiet: QuietHours,
     store: SqlStore,
     exit_stack: AsyncExitStack,
@@ -253,6 +267,27 @@ async def _build(
     )
     service.hooks = desk
     service.listeners.append(desk.on_turn)
+    booking = BookingDesk(
+        bookings=BookingStore(engine=store.engine),
+        policy=slot_policy,
+        method=settings.meeting_method,
+        meeting_url=settings.meeting_url,
+        public_url=settings.public_url,
+        policy_url=settings.privacy_policy_url,
+        policy_version=settings.privacy_policy_version,
+        surfaces=all_surfaces,
+        clock=clock.now,
+    )
+    service.booking = booking
+    reminders = BookingReminders(
+        store=store,
+        desk=booking,
+        engines=engines,
+        quiet=quiet,
+        before=reminder_hours,
+        clock=clock,
+    )
+    booking.listeners.append(reminders.on_change)
     outbox = Outbox(
         store=store, couriers=couriers, metrics=metrics, leases=leases, tuning=outbox_tuning
     )
@@ -288,7 +323,10 @@ async def _build(
     # One handler per timer kind; a kind nobody registered is settled as failed, loudly.
     timer_handlers: dict[str, TimerHandler] = {
         SAY: SayHandler(quiet=quiet),
-        FOLLOWUP_TIMER: FollowUpHandler(engines=engines, quiet=quiet),
+        FOLLOWUP_TIMER: FollowUpHandler(
+            engines=engines, quiet=quiet, booking_pending=booking.has_upcoming
+        ),
+        REMINDER: reminders,
     }
     timers = TimerRunner(
         store=store,
@@ -310,6 +348,7 @@ async def _build(
         outbox=outbox,
         metrics=metrics,
         desk=desk,
+        booking=booking,
         jobs=Jobs(
             store=store,
             retention_days=settings.retention_days,
@@ -323,6 +362,20 @@ async def _build(
         slack=slack,
         senders=senders,
         _exit=exit_stack,
+    )
+
+
+def _slot_policy(settings: Settings, closures: Closures) -> SlotPolicy:
+    try:
+        zone = ZoneInfo(settings.booking_zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ConfigError(f"BOOKING_ZONE {settings.booking_zone!r} is no time zone") from error
+    return SlotPolicy(
+        minutes=settings.booking_slot_minutes,
+        lead=timedelta(hours=settings.booking_lead_hours),
+        horizon_days=settings.booking_horizon_days,
+        zone=zone,
+        closures=closures,
     )
 
 

@@ -3,6 +3,7 @@
 Each step is what the user does (`start`, `tap: <label>`, `say: <text>`, `resume`) and what must
 follow (`followup: <id>`: that follow-up's timer fired): `bot` texts the bot's messages contain (in order), `not_bot` texts they must not contain,
 `buttons` labels offered, `slots` values, `state` the question waited on, `effects` kinds.
+`facts` is what the service would pass a booking step (free slots, contact, open booking).
 Together the transcripts must enter every state of every flow in `flows/`.
 """
 
@@ -21,6 +22,7 @@ from bot.models import (
     ChoiceIn,
     ChoicesOut,
     ConversationState,
+    Facts,
     FollowUpIn,
     ResumeIn,
     StartIn,
@@ -99,7 +101,8 @@ def test_transcript(path: Path) -> None:
             assert conversation is not None
             conversation = conversation.model_copy(update={"state": step["state_override"]})
             continue
-        turn = engine.advance(conversation, _event(step, last))
+        facts = Facts.model_validate(step["facts"]) if "facts" in step else None
+        turn = engine.advance(conversation, _event(step, last), facts)
         _visited[flow.id].update(turn.entered)
         _check(step, turn, where)
         conversation = turn.conversation

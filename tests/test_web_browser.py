@@ -163,3 +163,74 @@ def test_the_chat_outlives_the_tab_and_shows_what_came_while_it_was_closed(
             assert again.evaluate("localStorage.getItem('yarigai-session')") == session
         finally:
             browser.close()
+
+
+@pytest.fixture
+def bookable(tmp_path: Path) -> Iterator[str]:
+    """The app with an agent who takes consultations every day, 09:00-21:00 (real time)."""
+    from agent_app import password_hash
+
+    from bot.booking.slots import parse_rule
+    from bot.store import AgentStore, BookingStore, SqlStore
+
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+
+    async def add_agent() -> None:
+        store = await SqlStore.open(database)
+        try:
+            agent = await AgentStore(engine=store.engine).add(
+                "sato", password_hash=password_hash(), display_name="佐藤"
+            )
+            bookings = BookingStore(engine=store.engine)
+            for day in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"):
+                await bookings.add_rule("sato", parse_rule(agent.id, "weekly", day, "09:00-21:00"))
+        finally:
+            await store.close()
+
+    asyncio.run(add_agent())
+    settings = Settings(
+        database_url=database,
+        flows_dir=ROOT / "flows",
+        public_holidays=False,
+        public_url="https://yarigai.example.jp",
+        meeting_url="https://meet.example.jp/zcareer",
+        privacy_policy_url="https://example.jp/privacy",
+    )
+    with ServedApp(settings) as url:
+        yield url
+
+
+def test_a_user_books_a_consultation_in_the_page(bookable: str) -> None:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 420, "height": 860}, locale="ja-JP")
+            page.set_default_timeout(WAIT_MS)
+            expect = sync_api.expect
+            page.goto(bookable)
+            expect(page.locator(".bubble.bot").first).to_contain_text("やりがい相談")
+
+            def send(text: str) -> None:
+                page.get_by_label("メッセージ").fill(text)
+                page.get_by_role("button", name="送信").click()
+                expect(page.locator(".bubble.me").last).to_have_text(text)
+
+            send("面談を予約")
+            expect(page.locator(".bubble.bot").last).to_contain_text("お名前を教えてください")
+            send("山田 花子")
+            page.get_by_role("button", name="このチャットで").last.click()
+            expect(page.locator(".bubble.bot").last).to_contain_text("https://example.jp/privacy")
+            page.get_by_role("button", name="同意して登録").last.click()
+            expect(page.get_by_role("button", name="ほかの日時").last).to_be_visible()
+            slot = page.locator(".choices").last.locator("button").first
+            label = slot.inner_text()
+            slot.click()
+            expect(page.locator(".bubble.me").last).to_have_text(label)
+            confirmation = page.locator(".bubble.bot", has_text="ご予約を承りました")
+            expect(confirmation).to_have_count(1)
+            expect(confirmation).to_contain_text("担当: 佐藤")
+            expect(confirmation).to_contain_text("https://yarigai.example.jp/bookings/")
+            assert len(confirmation.inner_text()) <= 180  # a phone screen's worth, link included
+            page.screenshot(path=str(screenshot_path("booking.png")), full_page=False)
+        finally:
+            browser.close()

@@ -23,14 +23,19 @@ from bot.engine import Engine
 from bot.errors import StoreError
 from bot.metrics import Metrics
 from bot.models import (
+    BookingCancelled,
+    BookingEffect,
+    BookingRequested,
     Channel,
     Choice,
     ChoiceIn,
     ChoicesOut,
     Classified,
+    ContactGiven,
     ConversationKey,
     ConversationState,
     Event,
+    Facts,
     FollowUpIn,
     FollowUpScheduled,
     HandoffRequested,
@@ -39,6 +44,7 @@ from bot.models import (
     MediaIn,
     Message,
     Mode,
+    NeedFacts,
     ResumeIn,
     StartIn,
     TextIn,
@@ -137,6 +143,25 @@ class HandoffHooks(Protocol):
         ...
 
 
+class BookingHooks(Protocol):
+    """What the composer asks of the booking desk (`bot.core.booking.BookingDesk`)."""
+
+    async def facts(self, conversation_id: int | None) -> Facts:
+        """Free slots, the contact given and the open booking, for a booking step."""
+        ...
+
+    async def book(self, conversation_id: int, request: BookingRequested, facts: Facts) -> Facts:
+        """Book the picked slot; the facts to run the turn again with."""
+        ...
+
+    async def apply(self, conversation_id: int, effects: Sequence[BookingEffect]) -> None:
+        """Store contact details given and cancellations."""
+        ...
+
+
+_BOOKING_PASSES: Final = 3  # facts, then a booking, then a second try after a lost race
+
+
 # Called after a turn is saved, for what happens around the conversation (handoff queue, etc.).
 TurnListener = Callable[[ConversationKey, Reply, Turn | None], Awaitable[None]]
 
@@ -149,6 +174,7 @@ class ConversationService:
     metrics: Metrics = field(default_factory=Metrics)
     listeners: list[TurnListener] = field(default_factory=list)
     hooks: HandoffHooks | None = None
+    booking: BookingHooks | None = None
     # Webhook acknowledgements go first: each batch of turns waits for them (bot/core/backpressure.py).
     foreground: Foreground = field(default_factory=Foreground)
     clock: Clock = field(default_factory=SystemClock)  # due times of the follow-ups turns schedule
@@ -325,9 +351,14 @@ class ConversationService:
                 continue
             keys.add(ask.key)
             try:
-                planned.append((index, self._plan(ask, stored, ask.event, said_first=None)))
+                plan = self._plan(ask, stored, ask.event, said_first=None)
             except Exception as error:  # this turn fails; the others go on
                 outcomes[index] = error
+                continue
+            if _needs_facts(plan):  # a booking step: the desk is asked, on its own
+                alone.append(index)
+                continue
+            planned.append((index, plan))
         if planned:
             try:
                 saved = await self.store.save_turns([plan.write for _, plan in planned])
@@ -362,9 +393,11 @@ class ConversationService:
             stored = await self.store.load(ask.key)
             event: Event = ask.event
             said_first = await self._back_to_bot(stored, event)
-            if said_first is not None:  # the user withdrew the request: the bot picks up again
-                event = ResumeIn(withdrawn=True)
+            if said_first is not None and not _is_command(self.engine_for(stored), event):
+                event = ResumeIn(withdrawn=True)  # the user withdrew: the bot picks up again
             plan = self._plan(ask, stored, event, said_first=said_first)
+            if _needs_facts(plan):
+                plan = await self._with_facts(ask, stored, event, said_first, plan)
             (saved,) = await self.store.save_turns([plan.write])
             if isinstance(saved, AlreadyHandled | TimerGone):
                 raise saved
@@ -375,6 +408,34 @@ class ConversationService:
             log.info("a %s conversation changed under us; retrying", ask.key.channel.value)
         raise AssertionError("unreachable")
 
+    async def _with_facts(
+        self,
+        ask: _Ask,
+        stored: StoredConversation | None,
+        event: Event,
+        said_first: tuple[Message, ...] | None,
+        plan: _Plan,
+    ) -> _Plan:
+        """Run a booking step's turn again with what the desk knows; book the slot it picks
+        (again with the outcome, a lost race included); store what it gave or cancelled."""
+        if self.booking is None:
+            log.warning("a booking step ran without a booking desk; nothing was offered")
+            return self._plan(ask, stored, event, said_first=said_first, facts=Facts())
+        conversation_id = stored.id if stored else None
+        facts = await self.booking.facts(conversation_id)
+        for _ in range(_BOOKING_PASSES):
+            plan = self._plan(ask, stored, event, said_first=said_first, facts=facts)
+            effects = plan.turn.effects if plan.turn else ()
+            request = next((e for e in effects if isinstance(e, BookingRequested)), None)
+            if request is None or conversation_id is None:
+                break
+            facts = await self.booking.book(conversation_id, request, facts)
+        effects = plan.turn.effects if plan.turn else ()
+        given = [e for e in effects if isinstance(e, ContactGiven | BookingCancelled)]
+        if given and conversation_id is not None:
+            await self.booking.apply(conversation_id, given)
+        return plan
+
     def _plan(
         self,
         ask: _Ask,
@@ -382,6 +443,7 @@ class ConversationService:
         event: Event,
         *,
         said_first: tuple[Message, ...] | None,
+        facts: Facts | None = None,
     ) -> _Plan:
         """What the turn says and writes (no I/O)."""
         if stored is None and ask.existing_only:
@@ -389,7 +451,13 @@ class ConversationService:
         inbound = _inbound_entry(ask.event)
         heard = inbound.text if inbound else None
         mode = stored.mode if stored else Mode.BOT
-        if stored is not None and mode is not Mode.BOT and not isinstance(event, ResumeIn):
+        withdrawn = said_first is not None  # the user took the bot back from the queue
+        if (
+            stored is not None
+            and mode is not Mode.BOT
+            and not isinstance(event, ResumeIn)
+            and not withdrawn
+        ):
             # An agent owns (or is about to own) the conversation: keep the message, say nothing.
             write = TurnWrite(
                 key=ask.key,
@@ -414,7 +482,7 @@ class ConversationService:
         previous = stored.state if stored else None
         if previous is not None and previous.flow != engine.spec.flow:
             previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
-        turn = engine.advance(previous, event)
+        turn = engine.advance(previous, event, facts)
         handoff = next((e for e in turn.effects if isinstance(e, HandoffRequested)), None)
         if _asks_to_forget(engine, event, turn):
             # Confirmed first: the conversation stays where it was until the user says yes.
@@ -565,6 +633,20 @@ def _outbound_entries(
         TranscriptEntry(direction="out", sender="bot", text=outbound_text(m), body=body)
         for m, body in zip(said, bodies, strict=True)
     ]
+
+
+def _is_command(engine: Engine, event: Event) -> bool:
+    """A tap on (or the label of) one of the flow's commands: run as such even when it
+    withdrew a handoff (「面談を予約」 offered while waiting out of hours)."""
+    if isinstance(event, ChoiceIn):
+        return engine.spec.command(event.choice) is not None
+    if isinstance(event, TextIn):
+        return any(c.label == event.text.strip() for c in engine.spec.commands)
+    return False
+
+
+def _needs_facts(plan: _Plan) -> bool:
+    return plan.turn is not None and any(isinstance(e, NeedFacts) for e in plan.turn.effects)
 
 
 def _asks_to_forget(engine: Engine, event: Event, turn: Turn) -> bool:

@@ -15,6 +15,7 @@ _ANY = "any_state"
 _SHAPES: dict[StepKind, tuple[str, str]] = {
     "ask": ("{", "}"),  # a decision: the user picks the way on
     "handoff": ("{{", "}}"),
+    "book": ("[[", "]]"),
     "end": ("([", "])"),
     "pass": ("[", "]"),
 }

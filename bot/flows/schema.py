@@ -5,6 +5,9 @@ A flow is a set of named states. Entering a state runs, in order: `set` (compute
   - `ask`: a question; the conversation waits for an answer that fills `ask.slot`;
   - `handoff`: a human agent is asked for; the conversation waits until handed back;
   - `end: true`: the conversation is over;
+  - `book`: contact details with consent, then a consultation slot (or, with
+    `purpose: contact`, the contact details alone); the service offers the slots and books,
+    the step's texts are the flow's `booking:` section; it goes on to `next` when done;
   - nothing: it moves straight on to `next`.
 `next` is a state name or a list of branches `{if: <expression>, goto: <state>}`; the first
 branch whose condition holds wins, a branch without `if` always holds. A choice can carry its own
@@ -158,11 +161,63 @@ class HandoffSpec(Model):
     reason: str = Field(description="Why the user is handed to an agent (shown to the agent).")
 
 
+class BookSpec(Model):
+    purpose: Literal["book", "contact"] = Field(
+        default="book",
+        description="book: contact details (unless given already), then a slot; an open "
+        "booking is shown with reschedule / cancel. contact: show or change the contact details.",
+    )
+
+
+class BookingTextsSpec(Model):
+    """What booking steps say; `{{ contact.* }}`, `{{ booking.* }}`, `{{ policy_url }}` and
+    `{{ problem }}` are there for the templates."""
+
+    ask_name: str
+    bad_name: str
+    ask_method: str
+    method_chat: str = Field(description="Button: be contacted in this chat.")
+    method_phone: str
+    method_email: str
+    ask_phone: str
+    bad_phone: str
+    ask_email: str
+    bad_email: str
+    ask_consent: str
+    consent_yes: str
+    consent_no: str
+    declined: str
+    show_contact: str
+    change_contact: str
+    keep_contact: str
+    contact_saved: str
+    ask_slot: str
+    more_slots: str = Field(description="Button: the next page of slots (「ほかの日時」).")
+    no_more_slots: str = Field(description="Said when the pages run out; the first comes again.")
+    no_slots: str
+    not_now: str
+    taken: str
+    booked: str
+    show_booking: str
+    reschedule: str
+    cancel: str
+    keep_booking: str
+    ask_cancel: str
+    cancel_yes: str
+    cancel_no: str
+    cancelled: str
+    reminder: str = Field(
+        description="Sent before a booking (REMINDER_BEFORE_HOURS); `{{ soon }}` is true for "
+        "the one within 12 hours."
+    )
+
+
 class StateSpec(Model):
     set: dict[str, str] = Field(default_factory=dict, description="slot: expression")
     say: tuple[str | MessageSpec, ...] = ()
     ask: QuestionSpec | None = None
     handoff: HandoffSpec | None = None
+    book: BookSpec | None = None
     end: bool = False
     next: str | tuple[BranchSpec, ...] | None = None
     fallback: bool = Field(
@@ -173,12 +228,23 @@ class StateSpec(Model):
     @model_validator(mode="after")
     def _one_kind(self) -> StateSpec:
         kinds = [
-            k for k, on in (("ask", self.ask), ("handoff", self.handoff), ("end", self.end)) if on
+            k
+            for k, on in (
+                ("ask", self.ask),
+                ("handoff", self.handoff),
+                ("book", self.book),
+                ("end", self.end),
+            )
+            if on
         ]
         if len(kinds) > 1:
-            raise ValueError(f"a state is one of ask, handoff or end, not {' and '.join(kinds)}")
+            raise ValueError(
+                f"a state is one of ask, handoff, book or end, not {' and '.join(kinds)}"
+            )
         if self.end and self.next is not None:
             raise ValueError("an end state has no 'next'")
+        if self.book and self.next is None:
+            raise ValueError("a book state needs a 'next' (where the user goes when done)")
         return self
 
     def messages(self) -> tuple[MessageSpec, ...]:
@@ -307,6 +373,9 @@ class FlowSpec(Model):
     )
     texts: TextsSpec = Field(default_factory=TextsSpec)
     commands: tuple[CommandSpec, ...] = ()
+    booking: BookingTextsSpec | None = Field(
+        default=None, description="Texts of the `book` steps (required when a state books)."
+    )
     faq: tuple[FaqSpec, ...] = Field(
         default=(), description="Questions to the bot answered in every state."
     )
@@ -325,6 +394,13 @@ class FlowSpec(Model):
         description="State for a message sent after the conversation ended (default: returning).",
     )
 
+    @model_validator(mode="after")
+    def _booking_texts(self) -> FlowSpec:
+        booking = [name for name, state in self.states.items() if state.book]
+        if booking and self.booking is None:
+            raise ValueError(f"state '{booking[0]}' books: the flow needs a 'booking:' section")
+        return self
+
     def command(self, command_id: str) -> CommandSpec | None:
         return next((c for c in self.commands if c.id == command_id), None)
 
@@ -336,7 +412,7 @@ class FlowSpec(Model):
         return next((f for f in self.followups if f.id == followup_id), None)
 
 
-StepKind = Literal["ask", "handoff", "end", "pass"]
+StepKind = Literal["ask", "handoff", "book", "end", "pass"]
 
 
 def step_kind(state: StateSpec) -> StepKind:
@@ -344,6 +420,8 @@ def step_kind(state: StateSpec) -> StepKind:
         return "ask"
     if state.handoff:
         return "handoff"
+    if state.book:
+        return "book"
     if state.end:
         return "end"
     return "pass"

@@ -31,7 +31,7 @@ from bot.core.clock import Clock
 from bot.core.jobs import JobsTuning
 from bot.core.outbox import OutboxTuning
 from bot.errors import BotError, StoreError
-from bot.http import console, web_chat
+from bot.http import calendar_file, console, web_chat
 from bot.http.asgi import App, add_post, answer, header, read_body
 from bot.http.console.feed import ConsoleFeed
 from bot.http.errors import Problem, http_error, problem
@@ -100,6 +100,7 @@ def create_app(
         else secrets.token_bytes(32)
     )
     app.include_router(web_chat.router)
+    app.include_router(calendar_file.router)
     if any(isinstance(c, LineChannel) for c in channels) and line_enabled(settings):
         # Plain ASGI: the body reaches the signature check as raw bytes, and the hottest path
         # of the bot skips FastAPI's stack (bot/http/asgi.py).

@@ -13,6 +13,7 @@ from bot.records import (
     Timer,
 )
 from bot.store.agents import Agent, AgentStore, AgentToken
+from bot.store.bookings import BookingStore
 from bot.store.conversations import (
     AlreadyHandled,
     ConcurrentUpdate,
@@ -32,6 +33,7 @@ __all__ = [
     "AgentStore",
     "AgentToken",
     "AlreadyHandled",
+    "BookingStore",
     "ConcurrentUpdate",
     "Handoff",
     "HandoffStatus",
