@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     line_channel_secret: SecretStr | None = None
     line_channel_access_token: SecretStr | None = None
     line_api_base_url: str = "https://api.line.me"
+    line_data_api_base_url: str = Field(
+        default="https://api-data.line.me",
+        description="LINE's data API host (rich menu images).",
+    )
     line_max_body_bytes: int = 1024 * 1024
     line_bot_user_id: str = Field(
         default="",
@@ -63,8 +67,49 @@ class Settings(BaseSettings):
     # Agents and handoff
     handoff_timeout_minutes: int = 15
     agent_hours: str = "Mon-Fri 09:00-18:00 Asia/Tokyo"
+    quiet_hours: str = Field(
+        default="21:00-09:00 Asia/Tokyo",
+        description="When the bot never pushes by itself (follow-ups wait for the end); "
+        "empty: never quiet.",
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="Signs console session cookies; random per process if unset."
+    )
+
+    closed_dates: str = Field(
+        default="",
+        description="Days the agency is closed besides Japanese public holidays: "
+        "2026-12-29..2027-01-03,2027-05-06. Neither bookings nor live handoffs on them.",
+    )
+    public_holidays: bool = Field(
+        default=True, description="Japanese public holidays close the agency (holidays, JP)."
+    )
+
+    # Booking a consultation
+    booking_slot_minutes: int = Field(default=30, ge=10, le=240)
+    booking_lead_hours: int = Field(
+        default=3, ge=0, description="The earliest slot offered is at least this far ahead."
+    )
+    booking_horizon_days: int = Field(
+        default=14, ge=1, le=90, description="Slots are offered this many days ahead at most."
+    )
+    booking_zone: str = Field(
+        default="Asia/Tokyo", description="Time zone of agents' published hours and of slots."
+    )
+    meeting_method: Literal["line", "video", "phone"] = Field(
+        default="video", description="How consultations happen: LINE call, video link, phone."
+    )
+    meeting_url: str = Field(default="", description="The video meeting link, if any.")
+    privacy_policy_url: str = Field(
+        default="", description="Shown when contact details are asked for consent."
+    )
+    privacy_policy_version: str = Field(
+        default="1", description="Stored with each consent, so a new policy can be asked again."
+    )
+    reminder_before_hours: str = Field(
+        default="24,1",
+        description="Reminders before a booking, in hours, comma-separated (the day before and "
+        "an hour before).",
     )
 
     metrics_token: SecretStr | None = Field(

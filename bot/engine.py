@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any, Final
 
+from bot.booking.step import PROGRESS, BookStep
 from bot.flows.expressions import evaluate, holds, render
 from bot.flows.loader import Flow
 from bot.flows.schema import (
@@ -25,6 +26,7 @@ from bot.flows.schema import (
     StateSpec,
 )
 from bot.models import (
+    BookingEffect,
     CardField,
     CardOut,
     Choice,
@@ -33,6 +35,9 @@ from bot.models import (
     Classified,
     ConversationEnded,
     ConversationState,
+    Facts,
+    FollowUpIn,
+    FollowUpScheduled,
     HandoffRequested,
     ResumeIn,
     StartIn,
@@ -43,7 +48,14 @@ from bot.models import (
 )
 from bot.nlu.normalize import normalize
 from bot.nlu.reading import reading
-from bot.nlu.understanding import NO, YES, Understander, keyword_understander, yes_or_no
+from bot.nlu.understanding import (
+    NO,
+    YES,
+    Understander,
+    Understanding,
+    keyword_understander,
+    yes_or_no,
+)
 
 DONE = "__done__"
 MAX_BUBBLES: Final = 3
@@ -60,7 +72,7 @@ _MAX_HISTORY: Final = 40
 _MAX_HOPS = 100  # a flow whose `next` loops without asking would otherwise never return
 
 Message = TextOut | ChoicesOut | CardOut
-Effect = HandoffRequested | ConversationEnded | Classified
+Effect = HandoffRequested | ConversationEnded | Classified | FollowUpScheduled | BookingEffect
 
 
 class Engine:
@@ -85,15 +97,25 @@ class Engine:
         self._back_command = next((c for c in self.spec.commands if c.goto == BACK), None)
         self._faqs: dict[str, FaqSpec] = {f.id: f for f in self.spec.faq}
         self._answer_slots = frozenset(self._labels)
+        # Where booking steps lead: about the booking, not a place to come back to later.
+        self._after_booking = frozenset(
+            s.next for s in self.spec.states.values() if s.book and isinstance(s.next, str)
+        )
 
     def new(self) -> ConversationState:
         return ConversationState(flow=self.spec.flow, flow_version=self.flow.version, state="")
 
     def advance(
-        self, conversation: ConversationState | None, event: TextIn | ChoiceIn | StartIn | ResumeIn
+        self,
+        conversation: ConversationState | None,
+        event: TextIn | ChoiceIn | StartIn | ResumeIn | FollowUpIn,
+        facts: Facts | None = None,
     ) -> Turn:
-        """The next turn of `conversation` (None: a new one) given what the user did."""
-        turn = _TurnBuilder(self, conversation or self.new())
+        """The next turn of `conversation` (None: a new one) given what the user did.
+
+        `facts`: what the service knows for booking steps; a turn that needs them and got
+        None ends at once with a `NeedFacts` effect, and the service runs it again with them."""
+        turn = _TurnBuilder(self, conversation or self.new(), facts)
         if conversation is None or turn.conv.state == "":
             # A first message that is not a start (e.g. text typed at once) still gets the greeting.
             turn.enter(self.spec.start)
@@ -115,11 +137,17 @@ class Engine:
                 turn.back_to_previous()
             case ResumeIn():
                 turn.resume()
+            case FollowUpIn():
+                turn.follow_up(event.followup)
             case ChoiceIn():
                 turn.on_choice(event)
             case TextIn():
                 turn.on_text(event.text)
         return turn.result()
+
+    def holds(self, conversation: ConversationState, expression: str | None) -> bool:
+        """Whether `expression` holds over the conversation's slots (a follow-up's `if`)."""
+        return holds(expression, _TurnBuilder(self, conversation).context())
 
     def question(self, conversation: ConversationState) -> ChoicesOut | None:
         """The question the conversation is waiting on, rendered (e.g. to show it again)."""
@@ -132,10 +160,13 @@ class Engine:
 class _TurnBuilder:
     """Accumulates one turn: the evolving state, messages and effects."""
 
-    def __init__(self, engine: Engine, conversation: ConversationState) -> None:
+    def __init__(
+        self, engine: Engine, conversation: ConversationState, facts: Facts | None = None
+    ) -> None:
         self.engine = engine
         self.spec = engine.spec
         self.conv = conversation
+        self.facts = facts
         self.messages: list[Message] = []
         self.effects: list[Effect] = []
         # The user's very first message (e.g. 「こんにちは」) was not an answer to anything yet:
@@ -157,11 +188,20 @@ class _TurnBuilder:
             self.on_pending(str(pending), event.choice == YES)
             return
         self.drop_pending()
-        command = self.spec.command(event.choice)
+        # A rich menu's postback names a command by id, or by its words (「面談を予約」).
+        command = self.spec.command(event.choice) or self.spec.command_labelled(event.choice)
         if command is not None:
             self.run_command(command)
             return
         state = self.current()
+        step = self.book_step()
+        if step is not None:
+            if event.state is not None and event.state != self.conv.state:
+                self.say(self.spec.texts.stale_button)
+                step.ask()
+            else:
+                step.on_choice(event.choice)
+            return
         if state.ask and event.state is not None and event.state != self.conv.state:
             self.say(self.spec.texts.stale_button)
             self.reask()
@@ -199,6 +239,10 @@ class _TurnBuilder:
                 self.on_confirm(verdict == YES)
                 return
             self.update(pending_confirm=())  # answered otherwise: the guess is dropped
+        step = self.book_step()
+        if step is not None:
+            step.on_text(text)
+            return
         commands = self._commands_for(ask)
         understood = self.engine.understand(
             text,
@@ -325,6 +369,25 @@ class _TurnBuilder:
         self.entered.append(name)
         self.messages.append(self.render_question(name, ask))
 
+    def schedule_followups(self, *, entered: str = "", command: str = "") -> None:
+        """The flow's follow-ups this state or command schedules, where their `if` holds."""
+        for followup in self.spec.followups:
+            triggered = (entered and followup.entered == entered) or (
+                command and followup.command == command
+            )
+            if triggered and holds(followup.if_, self.context()):
+                seconds = int(followup.wait.total_seconds())
+                self.effects.append(FollowUpScheduled(followup=followup.id, after_seconds=seconds))
+
+    def follow_up(self, followup_id: str) -> None:
+        """A declared follow-up is due: the user is taken to its state (and can come back to
+        the question they had left, '@previous'). Gone from the flow: nothing is said."""
+        followup = self.spec.followup(followup_id)
+        if followup is None or followup.goto not in self.spec.states:
+            return
+        self.remember_question()
+        self.enter(followup.goto)
+
     def resume(self) -> None:
         state = self.current()
         target = self.spec.resume or (self._next(state) if state.next else None)
@@ -407,6 +470,10 @@ class _TurnBuilder:
             self.messages.append(self.render_question(self.conv.state, ask))
 
     def reask(self) -> None:
+        step = self.book_step()
+        if step is not None:
+            step.ask()
+            return
         ask = self.current().ask
         if ask is not None:
             self.messages.append(self.render_question(self.conv.state, ask))
@@ -419,6 +486,9 @@ class _TurnBuilder:
             self.update(pending_confirm=())
             self.go_back()
             return
+        for slot, expression in command.set.items():
+            self.fill(slot, evaluate(expression, self.context()))
+        self.schedule_followups(command=command.id)
         for text in command.say:
             self.say(text)
         self.update(pending_confirm=())
@@ -458,7 +528,9 @@ class _TurnBuilder:
         state = self.spec.states.get(self.origin)
         # The welcome-back and after-agent questions are about the return itself, not a place
         # to return to: from there, '@previous' falls back to the flow's own routing.
-        if self.origin in (self.spec.returning, self.spec.resume):
+        if self.origin in (self.spec.returning, self.spec.resume) or self.origin in (
+            self.engine._after_booking
+        ):
             self.update(return_to=None)
         elif state and state.ask:
             self.update(return_to=self.origin)
@@ -492,6 +564,7 @@ class _TurnBuilder:
             cleared = {}
             for slot, expression in state.set.items():
                 self.fill(slot, evaluate(expression, self.context()))
+            self.schedule_followups(entered=name)
             for message in state.messages():
                 if not holds(message.if_, self.context()):
                     continue
@@ -501,6 +574,10 @@ class _TurnBuilder:
                     self.messages.append(self.render_card(message.card))
             if state.ask:
                 self.messages.append(self.render_question(name, state.ask))
+                return
+            if state.book:
+                self.remember_question()  # 「続きから」 after booking goes back there
+                BookStep(self, name, state.book, self.spec).enter()
                 return
             if state.handoff or state.end:
                 self.remember_question()  # coming back later, the user may pick up here
@@ -581,8 +658,46 @@ class _TurnBuilder:
                 else names.get(value, value)
             )
         context = {**slots, "vars": self.spec.vars, "label": labels}
+        if self.facts is not None:
+            context["booking"] = self.facts.booking.model_dump() if self.facts.booking else {}
+            context["contact"] = self.facts.contact.model_dump() if self.facts.contact else {}
+            context["policy_url"] = self.facts.policy_url
+        progress = slots.get(PROGRESS)
+        if isinstance(progress, dict):  # the contact form's answers so far, for its texts
+            context["form"] = progress
         self._context = (slots, context)
         return context
+
+    # ------------------------------------------------------------ booking steps
+
+    def book_step(self) -> BookStep | None:
+        state = self.current()
+        if state.book is None:
+            return None
+        return BookStep(self, self.conv.state, state.book, self.spec)
+
+    def understand(
+        self, text: str, choices: Sequence[ChoiceSpec], *, faqs: bool = True
+    ) -> Understanding:
+        return self.engine.understand(
+            text,
+            choices=choices,
+            commands=self.spec.commands,
+            multi=False,
+            faqs=self.spec.faq if faqs else (),
+        )
+
+    def answer_faq(self, faq_id: str) -> bool:
+        faq = self.engine._faqs.get(faq_id)
+        if faq is None:
+            return False
+        for text in faq.say:
+            self.say(text)
+        return True
+
+    def leave_book(self) -> None:
+        """A book step is done: on to its state's `next`."""
+        self.enter(self._next(self.current()))
 
     # ------------------------------------------------------------ state
 
@@ -598,10 +713,11 @@ class _TurnBuilder:
     def _commands_for(self, ask: QuestionSpec | None) -> tuple[CommandSpec, ...]:
         if ask is None or not ask.accepts:
             return self.spec.commands
-        return tuple(c for c in self.spec.commands if c.id in ask.accepts)
+        return tuple(c for c in self.spec.commands if c.id in ask.accepts or c.everywhere)
 
     def _accepts(self, ask: QuestionSpec, command_id: str) -> bool:
-        return not ask.accepts or command_id in ask.accepts
+        command = self.spec.command(command_id)
+        return not ask.accepts or command_id in ask.accepts or bool(command and command.everywhere)
 
     def result(self) -> Turn:
         messages = _fit_bubbles(self.messages)

@@ -101,3 +101,16 @@ class DeliveryFailed(ChannelError):
     @property
     def maybe_delivered(self) -> bool:
         return False
+
+
+class BadInput(BotError):
+    """Input a person typed (an agent's hours, a date) that cannot be used; the message says
+    what was expected."""
+
+
+class SlotTaken(BotError):
+    """Someone booked this slot first (the database refused a second booking of it)."""
+
+
+class UnknownBooking(BotError):
+    """No open booking matches (cancelled already, or never made)."""

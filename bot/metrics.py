@@ -39,6 +39,27 @@ class Metrics:
             ["channel"],
             registry=self.registry,
         )
+        self.line_quota_limit = Gauge(
+            "yarigai_line_quota_messages",
+            "Messages LINE lets the channel push this month (-1: no limit)",
+            registry=self.registry,
+        )
+        self.line_quota_used = Gauge(
+            "yarigai_line_quota_used_messages",
+            "Messages pushed this month, as LINE counts them (replies are free)",
+            registry=self.registry,
+        )
+        self.line_quota_used_ratio = Gauge(
+            "yarigai_line_quota_used_ratio",
+            "Share of this month's push allowance used (0 with no limit)",
+            registry=self.registry,
+        )
+        self.timers_fired = Counter(
+            "yarigai_timers_fired",
+            "Durable timers settled, by kind and outcome (sent, skipped, postponed, failed)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
 
         self.inbox_pending = Gauge(
             "yarigai_inbox_pending",

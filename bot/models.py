@@ -79,7 +79,16 @@ class ResumeIn(Frozen):
     withdrawn: bool = False  # the user cancelled before an agent came: pick up where they were
 
 
-Inbound = Annotated[TextIn | ChoiceIn | StartIn | ResumeIn, Field(discriminator="kind")]
+class FollowUpIn(Frozen):
+    """A follow-up the flow declared is due (a durable timer fired): the bot speaks first."""
+
+    kind: Literal["followup"] = "followup"
+    followup: str
+
+
+Inbound = Annotated[
+    TextIn | ChoiceIn | StartIn | ResumeIn | FollowUpIn, Field(discriminator="kind")
+]
 """What the engine takes; the service also takes the kinds below, which it answers itself."""
 
 
@@ -102,7 +111,7 @@ class JoinedGroupIn(Frozen):
     kind: Literal["joined"] = "joined"
 
 
-Event = TextIn | ChoiceIn | StartIn | ResumeIn | MediaIn | LeftIn | JoinedGroupIn
+Event = TextIn | ChoiceIn | StartIn | ResumeIn | FollowUpIn | MediaIn | LeftIn | JoinedGroupIn
 """Every inbound kind the service takes (`bot.core.service.ConversationService.handle`)."""
 
 
@@ -169,6 +178,15 @@ class HandoffRequested(Frozen):
     reason: str
 
 
+class FollowUpScheduled(Frozen):
+    """The turn entered a state that schedules one of the flow's follow-ups (its condition
+    held): the service arms a durable timer for it."""
+
+    kind: Literal["followup"] = "followup"
+    followup: str
+    after_seconds: int
+
+
 class ConversationEnded(Frozen):
     kind: Literal["ended"] = "ended"
 
@@ -183,7 +201,81 @@ class Classified(Frozen):
     stage: str
 
 
-Effect = Annotated[HandoffRequested | ConversationEnded | Classified, Field(discriminator="kind")]
+class NeedFacts(Frozen):
+    """A booking step needs what the service knows (slots, contact, booking): the service looks
+    them up and runs the turn again with them (the engine itself does no I/O)."""
+
+    kind: Literal["need_facts"] = "need_facts"
+
+
+class ContactGiven(Frozen):
+    """The user gave their contact details and consented to the privacy policy."""
+
+    kind: Literal["contact"] = "contact"
+    name: str
+    method: Literal["chat", "phone", "email"]
+    phone: str | None = None
+    email: str | None = None
+
+
+class BookingRequested(Frozen):
+    """The user picked a slot: the service books it and runs the turn again with the outcome
+    (`Facts.booking`, or `Facts.taken` when someone was faster)."""
+
+    kind: Literal["book"] = "book"
+    slot: str
+    replaces: int | None = None  # a reschedule: the booking given up for this one
+
+
+class BookingCancelled(Frozen):
+    kind: Literal["cancel_booking"] = "cancel_booking"
+    booking_id: int
+
+
+BookingEffect = NeedFacts | ContactGiven | BookingRequested | BookingCancelled
+Effect = Annotated[
+    HandoffRequested | ConversationEnded | Classified | FollowUpScheduled | BookingEffect,
+    Field(discriminator="kind"),
+]
+
+
+# ---------------------------------------------------------------- facts (service -> engine)
+
+
+class Offer(Frozen):
+    """A free slot as a button: `id` comes back when it is tapped."""
+
+    id: str
+    label: str
+
+
+class ContactView(Frozen):
+    name: str
+    method: Literal["chat", "phone", "email"]
+    phone: str | None = None
+    email: str | None = None
+
+
+class BookedView(Frozen):
+    """The user's open booking, as templates show it (`{{ booking.when }}` ...)."""
+
+    id: int
+    slot: str  # the Offer id it was booked from
+    when: str  # 「12月8日（火）19:00〜19:30」
+    agent: str
+    method: Literal["line", "video", "phone"]
+    url: str = ""  # the meeting link, if any
+    ics_url: str = ""
+
+
+class Facts(Frozen):
+    """What the service knows that booking steps need, passed into a turn as data."""
+
+    offers: tuple[Offer, ...] = ()
+    contact: ContactView | None = None  # None also when given under an older policy version
+    booking: BookedView | None = None
+    taken: str | None = None  # the slot the user picked went to someone else just now
+    policy_url: str = ""
 
 
 # ---------------------------------------------------------------- conversation state
@@ -208,7 +300,9 @@ class Turn(Frozen):
 
     conversation: ConversationState
     messages: tuple[TextOut | ChoicesOut | CardOut, ...]
-    effects: tuple[HandoffRequested | ConversationEnded | Classified, ...] = ()
+    effects: tuple[
+        HandoffRequested | ConversationEnded | Classified | FollowUpScheduled | BookingEffect, ...
+    ] = ()
     entered: tuple[str, ...] = ()  # states entered during the turn, in order
 
 

@@ -4,10 +4,11 @@ items, handoffs. A leaf: channels and the core use them without importing the st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Any, Literal
 
+from bot.errors import BadInput
 from bot.models import Channel, ConversationKey, Mode
 
 OutboxStatus = Literal["pending", "sent", "failed"]
@@ -134,9 +135,105 @@ class ModeChange:
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """The summary as short lines of text (Slack cards, plain-text views)."""
     lines = [f"理由: {summary.get('reason', '')}"]
+    if summary.get("contact"):
+        lines.append(f"連絡先: {summary['contact']}")
     lines += [f"・{a['question']} → {a['answer']}" for a in summary.get("answers", [])]
     outcome = summary.get("outcome")
     if outcome:
         lines.append(f"■ {outcome.get('title', '')}")
         lines += [f"・{f['label']}: {f['value']}" for f in outcome.get("fields", [])]
     return lines
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTimer:
+    """A timer a turn schedules in its own transaction (`TurnWrite.timers`), keyed
+    `<kind>:<conversation id>:<name>` (the same again replaces its due time)."""
+
+    kind: str
+    name: str
+    due_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timer:
+    """A durable timer (`SqlStore.schedule_timer`): `kind` names the handler that runs it when
+    `due_at` comes, for the conversation `conversation_id` (None: no conversation)."""
+
+    id: int
+    key: str
+    kind: str
+    conversation_id: int | None
+    due_at: datetime
+    payload: dict[str, Any]
+    created_at: datetime
+    fired_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    outcome: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.fired_at is None and self.cancelled_at is None
+
+
+# ---------------------------------------------------------------- booking
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Contact:
+    """How a user wants to be reached, and their consent to the privacy policy."""
+
+    conversation_id: int
+    name: str
+    method: Literal["chat", "phone", "email"]
+    phone: str | None
+    email: str | None
+    consent_at: datetime
+    policy_version: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Booking:
+    """A consultation booked by a user with an agent."""
+
+    id: int
+    conversation_id: int
+    key: ConversationKey
+    agent_id: int
+    agent_name: str  # the agent's display name, as the user reads it
+    starts_at: datetime
+    ends_at: datetime
+    status: Literal["booked", "cancelled"]
+    token: str  # the secret part of the .ics URL
+    created_at: datetime
+    cancelled_at: datetime | None = None
+    refs: dict[str, Any] = field(default_factory=dict)  # where agent surfaces show it
+    contact_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """One line of an agent's availability: weekly hours, extra hours on a day, or time off."""
+
+    agent_id: int
+    kind: Literal["weekly", "extra", "off"]
+    weekday: int | None = None  # weekly: 0 = Monday
+    day: date | None = None  # extra, off
+    start: time | None = None  # off without times: the whole day
+    end: time | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "weekly" and (self.weekday is None or not 0 <= self.weekday <= 6):
+            raise BadInput("weekly hours need a weekday (Mon..Sun)")
+        if self.kind != "weekly" and self.day is None:
+            raise BadInput(f"{self.kind} needs a day (YYYY-MM-DD)")
+        if (self.start is None) != (self.end is None):
+            raise BadInput("give both a start and an end time, or neither")
+        if self.kind != "off" and self.start is None:
+            raise BadInput(f"{self.kind} hours need a start and an end time")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise BadInput(f"{self.start:%H:%M}-{self.end:%H:%M} ends before it starts")

@@ -14,20 +14,30 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.booking.calendar import Closures
+from bot.booking.slots import SlotPolicy
 from bot.channels.line.adapter import LineAdapter, LineChannel
+from bot.channels.line.quota import QuotaWatch
 from bot.channels.slack.adapter import SlackAdapter, SlackChannel
 from bot.config import Settings
 from bot.core.backpressure import Foreground
+from bot.core.booking import BookingDesk
+from bot.core.booking_reminders import REMINDER, BookingReminders, parse_before
+from bot.core.clock import Clock, SystemClock
+from bot.core.followups import FollowUpHandler
 from bot.core.inbox import Worker
 from bot.core.jobs import Jobs, JobsTuning
 from bot.core.leases import LeaseKeeper, job_lease
 from bot.core.lookup import ConversationLookup
 from bot.core.outbox import Outbox, OutboxTuning
 from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
-from bot.core.service import ConversationService
+from bot.core.quiet_hours import QuietHours
+from bot.core.service import FOLLOWUP_TIMER, ConversationService
+from bot.core.timers import SAY, SayHandler, TimerHandler, TimerRunner
 from bot.engine import Engine
-from bot.errors import FlowError, StoreError
+from bot.errors import ConfigError, FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
 from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
 from bot.handoff.desk import HandoffDesk
@@ -36,7 +46,7 @@ from bot.metrics import Metrics
 from bot.models import Channel
 from bot.nlu.classifier import build_understander, default_cache_dir
 from bot.nlu.understanding import Understander, Understanding
-from bot.store import SqlStore
+from bot.store import BookingStore, SqlStore
 from bot.store.handoffs import HandoffStore
 from bot.tracing import span
 
@@ -73,8 +83,11 @@ class Runtime:
     metrics: Metrics
     desk: HandoffDesk
     jobs: Jobs
+    booking: BookingDesk
+    timers: TimerRunner
     leases: LeaseKeeper | None = None  # several processes run events (WORKER_MODE=separate)
     line: LineAdapter | None = None
+    quota: QuotaWatch | None = None  # LINE's push allowance, read where /metrics is served
     slack: SlackAdapter | None = None
     senders: dict[Channel, Sender] = field(default_factory=dict)
     _exit: AsyncExitStack = field(default_factory=AsyncExitStack)
@@ -86,6 +99,9 @@ class Runtime:
 
     async def start(self) -> None:
         """Start delivering and running events (a web-only process does neither)."""
+        if self.quota is not None and self.role != "worker":  # the processes serving /metrics
+            self.quota.start()
+            self._exit.push_async_callback(self.quota.close)
         if not self.runs_turns:
             log.info("WORKER_MODE=separate: LINE and Slack events are run by `yarigai worker`")
             return
@@ -126,7 +142,7 @@ class Runtime:
                 except StoreError as exc:
                     log.warning("background jobs' lease not taken (%s)", type(exc).__name__)
                 if running:
-                    log.info("running the background jobs (handoff timers, purge)")
+                    log.info("running the background jobs (timers, handoff waits, purge)")
                     self.desk.start()
                     self.jobs.start()
             await asyncio.sleep(leases.ttl / 3)
@@ -152,13 +168,15 @@ async def build(
     surfaces: Sequence[AgentSurface] = (),
     outbox: OutboxTuning = DEFAULT_TUNING,
     jobs: JobsTuning = DEFAULT_JOBS,
+    clock: Clock | None = None,
 ) -> Runtime:
     """Load flows (refusing broken ones), open and migrate the store, and build the rest.
 
     `foreground`:
     what batches of turns give way to (bot/core/backpressure.py); by default this process's
     own webhooks. `channels`: the channels' tuning (tests pass their own). `surfaces`: agent
-    surfaces made outside (the web console's feed)."""
+    surfaces made outside (the web console's feed). `clock`: what time it is for timers
+    (tests pass a fake one)."""
     flows = load_flows(settings.flows_dir)
     if settings.default_flow not in flows:
         raise FlowError(
@@ -166,7 +184,12 @@ async def build(
             + ", ".join(sorted(flows)),
             file=str(settings.flows_dir),
         )
-    hours = AgentHours.parse(settings.agent_hours)  # refuse a bad AGENT_HOURS before any I/O
+    # Refuse bad AGENT_HOURS, CLOSED_DATES or BOOKING_ZONE before any I/O.
+    closures = Closures.parse(settings.closed_dates, public_holidays=settings.public_holidays)
+    hours = AgentHours.parse(settings.agent_hours, closures=closures)
+    slot_policy = _slot_policy(settings, closures)
+    reminder_hours = parse_before(settings.reminder_before_hours)
+    quiet = QuietHours.parse(settings.quiet_hours)  # and a bad QUIET_HOURS
     exit_stack = AsyncExitStack()
     store = await SqlStore.open(settings.database_url)
     exit_stack.push_async_callback(store.close)
@@ -176,6 +199,9 @@ async def build(
             role,
             flows=flows,
             hours=hours,
+            slot_policy=slot_policy,
+            reminder_hours=reminder_hours,
+            quiet=quiet,
             store=store,
             exit_stack=exit_stack,
             foreground=foreground or Foreground(),
@@ -183,6 +209,7 @@ async def build(
             surfaces=surfaces,
             outbox_tuning=outbox,
             jobs_tuning=jobs,
+            clock=clock or SystemClock(),
         )
     except BaseException:
         await exit_stack.aclose()
@@ -195,6 +222,9 @@ async def _build(
     *,
     flows: dict[str, Flow],
     hours: AgentHours,
+    slot_policy: SlotPolicy,
+    reminder_hours: tuple[int, ...],
+    quiet: QuietHours,
     store: SqlStore,
     exit_stack: AsyncExitStack,
     foreground: Foreground,
@@ -202,6 +232,7 @@ async def _build(
     surfaces: Sequence[AgentSurface],
     outbox_tuning: OutboxTuning,
     jobs_tuning: JobsTuning,
+    clock: Clock,
 ) -> Runtime:
     metrics = Metrics()
     nlu = _Traced(build_understander(flows.values(), cache_dir=default_cache_dir()))
@@ -212,6 +243,7 @@ async def _build(
         default_flow=settings.default_flow,
         metrics=metrics,
         foreground=foreground,
+        clock=clock,
     )
     # Workers (WORKER_MODE=separate) share the events by leases; one process alone needs none.
     leases = LeaseKeeper(store=store) if role == "worker" else None
@@ -235,6 +267,27 @@ async def _build(
     )
     service.hooks = desk
     service.listeners.append(desk.on_turn)
+    booking = BookingDesk(
+        bookings=BookingStore(engine=store.engine),
+        policy=slot_policy,
+        method=settings.meeting_method,
+        meeting_url=settings.meeting_url,
+        public_url=settings.public_url,
+        policy_url=settings.privacy_policy_url,
+        policy_version=settings.privacy_policy_version,
+        surfaces=all_surfaces,
+        clock=clock.now,
+    )
+    service.booking = booking
+    reminders = BookingReminders(
+        store=store,
+        desk=booking,
+        engines=engines,
+        quiet=quiet,
+        before=reminder_hours,
+        clock=clock,
+    )
+    booking.listeners.append(reminders.on_change)
     outbox = Outbox(
         store=store, couriers=couriers, metrics=metrics, leases=leases, tuning=outbox_tuning
     )
@@ -267,6 +320,23 @@ async def _build(
                 all_surfaces.extend(slack.surfaces)
     for channel, handler in handlers.items():
         worker.register(channel.value, handler)
+    # One handler per timer kind; a kind nobody registered is settled as failed, loudly.
+    timer_handlers: dict[str, TimerHandler] = {
+        SAY: SayHandler(quiet=quiet),
+        FOLLOWUP_TIMER: FollowUpHandler(
+            engines=engines, quiet=quiet, booking_pending=booking.has_upcoming
+        ),
+        REMINDER: reminders,
+    }
+    timers = TimerRunner(
+        store=store,
+        service=service,
+        outbox=outbox,
+        clock=clock,
+        handlers=timer_handlers,
+        metrics=metrics,
+        leases=leases,
+    )
     log.info("loaded flows: %s", ", ".join(f"{f.id}@{f.version}" for f in flows.values()))
     return Runtime(
         settings=settings,
@@ -278,12 +348,34 @@ async def _build(
         outbox=outbox,
         metrics=metrics,
         desk=desk,
-        jobs=Jobs(store=store, retention_days=settings.retention_days, tuning=jobs_tuning),
+        booking=booking,
+        jobs=Jobs(
+            store=store,
+            retention_days=settings.retention_days,
+            tuning=jobs_tuning,
+            timers=timers,
+        ),
+        timers=timers,
         leases=leases,
         line=line,
+        quota=QuotaWatch(api=line.api, metrics=metrics) if line is not None else None,
         slack=slack,
         senders=senders,
         _exit=exit_stack,
+    )
+
+
+def _slot_policy(settings: Settings, closures: Closures) -> SlotPolicy:
+    try:
+        zone = ZoneInfo(settings.booking_zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ConfigError(f"BOOKING_ZONE {settings.booking_zone!r} is no time zone") from error
+    return SlotPolicy(
+        minutes=settings.booking_slot_minutes,
+        lead=timedelta(hours=settings.booking_lead_hours),
+        horizon_days=settings.booking_horizon_days,
+        zone=zone,
+        closures=closures,
     )
 
 

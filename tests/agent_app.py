@@ -131,7 +131,9 @@ def password_hash() -> str:
 
 
 @contextmanager
-def agent_app(tmp_path: Path, **overrides: Any) -> Iterator[AgentApp]:
+def agent_app(tmp_path: Path, *, runtime_clock: Any = None, **overrides: Any) -> Iterator[AgentApp]:
+    """`runtime_clock`: the `Clock` port the runtime's timers and booking desk read (the
+    handoff desk reads `AgentApp.clock`)."""
     flows = tmp_path / "flows"
     flows.mkdir(exist_ok=True)
     (flows / "mini.yaml").write_text(
@@ -145,7 +147,7 @@ def agent_app(tmp_path: Path, **overrides: Any) -> Iterator[AgentApp]:
         **overrides,
     }
     clock = Clock()
-    with TestClient(create_app(Settings(**values))) as client:
+    with TestClient(create_app(Settings(**values), clock=runtime_clock)) as client:
         app = AgentApp(client=client, clock=clock)
         app.desk.clock = clock
         yield app

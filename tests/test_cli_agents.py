@@ -81,3 +81,20 @@ async def test_token_list_and_disable(tmp_path: Path) -> None:
         assert (await asyncio.to_thread(agents_cli, tmp_path, "disable", "nobody"))[0] == 1
     finally:
         await store.close()
+
+
+def test_hours_adds_lists_and_removes_consultation_hours(tmp_path: Path) -> None:
+    assert agents_cli(tmp_path, "add", "sato", "--password", PASSWORD)[0] == 0
+    code, out, _ = agents_cli(tmp_path, "hours", "sato", "weekly", "Tue", "18:00-21:00")
+    assert code == 0 and out.endswith("\t毎週火 18:00-21:00\n")
+    code, out, _ = agents_cli(tmp_path, "hours", "sato", "off", "2026-12-24")
+    assert code == 0 and "2026-12-24 休み" in out
+    rule_id = next(line.split("\t")[0] for line in out.splitlines() if "毎週火" in line)
+    code, out, _ = agents_cli(tmp_path, "hours", "sato", "--remove", rule_id)
+    assert code == 0 and "毎週火" not in out and "2026-12-24 休み" in out
+    code, _, err = agents_cli(tmp_path, "hours", "sato", "weekly", "Someday", "18:00-21:00")
+    assert code == 1 and "weekday" in err
+    code, _, err = agents_cli(tmp_path, "hours", "sato", "extra", "2026-12-26", "21:00-18:00")
+    assert code == 1 and "ends before it starts" in err
+    code, _, err = agents_cli(tmp_path, "hours", "nobody")
+    assert code == 1

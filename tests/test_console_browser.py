@@ -136,3 +136,65 @@ def test_agent_signs_in_sees_a_handoff_live_takes_over_replies_and_hands_back(se
         finally:
             browser.close()
             user.close()
+
+
+def test_agent_publishes_hours_sees_a_booking_and_cancels_it(served: str) -> None:
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    tomorrow = (datetime.now(UTC).astimezone(ZoneInfo("Asia/Tokyo")) + timedelta(days=1)).date()
+    user = httpx.Client(base_url=served, timeout=10)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860}, locale="ja-JP")
+            page.set_default_timeout(WAIT_MS)
+            expect = sync_api.expect
+            page.goto(f"{served}/console")
+            page.get_by_label("名前").fill("hanako")
+            page.get_by_label("パスワード").fill(PASSWORD)
+            page.get_by_role("button", name="ログイン").click()
+            page.get_by_role("link", name="面談の予約").click()
+            expect(page.get_by_role("heading", name="あなたの面談可能な時間")).to_be_visible()
+
+            # Extra hours tomorrow (a bad day first: said, nothing added).
+            page.get_by_label("種類").select_option("extra")
+            page.get_by_label("曜日か日付").fill("someday")
+            page.get_by_label("時間").fill("10:00-12:00")
+            page.get_by_role("button", name="追加する").click()
+            expect(page.locator("#toast")).to_contain_text("入力を確かめてください")
+            page.get_by_label("種類").select_option("extra")
+            page.get_by_label("曜日か日付").fill(tomorrow.isoformat())
+            page.get_by_label("時間").fill("10:00-12:00")
+            page.get_by_role("button", name="追加する").click()
+            expect(page.locator("#availability")).to_contain_text(
+                f"{tomorrow.isoformat()} 追加 10:00-12:00"
+            )
+
+            # A web chat user books the first slot.
+            session = user.post("/api/chat/sessions", json={}).json()["session"]
+            chat(user, session, text="面談を予約")
+            chat(user, session, text="山田 花子")
+            chat(user, session, choice="bk:chat", state="booking")
+            offered = chat(user, session, choice="bk:agree", state="booking")
+            first = offered["messages"][-1]["choices"][0]
+            assert first["label"].startswith(f"{tomorrow.month}/{tomorrow.day}（")
+            booked = chat(user, session, choice=first["id"], state="booking")
+            assert any("ご予約を承りました" in (m.get("text") or "") for m in booked["messages"])
+
+            # The agent sees it on tomorrow's list, and cancels it.
+            page.goto(f"{served}/console/bookings?day={tomorrow.isoformat()}")
+            item = page.locator("#bookings li.booking")
+            expect(item).to_have_count(1)
+            expect(item).to_contain_text("山田 花子")
+            expect(item).to_contain_text("10:00〜10:30")
+            expect(page.locator("#bookings h2")).to_have_text("山田 花子")  # the agent's name
+            item.get_by_role("button", name="キャンセルする").click()
+            expect(page.locator("#toast")).to_contain_text("予約をキャンセルしました")
+            expect(page.locator("#bookings li.booking.cancelled")).to_have_count(1)
+            again = chat(user, session, text="面談を予約")
+            assert "お名前" not in str(again["messages"])  # no booking, contact kept
+            assert again["messages"][-1]["choices"][0]["label"] == first["label"]
+        finally:
+            browser.close()
+            user.close()

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.booking.calendar import Closures
 from bot.errors import ConfigError
 from bot.handoff.hours import AgentHours, when
 
@@ -85,3 +86,45 @@ def test_when_reads_relative_to_now() -> None:
     assert when(tokyo(7, 9), tokyo(7, 7)) == "本日 9:00"
     assert when(tokyo(8, 9), tokyo(7, 19)) == "明日（4月8日・火）9:00"
     assert when(tokyo(7, 9), tokyo(5, 12)) == "4月7日（月）9:00"
+
+
+# ---------------------------------------------------------------- the closure calendar
+
+
+def test_a_weekday_holiday_is_closed_and_agents_are_back_the_next_working_day() -> None:
+    """2025-04-29 (Tue) is 昭和の日: before the calendar, a user asking then was told agents
+    answer now. Golden Week: 5/5 (Mon, こどもの日) and 5/6 (振替休日) too."""
+    hours = AgentHours.parse("Mon-Fri 09:00-18:00 Asia/Tokyo", closures=Closures.parse(""))
+    showa = datetime(2025, 4, 29, 10, 0, tzinfo=TOKYO)
+    assert not hours.is_open(showa)
+    assert hours.next_open(showa) == datetime(2025, 4, 30, 9, 0, tzinfo=TOKYO)
+    golden = datetime(2025, 5, 2, 18, 30, tzinfo=TOKYO)  # Friday evening before the long weekend
+    assert hours.next_open(golden) == datetime(2025, 5, 7, 9, 0, tzinfo=TOKYO)
+    assert hours.is_open(datetime(2025, 4, 30, 10, 0, tzinfo=TOKYO))
+
+
+def test_closed_dates_close_days_and_ranges() -> None:
+    closures = Closures.parse("2025-12-29..2026-01-04, 2025-04-08", public_holidays=False)
+    hours = AgentHours.parse("Mon-Fri 09:00-18:00 Asia/Tokyo", closures=closures)
+    assert not hours.is_open(tokyo(8, 10))
+    assert hours.next_open(tokyo(8, 10)) == tokyo(9, 9)
+    year_end = datetime(2025, 12, 26, 19, 0, tzinfo=TOKYO)
+    assert hours.next_open(year_end) == datetime(2026, 1, 5, 9, 0, tzinfo=TOKYO)
+    assert closures.reason(tokyo(8, 0).date()) == "休業日"
+    assert Closures.parse("").reason(datetime(2025, 4, 29).date()) == "昭和の日"
+
+
+@pytest.mark.parametrize("text", ["2025-13-01", "2025-04-08..2025-04-01", "tomorrow"])
+def test_closed_dates_refuse_what_they_cannot_read(text: str) -> None:
+    with pytest.raises(ConfigError, match="CLOSED_DATES"):
+        Closures.parse(text)
+
+
+def test_a_user_asking_on_a_holiday_is_told_when_agents_are_back() -> None:
+    from datetime import timedelta
+
+    from bot.handoff.desk import waiting_text
+
+    hours = AgentHours.parse("Mon-Fri 09:00-18:00 Asia/Tokyo", closures=Closures.parse(""))
+    said = waiting_text(hours, timedelta(minutes=15), datetime(2025, 4, 29, 10, 0, tzinfo=TOKYO))
+    assert "対応時間外" in said and "明日（4月30日・水）9:00から" in said

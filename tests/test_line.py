@@ -221,6 +221,7 @@ async def test_whole_career_conversation_with_quick_replies_and_free_text(bot: B
         "担当者と話したい",
         "最初からやり直す",
         "終わる",
+        "3日後に様子を聞いて",
     ]
     await bot.tap(user, "終わる")
     assert "話してくれてありがとうございました" in "".join(fake.texts(user)[-2:])

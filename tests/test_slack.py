@@ -309,6 +309,7 @@ def test_whole_career_conversation_in_a_dm_with_buttons_and_text(
             "担当者と話したい",
             "最初からやり直す",
             "終わる",
+            "3日後に様子を聞いて",
         ]
         slack.click("終わる")
         assert "話してくれてありがとうございました" in "\n".join(texts(api.dm(USER)[-2:]))

@@ -1,8 +1,9 @@
 """Conversation transcripts (tests/transcripts/*.yaml) run against the real flows.
 
 Each step is what the user does (`start`, `tap: <label>`, `say: <text>`, `resume`) and what must
-follow: `bot` texts the bot's messages contain (in order), `not_bot` texts they must not contain,
+follow (`followup: <id>`: that follow-up's timer fired): `bot` texts the bot's messages contain (in order), `not_bot` texts they must not contain,
 `buttons` labels offered, `slots` values, `state` the question waited on, `effects` kinds.
+`facts` is what the service would pass a booking step (free slots, contact, open booking).
 Together the transcripts must enter every state of every flow in `flows/`.
 """
 
@@ -21,6 +22,8 @@ from bot.models import (
     ChoiceIn,
     ChoicesOut,
     ConversationState,
+    Facts,
+    FollowUpIn,
     ResumeIn,
     StartIn,
     TextIn,
@@ -39,6 +42,8 @@ def _event(step: dict[str, Any], last: ChoicesOut | None) -> Any:
         return StartIn(returning=step.get("returning", False))
     if "resume" in step:
         return ResumeIn()
+    if "followup" in step:  # a follow-up's timer fired
+        return FollowUpIn(followup=str(step["followup"]))
     if "say" in step:
         return TextIn(text=str(step["say"]))
     label = str(step["tap"])
@@ -96,7 +101,8 @@ def test_transcript(path: Path) -> None:
             assert conversation is not None
             conversation = conversation.model_copy(update={"state": step["state_override"]})
             continue
-        turn = engine.advance(conversation, _event(step, last))
+        facts = Facts.model_validate(step["facts"]) if "facts" in step else None
+        turn = engine.advance(conversation, _event(step, last), facts)
         _visited[flow.id].update(turn.entered)
         _check(step, turn, where)
         conversation = turn.conversation

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from browser import ARGS, CHROMIUM, ROOT, WAIT_MS, ServedApp, require_chromium
+from career_path import TURNS
 
 from bot.config import Settings
 
@@ -24,29 +25,6 @@ PHONE = {"width": 390, "height": 844}
 MAX_BUBBLES = 3
 MAX_CHARS = 180
 HEADER = 64  # the sticky header's height (px) that `scroll-margin-top` keeps clear
-
-# What the user does, one turn at a time: ("tap", label) or ("say", text).
-TURNS = [
-    ("say", "営業事務で3年目です"),
-    ("tap", "成果が見えにくい"),
-    ("say", "毎日おなじことばっかでつまんない"),
-    ("tap", "これで全部"),
-    ("say", "めっちゃ当てはまる"),
-    ("tap", "当てはまらない"),
-    ("tap", "当てはまる"),
-    ("say", "ちがうかな"),
-    ("tap", "当てはまる"),
-    ("tap", "当てはまらない"),
-    ("tap", "当てはまる"),
-    ("tap", "当てはまらない"),
-    ("say", "もう辞めたい"),
-    ("tap", "今の職場の工夫も見る"),
-    ("tap", "試せそう"),
-    ("tap", "秘書検定"),
-    ("tap", "まだモヤモヤする"),
-    ("tap", "思い出せる"),
-    ("tap", "まずはまとめを見る"),
-]
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from typing import Final, NoReturn, TypeVar
 import click
 
 from bot.config import Settings
-from bot.errors import BotError
-from bot.store import AgentStore, SqlStore
+from bot.errors import BadInput, BotError, UnknownAgent
+from bot.store import AgentStore, BookingStore, SqlStore
 
 NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 """Agent names are short ASCII ids: they appear in URLs, logs and the mode-change record."""
@@ -114,13 +114,54 @@ def disable(name: str) -> None:
     click.echo(f"disabled agent {name}; revoked {revoked} token(s)")
 
 
+@agents.command()
+@click.argument("name")
+@click.argument("rule", nargs=-1)
+@click.option("--remove", "remove", type=int, default=None, help="Remove the rule with this id.")
+def hours(name: str, rule: tuple[str, ...], remove: int | None) -> None:
+    """NAME's consultation hours: list them, add one, or remove one by id.
+
+    \b
+    yarigai agents hours sato                           list (id, rule)
+    yarigai agents hours sato weekly Tue 18:00-21:00    every Tuesday evening
+    yarigai agents hours sato extra 2026-12-26 10:00-12:00
+    yarigai agents hours sato off 2026-12-24            a day off (or: off DAY 12:00-13:00)
+    yarigai agents hours sato --remove 3
+    """
+    from bot.booking.slots import describe_rule, parse_rule
+
+    if rule and not 2 <= len(rule) <= 3:
+        _fail("give KIND DAY [HOURS], e.g. 'weekly Tue 18:00-21:00' or 'off 2026-12-24'")
+
+    async def act(store: SqlStore) -> list[str]:
+        bookings = BookingStore(engine=store.engine)
+        agent = await AgentStore(engine=store.engine).get(name)
+        if agent is None:
+            raise UnknownAgent(name)
+        if remove is not None and not await bookings.remove_rule(name, remove):
+            raise BadInput(f"{name} has no rule {remove}")
+        if rule:
+            await bookings.add_rule(name, parse_rule(agent.id, *rule))
+        return [f"{i}\t{describe_rule(r)}" for i, r in await bookings.rule_rows(name)]
+
+    lines = _run_store(act)
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo(f"{name} has no consultation hours yet", err=True)
+
+
 def _run(action: Callable[[AgentStore], Awaitable[T]]) -> T:
+    return _run_store(lambda store: action(AgentStore(engine=store.engine)))
+
+
+def _run_store(action: Callable[[SqlStore], Awaitable[T]]) -> T:
     settings = Settings()
 
     async def main() -> T:
         store = await SqlStore.open(settings.database_url)
         try:
-            return await action(AgentStore(engine=store.engine))
+            return await action(store)
         finally:
             await store.close()
 

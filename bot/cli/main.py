@@ -179,6 +179,7 @@ def _require_flows(settings: Settings) -> None:
 def _attach_groups() -> None:
     from bot.cli.agents import agents
     from bot.cli.flows import flows
+    from bot.cli.line import line
     from bot.cli.nlu import nlu
     from bot.cli.users import users
 
@@ -186,6 +187,7 @@ def _attach_groups() -> None:
     main.add_command(agents)
     main.add_command(nlu)
     main.add_command(users)
+    main.add_command(line)
 
 
 _attach_groups()

@@ -1,5 +1,6 @@
-"""Periodic work of the process that runs the background jobs: the retention purge (the
-outbox sweeps itself, and the handoff desk watches its own timers)."""
+"""Periodic work of the process that runs the background jobs: durable timers (follow-ups,
+reminders; bot/core/timers.py) and the retention purge (the outbox sweeps itself, and the
+handoff desk watches its own waits)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from bot.core.timers import TimerRunner
 from bot.store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -17,29 +19,45 @@ PURGE_EVERY: Final = 6 * 3600.0
 """Seconds between retention purges of conversations whose users left (RETENTION_DAYS)."""
 PURGE_FIRST_AFTER: Final = 60.0
 """The first purge waits a minute, so start-up stays light but frequent restarts still purge."""
+TIMERS_EVERY: Final = 5.0
+"""Seconds at most between looks for due timers (sooner when one is due sooner): a timer
+another process schedules is found within this."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobsTuning:
     purge_every: float = PURGE_EVERY
+    timers_every: float = TIMERS_EVERY
 
 
 class Jobs:
-    def __init__(self, *, store: SqlStore, retention_days: int, tuning: JobsTuning) -> None:
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        retention_days: int,
+        tuning: JobsTuning,
+        timers: TimerRunner | None = None,
+    ) -> None:
         self.store = store
         self.retention_days = retention_days
         self.tuning = tuning
+        self.timers = timers
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         every = self.tuning.purge_every
         first = min(PURGE_FIRST_AFTER, every)
-        self._tasks.append(asyncio.get_running_loop().create_task(self._every(every, first)))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._every(every, first)))
+        if self.timers is not None:
+            self._tasks.append(loop.create_task(self._timers_forever(self.timers)))
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
     async def purge(self) -> None:
         days = self.retention_days
@@ -55,3 +73,14 @@ class Jobs:
             except Exception:
                 log.exception("retention purge failed; next try in %.0fs", seconds)
             await asyncio.sleep(seconds)
+
+    async def _timers_forever(self, timers: TimerRunner) -> None:
+        most = self.tuning.timers_every
+        while True:
+            pause = most
+            try:
+                await timers.run_due()
+                pause = await timers.pause(most)
+            except Exception:
+                log.exception("running due timers failed; next look in %.0fs", most)
+            await asyncio.sleep(pause)

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bot.errors import DeliveryFailed
 from bot.models import (
@@ -20,13 +20,15 @@ from bot.models import (
     Mode,
     StoredMessage,
 )
-from bot.records import Handoff, InboxEvent, OutboxItem
+from bot.records import Booking, Handoff, InboxEvent, OutboxItem
 
 __all__ = [
     "AgentDesk",
     "AgentRef",
     "AgentSurface",
     "Attempt",
+    "Booking",
+    "BookingSurface",
     "Conversations",
     "Courier",
     "Deliveries",
@@ -124,6 +126,19 @@ class Courier(Protocol):
     async def deliver(
         self, item: OutboxItem, messages: Sequence[Message], attempt: Attempt
     ) -> None: ...
+
+
+@runtime_checkable
+class BookingSurface(Protocol):
+    """An agent surface that shows bookings (the Slack agent channel's cards)."""
+
+    surface_name: str
+
+    async def booking_changed(self, booking: Booking, *, when: str) -> dict[str, Any] | None:
+        """Show the booking as it is now (booked, moved or cancelled; `when` as users read
+        it); returns where it shows (stored in `booking.refs[surface_name]` and passed back
+        next time) or None when that did not change."""
+        ...
 
 
 class AgentSurface(Protocol):

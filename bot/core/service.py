@@ -12,30 +12,39 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from bot.core.backpressure import Foreground
+from bot.core.clock import Clock, SystemClock
 from bot.core.group_commit import GroupCommit
 from bot.core.ports import Reply
 from bot.engine import Engine
 from bot.errors import StoreError
 from bot.metrics import Metrics
 from bot.models import (
+    BookingCancelled,
+    BookingEffect,
+    BookingRequested,
     Channel,
     Choice,
     ChoiceIn,
     ChoicesOut,
     Classified,
+    ContactGiven,
     ConversationKey,
     ConversationState,
     Event,
+    Facts,
+    FollowUpIn,
+    FollowUpScheduled,
     HandoffRequested,
     JoinedGroupIn,
     LeftIn,
     MediaIn,
     Message,
     Mode,
+    NeedFacts,
     ResumeIn,
     StartIn,
     TextIn,
@@ -43,12 +52,15 @@ from bot.models import (
     Turn,
     outbound_text,
 )
+from bot.records import NewTimer
 from bot.store import (
     AlreadyHandled,
     ConcurrentUpdate,
     SavedTurn,
     SqlStore,
     StoredConversation,
+    Timer,
+    TimerGone,
     TranscriptEntry,
     TurnWrite,
     UnknownConversation,
@@ -111,6 +123,8 @@ FORGOTTEN: Final = (
 )
 FORGET_KEPT: Final = "わかりました。削除はしていません。続きからどうぞ。"
 _INTERACTIVE: Final = frozenset({Channel.WEB, Channel.CLI})
+FOLLOWUP_TIMER: Final = "followup"
+"""The kind of the timers a flow's follow-ups schedule (keyed followup:<conversation>:<id>)."""
 TURNS_PER_BATCH = 64
 """Turns of different conversations saved in one transaction at most. Under load a batch
 costs a fraction of separate transactions; alone, a turn waits one loop turn at most."""
@@ -129,6 +143,25 @@ class HandoffHooks(Protocol):
         ...
 
 
+class BookingHooks(Protocol):
+    """What the composer asks of the booking desk (`bot.core.booking.BookingDesk`)."""
+
+    async def facts(self, conversation_id: int | None) -> Facts:
+        """Free slots, the contact given and the open booking, for a booking step."""
+        ...
+
+    async def book(self, conversation_id: int, request: BookingRequested, facts: Facts) -> Facts:
+        """Book the picked slot; the facts to run the turn again with."""
+        ...
+
+    async def apply(self, conversation_id: int, effects: Sequence[BookingEffect]) -> None:
+        """Store contact details given and cancellations."""
+        ...
+
+
+_BOOKING_PASSES: Final = 3  # facts, then a booking, then a second try after a lost race
+
+
 # Called after a turn is saved, for what happens around the conversation (handoff queue, etc.).
 TurnListener = Callable[[ConversationKey, Reply, Turn | None], Awaitable[None]]
 
@@ -141,8 +174,10 @@ class ConversationService:
     metrics: Metrics = field(default_factory=Metrics)
     listeners: list[TurnListener] = field(default_factory=list)
     hooks: HandoffHooks | None = None
+    booking: BookingHooks | None = None
     # Webhook acknowledgements go first: each batch of turns waits for them (bot/core/backpressure.py).
     foreground: Foreground = field(default_factory=Foreground)
+    clock: Clock = field(default_factory=SystemClock)  # due times of the follow-ups turns schedule
     # A lock lives while a turn holds or awaits it (the awaiting coroutines keep it referenced),
     # so the map never grows with every user ever seen and never drops a lock in use.
     _locks: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = field(
@@ -164,11 +199,14 @@ class ConversationService:
         event_at: datetime | None = None,
         existing_only: bool = False,
         handoffs_allowed: bool = True,
+        timer: Timer | None = None,
     ) -> Reply:
         """Run one inbound event through the conversation (`existing_only`: raise
         UnknownConversation, writing nothing, unless the conversation exists;
         `handoffs_allowed` False: a request for an agent is answered with HANDOFF_BUSY and the
-        conversation stays where it was, as the web chat's rate limit wants).
+        conversation stays where it was, as the web chat's rate limit wants; `timer`: the due
+        timer this turn fires, marked fired in the turn's transaction, TimerGone (nothing
+        written) when it was settled, cancelled or rescheduled first).
 
         `outbox` queues the reply durably for a channel sender (with the event's `reply_token`
         and time, for a delivery retried after a crash); `inbox_id` marks the recorded webhook
@@ -201,6 +239,7 @@ class ConversationService:
                         event_at=event_at,
                         existing_only=existing_only,
                         handoffs_allowed=handoffs_allowed,
+                        timer=timer,
                     )
                 )
             if isinstance(outcome, BaseException):
@@ -208,7 +247,7 @@ class ConversationService:
             reply, turn = outcome
             annotate(conversation=reply.conversation_id or None)
             channel = key.channel.value
-            if not isinstance(event, (StartIn, ResumeIn)):
+            if not isinstance(event, (StartIn, ResumeIn, FollowUpIn)):
                 self.metrics.messages_in.labels(channel=channel).inc()
             self.metrics.messages_out.labels(channel=channel).inc(len(reply.messages))
             self.metrics.turn_seconds.labels(channel=channel).observe(time.perf_counter() - started)
@@ -243,6 +282,47 @@ class ConversationService:
             conversation_id=0, messages=(TextOut(text=FORGOTTEN),), mode=Mode.BOT, forgotten=True
         )
 
+    async def announce(
+        self, key: ConversationKey, messages: Sequence[Message], *, timer: Timer | None = None
+    ) -> Reply:
+        """Messages the bot sends unprompted (a timer's reminder): kept in the transcript and,
+        for LINE and Slack, queued in the outbox, in one transaction with `timer`'s mark; the
+        conversation stays where it is. UnknownConversation when it does not exist."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        bodies = [m.model_dump(mode="json") for m in messages]
+        async with lock:
+            for attempt in range(_SAVE_ATTEMPTS):
+                stored = await self.store.load(key)
+                if stored is None:
+                    raise UnknownConversation(key)
+                write = TurnWrite(
+                    key=key,
+                    state=stored.state,
+                    expected_version=stored.version,
+                    conversation_id=stored.id,
+                    outbound=_outbound_entries(messages, bodies),
+                    deliver=bodies if key.channel not in _INTERACTIVE else None,
+                    timer=timer,
+                )
+                (saved,) = await self.store.save_turns([write])
+                if isinstance(saved, AlreadyHandled | TimerGone):
+                    raise saved
+                if isinstance(saved, ConcurrentUpdate):
+                    if attempt == _SAVE_ATTEMPTS - 1:
+                        raise saved
+                    continue
+                self.metrics.messages_out.labels(channel=key.channel.value).inc(len(messages))
+                return Reply(
+                    conversation_id=saved.conversation_id,
+                    messages=tuple(messages),
+                    mode=stored.mode,
+                    outbox_id=saved.outbox_id,
+                    last_id=saved.last_message_id,
+                )
+        raise AssertionError("unreachable")
+
     def engine_for(self, stored: StoredConversation | None) -> Engine:
         if stored is not None and stored.state.flow in self.engines:
             return self.engines[stored.state.flow]
@@ -271,9 +351,14 @@ class ConversationService:
                 continue
             keys.add(ask.key)
             try:
-                planned.append((index, self._plan(ask, stored, ask.event, said_first=None)))
+                plan = self._plan(ask, stored, ask.event, said_first=None)
             except Exception as error:  # this turn fails; the others go on
                 outcomes[index] = error
+                continue
+            if _needs_facts(plan):  # a booking step: the desk is asked, on its own
+                alone.append(index)
+                continue
+            planned.append((index, plan))
         if planned:
             try:
                 saved = await self.store.save_turns([plan.write for _, plan in planned])
@@ -291,7 +376,7 @@ class ConversationService:
                 for (index, plan), result in zip(planned, saved, strict=True):
                     if isinstance(result, ConcurrentUpdate):
                         alone.append(index)
-                    elif isinstance(result, AlreadyHandled):
+                    elif isinstance(result, AlreadyHandled | TimerGone):
                         outcomes[index] = result
                     else:
                         outcomes[index] = plan.answer(result)
@@ -308,11 +393,13 @@ class ConversationService:
             stored = await self.store.load(ask.key)
             event: Event = ask.event
             said_first = await self._back_to_bot(stored, event)
-            if said_first is not None:  # the user withdrew the request: the bot picks up again
-                event = ResumeIn(withdrawn=True)
+            if said_first is not None and not _is_command(self.engine_for(stored), event):
+                event = ResumeIn(withdrawn=True)  # the user withdrew: the bot picks up again
             plan = self._plan(ask, stored, event, said_first=said_first)
+            if _needs_facts(plan):
+                plan = await self._with_facts(ask, stored, event, said_first, plan)
             (saved,) = await self.store.save_turns([plan.write])
-            if isinstance(saved, AlreadyHandled):
+            if isinstance(saved, AlreadyHandled | TimerGone):
                 raise saved
             if not isinstance(saved, ConcurrentUpdate):
                 return plan.answer(saved)
@@ -321,6 +408,34 @@ class ConversationService:
             log.info("a %s conversation changed under us; retrying", ask.key.channel.value)
         raise AssertionError("unreachable")
 
+    async def _with_facts(
+        self,
+        ask: _Ask,
+        stored: StoredConversation | None,
+        event: Event,
+        said_first: tuple[Message, ...] | None,
+        plan: _Plan,
+    ) -> _Plan:
+        """Run a booking step's turn again with what the desk knows; book the slot it picks
+        (again with the outcome, a lost race included); store what it gave or cancelled."""
+        if self.booking is None:
+            log.warning("a booking step ran without a booking desk; nothing was offered")
+            return self._plan(ask, stored, event, said_first=said_first, facts=Facts())
+        conversation_id = stored.id if stored else None
+        facts = await self.booking.facts(conversation_id)
+        for _ in range(_BOOKING_PASSES):
+            plan = self._plan(ask, stored, event, said_first=said_first, facts=facts)
+            effects = plan.turn.effects if plan.turn else ()
+            request = next((e for e in effects if isinstance(e, BookingRequested)), None)
+            if request is None or conversation_id is None:
+                break
+            facts = await self.booking.book(conversation_id, request, facts)
+        effects = plan.turn.effects if plan.turn else ()
+        given = [e for e in effects if isinstance(e, ContactGiven | BookingCancelled)]
+        if given and conversation_id is not None:
+            await self.booking.apply(conversation_id, given)
+        return plan
+
     def _plan(
         self,
         ask: _Ask,
@@ -328,6 +443,7 @@ class ConversationService:
         event: Event,
         *,
         said_first: tuple[Message, ...] | None,
+        facts: Facts | None = None,
     ) -> _Plan:
         """What the turn says and writes (no I/O)."""
         if stored is None and ask.existing_only:
@@ -335,7 +451,13 @@ class ConversationService:
         inbound = _inbound_entry(ask.event)
         heard = inbound.text if inbound else None
         mode = stored.mode if stored else Mode.BOT
-        if stored is not None and mode is not Mode.BOT and not isinstance(event, ResumeIn):
+        withdrawn = said_first is not None  # the user took the bot back from the queue
+        if (
+            stored is not None
+            and mode is not Mode.BOT
+            and not isinstance(event, ResumeIn)
+            and not withdrawn
+        ):
             # An agent owns (or is about to own) the conversation: keep the message, say nothing.
             write = TurnWrite(
                 key=ask.key,
@@ -344,6 +466,7 @@ class ConversationService:
                 conversation_id=stored.id,
                 inbound=[inbound] if inbound else [],
                 inbox_id=ask.inbox_id,
+                timer=ask.timer,
             )
             return _Plan(write=write, said=(), mode=mode, heard=heard)
 
@@ -359,7 +482,7 @@ class ConversationService:
         previous = stored.state if stored else None
         if previous is not None and previous.flow != engine.spec.flow:
             previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
-        turn = engine.advance(previous, event)
+        turn = engine.advance(previous, event, facts)
         handoff = next((e for e in turn.effects if isinstance(e, HandoffRequested)), None)
         if _asks_to_forget(engine, event, turn):
             # Confirmed first: the conversation stays where it was until the user says yes.
@@ -391,6 +514,17 @@ class ConversationService:
                 )
         bodies = [m.model_dump(mode="json") for m in said]
         outbound = _outbound_entries(said, bodies)
+        now = self.clock.now()
+        timers = [
+            NewTimer(
+                kind=FOLLOWUP_TIMER,
+                name=effect.followup,
+                due_at=now + timedelta(seconds=effect.after_seconds),
+                payload={"followup": effect.followup},
+            )
+            for effect in turn.effects
+            if isinstance(effect, FollowUpScheduled)
+        ]
         write = TurnWrite(
             key=ask.key,
             state=turn.conversation,
@@ -403,6 +537,8 @@ class ConversationService:
             inbox_id=ask.inbox_id,
             reply_token=ask.reply_token,
             event_at=ask.event_at,
+            timer=ask.timer,
+            timers=timers,
         )
         return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
 
@@ -433,6 +569,7 @@ class ConversationService:
             inbox_id=ask.inbox_id,
             reply_token=ask.reply_token,
             event_at=ask.event_at,
+            timer=ask.timer,
         )
         return _Plan(write=write, said=said, mode=Mode.BOT, heard=heard)
 
@@ -459,6 +596,7 @@ class _Ask:
     event_at: datetime | None = None
     existing_only: bool = False
     handoffs_allowed: bool = True
+    timer: Timer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +633,20 @@ def _outbound_entries(
         TranscriptEntry(direction="out", sender="bot", text=outbound_text(m), body=body)
         for m, body in zip(said, bodies, strict=True)
     ]
+
+
+def _is_command(engine: Engine, event: Event) -> bool:
+    """A tap on (or the label of) one of the flow's commands: run as such even when it
+    withdrew a handoff (「面談を予約」 offered while waiting out of hours)."""
+    if isinstance(event, ChoiceIn):
+        return engine.spec.command(event.choice) is not None
+    if isinstance(event, TextIn):
+        return any(c.label == event.text.strip() for c in engine.spec.commands)
+    return False
+
+
+def _needs_facts(plan: _Plan) -> bool:
+    return plan.turn is not None and any(isinstance(e, NeedFacts) for e in plan.turn.effects)
 
 
 def _asks_to_forget(engine: Engine, event: Event, turn: Turn) -> bool:

@@ -15,6 +15,7 @@ _ANY = "any_state"
 _SHAPES: dict[StepKind, tuple[str, str]] = {
     "ask": ("{", "}"),  # a decision: the user picks the way on
     "handoff": ("{{", "}}"),
+    "book": ("[[", "]]"),
     "end": ("([", "])"),
     "pass": ("[", "]"),
 }
@@ -49,6 +50,9 @@ def mermaid(flow: Flow) -> str:
     for command in spec.commands:
         if command.goto:
             lines.append(_edge(_ANY, ids[command.goto], "-.->", command.label))
+    for followup in spec.followups:  # a timer: later, by itself
+        source = ids[followup.entered] if followup.entered else _ANY
+        lines.append(_edge(source, ids[followup.goto], "-.->", f"{followup.delay} later"))
     return "\n".join(lines) + "\n"
 
 
@@ -87,6 +91,7 @@ def _node_ids(spec: FlowSpec) -> dict[str, str]:
     names = list(spec.states)
     names += [t for s in spec.states.values() for t, _ in _state_edges(s)]
     names += [c.goto for c in spec.commands if c.goto]
+    names += [n for f in spec.followups for n in (f.entered, f.goto) if n]
     names += [n for n in (spec.start, spec.returning, spec.resume) if n]
     ids: dict[str, str] = {}
     taken: set[str] = set()

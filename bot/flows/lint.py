@@ -32,6 +32,7 @@ def lint(flow: Flow) -> list[FlowError]:
         *_few_examples(flow),
         *_pacing(flow),
         *_opposites(flow),
+        *_booking_labels(flow),
     ]
     return sorted(problems, key=lambda e: (e.line, e.column))
 
@@ -54,6 +55,7 @@ def entry_points(spec: FlowSpec) -> set[str]:
     entries = {spec.start}
     entries |= {s for s in (spec.returning, spec.resume, spec.again) if s}
     entries |= {c.goto for c in spec.commands if c.goto and c.goto != BACK}
+    entries |= {f.goto for f in spec.followups}
     entries |= {name for name, state in spec.states.items() if state.fallback}
     return entries
 
@@ -91,6 +93,19 @@ def _unknown_targets(flow: Flow) -> Iterator[FlowError]:
                 ("commands", i, "goto"),
                 f"command '{command.id}' goes to unknown state '{command.goto}'",
             )
+    for i, followup in enumerate(spec.followups):
+        if followup.command and spec.command(followup.command) is None:
+            yield flow.error(
+                ("followups", i, "command"),
+                f"follow-up '{followup.id}' names the unknown command '{followup.command}'",
+            )
+        for field in ("entered", "goto"):
+            target = getattr(followup, field)
+            if target is not None and target not in spec.states:
+                yield flow.error(
+                    ("followups", i, field),
+                    f"follow-up '{followup.id}' {field} is the unknown state '{target}'",
+                )
 
 
 def _expressions(flow: Flow) -> Iterator[FlowError]:
@@ -118,6 +133,11 @@ def _duplicates(flow: Flow) -> Iterator[FlowError]:
             if choice.id in seen:
                 yield flow.error(loc, f"choice id '{choice.id}' in '{name}' is also a command id")
             ids.add(choice.id)
+    followup_ids: set[str] = set()
+    for i, followup in enumerate(flow.spec.followups):
+        if followup.id in followup_ids:
+            yield flow.error(("followups", i, "id"), f"duplicate follow-up id '{followup.id}'")
+        followup_ids.add(followup.id)
     fallbacks = [n for n, s in flow.spec.states.items() if s.fallback]
     for extra in fallbacks[1:]:
         yield flow.error(("states", extra, "fallback"), "only one state can be the fallback")
@@ -147,7 +167,15 @@ def _missing_texts(flow: Flow) -> Iterator[FlowError]:
                         f"choice '{choice.id}' in '{name}' has no label",
                     )
         routes = isinstance(state.next, tuple)  # a state of branches only is a router
-        if not (state.say or state.ask or state.handoff or state.end or state.set or routes):
+        if not (
+            state.say
+            or state.ask
+            or state.handoff
+            or state.book
+            or state.end
+            or state.set
+            or routes
+        ):
             yield flow.error(base, f"state '{name}' does nothing: give it a message or a question")
 
 
@@ -348,8 +376,9 @@ def _bubbles(spec: FlowSpec, name: str, depth: int = 0) -> tuple[int, list[str]]
     state = spec.states.get(name)
     if state is None or depth > 50:
         return 0, [name]
-    own = len(state.say) + (1 if state.ask else 0)
-    if state.ask or state.handoff or state.end:
+    # A book step asks one question when entered (or says the booking, then a question).
+    own = len(state.say) + (1 if state.ask else 0) + (1 if state.book else 0)
+    if state.ask or state.handoff or state.end or state.book:
         return own, [name]
     best, path = 0, []
     for _, target in targets(state):
@@ -395,6 +424,33 @@ def _opposites(flow: Flow) -> Iterator[FlowError]:
             )
 
 
+# Booking texts that are buttons: within LINE's and Slack's label limits.
+_BOOKING_LABELS = (
+    "method_chat",
+    "method_phone",
+    "method_email",
+    "consent_yes",
+    "consent_no",
+    "change_contact",
+    "keep_contact",
+    "more_slots",
+    "not_now",
+    "reschedule",
+    "cancel",
+    "keep_booking",
+    "cancel_yes",
+    "cancel_no",
+)
+
+
+def _booking_labels(flow: Flow) -> Iterator[FlowError]:
+    texts = flow.spec.booking
+    if texts is None:
+        return
+    for field in _BOOKING_LABELS:
+        yield from _label_limits(flow, ("booking", field), getattr(texts, field), f"'{field}'")
+
+
 def _fills(state: StateSpec) -> set[str]:
     return set(state.set) | ({state.ask.slot} if state.ask else set())
 
@@ -403,8 +459,16 @@ def _sources(spec: FlowSpec) -> Iterator[tuple[Loc, str, bool]]:
     for i, command in enumerate(spec.commands):
         for j, text in enumerate(command.say):
             yield ("commands", i, "say", j), text, False
+        for slot, expression in command.set.items():
+            yield ("commands", i, "set", slot), expression, True
+    for i, followup in enumerate(spec.followups):
+        if followup.if_:
+            yield ("followups", i, "if"), followup.if_, True
     for name, state in spec.states.items():
         yield from _state_sources(name, state)
+    if spec.booking is not None:
+        for field, text in spec.booking.model_dump().items():
+            yield ("booking", field), text, False
 
 
 def _state_sources(name: str, state: StateSpec) -> Iterator[tuple[Loc, str, bool]]:

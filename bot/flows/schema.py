@@ -5,6 +5,9 @@ A flow is a set of named states. Entering a state runs, in order: `set` (compute
   - `ask`: a question; the conversation waits for an answer that fills `ask.slot`;
   - `handoff`: a human agent is asked for; the conversation waits until handed back;
   - `end: true`: the conversation is over;
+  - `book`: contact details with consent, then a consultation slot (or, with
+    `purpose: contact`, the contact details alone); the service offers the slots and books,
+    the step's texts are the flow's `booking:` section; it goes on to `next` when done;
   - nothing: it moves straight on to `next`.
 `next` is a state name or a list of branches `{if: <expression>, goto: <state>}`; the first
 branch whose condition holds wins, a branch without `if` always holds. A choice can carry its own
@@ -17,6 +20,7 @@ Expressions and `{{ templates }}` are Jinja2, evaluated in a sandbox over the sl
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -157,11 +161,63 @@ class HandoffSpec(Model):
     reason: str = Field(description="Why the user is handed to an agent (shown to the agent).")
 
 
+class BookSpec(Model):
+    purpose: Literal["book", "contact"] = Field(
+        default="book",
+        description="book: contact details (unless given already), then a slot; an open "
+        "booking is shown with reschedule / cancel. contact: show or change the contact details.",
+    )
+
+
+class BookingTextsSpec(Model):
+    """What booking steps say; `{{ contact.* }}`, `{{ booking.* }}`, `{{ policy_url }}` and
+    `{{ problem }}` are there for the templates."""
+
+    ask_name: str
+    bad_name: str
+    ask_method: str
+    method_chat: str = Field(description="Button: be contacted in this chat.")
+    method_phone: str
+    method_email: str
+    ask_phone: str
+    bad_phone: str
+    ask_email: str
+    bad_email: str
+    ask_consent: str
+    consent_yes: str
+    consent_no: str
+    declined: str
+    show_contact: str
+    change_contact: str
+    keep_contact: str
+    contact_saved: str
+    ask_slot: str
+    more_slots: str = Field(description="Button: the next page of slots (「ほかの日時」).")
+    no_more_slots: str = Field(description="Said when the pages run out; the first comes again.")
+    no_slots: str
+    not_now: str
+    taken: str
+    booked: str
+    show_booking: str
+    reschedule: str
+    cancel: str
+    keep_booking: str
+    ask_cancel: str
+    cancel_yes: str
+    cancel_no: str
+    cancelled: str
+    reminder: str = Field(
+        description="Sent before a booking (REMINDER_BEFORE_HOURS); `{{ soon }}` is true for "
+        "the one within 12 hours."
+    )
+
+
 class StateSpec(Model):
     set: dict[str, str] = Field(default_factory=dict, description="slot: expression")
     say: tuple[str | MessageSpec, ...] = ()
     ask: QuestionSpec | None = None
     handoff: HandoffSpec | None = None
+    book: BookSpec | None = None
     end: bool = False
     next: str | tuple[BranchSpec, ...] | None = None
     fallback: bool = Field(
@@ -172,12 +228,23 @@ class StateSpec(Model):
     @model_validator(mode="after")
     def _one_kind(self) -> StateSpec:
         kinds = [
-            k for k, on in (("ask", self.ask), ("handoff", self.handoff), ("end", self.end)) if on
+            k
+            for k, on in (
+                ("ask", self.ask),
+                ("handoff", self.handoff),
+                ("book", self.book),
+                ("end", self.end),
+            )
+            if on
         ]
         if len(kinds) > 1:
-            raise ValueError(f"a state is one of ask, handoff or end, not {' and '.join(kinds)}")
+            raise ValueError(
+                f"a state is one of ask, handoff, book or end, not {' and '.join(kinds)}"
+            )
         if self.end and self.next is not None:
             raise ValueError("an end state has no 'next'")
+        if self.book and self.next is None:
+            raise ValueError("a book state needs a 'next' (where the user goes when done)")
         return self
 
     def messages(self) -> tuple[MessageSpec, ...]:
@@ -205,6 +272,56 @@ class CommandSpec(Model):
         default=None,
         description="Asked first (はい/いいえ) when the conversation already holds answers.",
     )
+    set: dict[str, str] = Field(
+        default_factory=dict, description="slot: expression, set before the command acts."
+    )
+    everywhere: bool = Field(
+        default=False,
+        description="Understood even where a question's `accepts` narrows the commands "
+        "(e.g. 配信停止, which must work in every state).",
+    )
+
+
+_DELAY = re.compile(r"(\d+)([dhm])")
+_DELAY_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+class FollowUpSpec(Model):
+    """A message the bot sends later by itself: entering the state `entered` (or running the
+    command `command`) schedules it (a durable timer), and when `delay` has passed the
+    conversation goes to `goto`, if `if` still holds (quiet hours, users who left or are with
+    an agent are the service's business)."""
+
+    id: str = Field(description="Stable id: the timer's name, one per conversation.")
+    entered: str | None = Field(
+        default=None, description="Entering this state schedules (or re-schedules) it."
+    )
+    command: str | None = Field(
+        default=None, description="Or: running this global command schedules it."
+    )
+    delay: str = Field(pattern=r"^\d+[dhm]$", description="How long after: '3d', '12h' or '30m'.")
+    if_: str | None = Field(
+        default=None,
+        alias="if",
+        description="Expression checked when scheduled and again when due (e.g. the user's "
+        "opt-in): false means nothing is sent.",
+    )
+    goto: str = Field(description="The state the follow-up opens (usually a question).")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> FollowUpSpec:
+        if (self.entered is None) == (self.command is None):
+            raise ValueError("a follow-up needs exactly one of 'entered' or 'command'")
+        return self
+
+    @property
+    def wait(self) -> timedelta:
+        found = _DELAY.fullmatch(self.delay)
+        if found is None:  # the field's pattern keeps this from happening
+            raise ValueError(f"bad delay {self.delay!r}")
+        return timedelta(**{_DELAY_UNITS[found.group(2)]: int(found.group(1))})
 
 
 class FaqSpec(Model):
@@ -256,8 +373,14 @@ class FlowSpec(Model):
     )
     texts: TextsSpec = Field(default_factory=TextsSpec)
     commands: tuple[CommandSpec, ...] = ()
+    booking: BookingTextsSpec | None = Field(
+        default=None, description="Texts of the `book` steps (required when a state books)."
+    )
     faq: tuple[FaqSpec, ...] = Field(
         default=(), description="Questions to the bot answered in every state."
+    )
+    followups: tuple[FollowUpSpec, ...] = Field(
+        default=(), description="Messages the bot sends later by itself (durable timers)."
     )
     states: dict[str, StateSpec] = Field(min_length=1)
     returning: str | None = Field(
@@ -271,11 +394,25 @@ class FlowSpec(Model):
         description="State for a message sent after the conversation ended (default: returning).",
     )
 
+    @model_validator(mode="after")
+    def _booking_texts(self) -> FlowSpec:
+        booking = [name for name, state in self.states.items() if state.book]
+        if booking and self.booking is None:
+            raise ValueError(f"state '{booking[0]}' books: the flow needs a 'booking:' section")
+        return self
+
     def command(self, command_id: str) -> CommandSpec | None:
         return next((c for c in self.commands if c.id == command_id), None)
 
+    def command_labelled(self, label: str) -> CommandSpec | None:
+        """The command shown as `label` (a rich menu's postback may carry the words)."""
+        return next((c for c in self.commands if c.label == label), None)
 
-StepKind = Literal["ask", "handoff", "end", "pass"]
+    def followup(self, followup_id: str) -> FollowUpSpec | None:
+        return next((f for f in self.followups if f.id == followup_id), None)
+
+
+StepKind = Literal["ask", "handoff", "book", "end", "pass"]
 
 
 def step_kind(state: StateSpec) -> StepKind:
@@ -283,6 +420,8 @@ def step_kind(state: StateSpec) -> StepKind:
         return "ask"
     if state.handoff:
         return "handoff"
+    if state.book:
+        return "book"
     if state.end:
         return "end"
     return "pass"

@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 from bot.core.ports import AgentRef, AgentSurface, Reply, Sender
 from bot.core.service import ConversationService
 from bot.errors import AlreadyClaimed, DeliveryFailed
+from bot.flows.schema import CommandSpec
 from bot.handoff.hours import AgentHours, when
 from bot.handoff.summary import summarize
 from bot.models import (
@@ -42,7 +43,8 @@ from bot.models import (
     Turn,
 )
 from bot.nlu.normalize import normalize
-from bot.store import Handoff, HandoffStore, Orphan, SqlStore, StoredConversation
+from bot.records import Contact
+from bot.store import BookingStore, Handoff, HandoffStore, Orphan, SqlStore, StoredConversation
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,20 @@ def is_back_to_bot(event: Event) -> bool:
     return False
 
 
+INSTEAD_OF_WAITING: Final = ("book", "leave_contact")
+"""Flow commands a user waiting out of hours may take instead: booking a consultation, or
+leaving contact details with the message. Taking one withdraws the handoff; the command runs."""
+
+
+def instead_of_waiting(event: Event, commands: Sequence[CommandSpec]) -> bool:
+    """Whether a waiting user's tap (or the label typed) takes one of `commands`."""
+    if isinstance(event, ChoiceIn):
+        return any(event.choice == c.id for c in commands)
+    if isinstance(event, TextIn):
+        return any(normalize(event.text) == normalize(c.label) for c in commands)
+    return False
+
+
 def waiting_text(hours: AgentHours, timeout: timedelta, now: datetime) -> str:
     """What a user who just asked for an agent is told, inside or outside agent hours."""
     if hours.is_open(now):
@@ -96,7 +112,18 @@ def waiting_text(hours: AgentHours, timeout: timedelta, now: datetime) -> str:
         f"ただいま担当者の対応時間外です（対応時間: {hours.describe()}）。"
         f"{back}から、順番にお返事します。"
         "メッセージを残していただければ、担当者が確認してからご連絡します。"
+        "日時を決めて話したいときは「面談を予約」もどうぞ。"
     )
+
+
+def contact_line(contact: Contact) -> str:
+    """How agents read a user's contact details: 「山田花子・電話 090-1234-5678」."""
+    how = {
+        "phone": f"電話 {contact.phone}",
+        "email": f"メール {contact.email}",
+        "chat": "このチャットで",
+    }[contact.method]
+    return f"{contact.name}・{how}"
 
 
 def timeout_text() -> str:
@@ -155,16 +182,22 @@ class HandoffDesk:
     # ------------------------------------------------------------ composer hooks
 
     def waiting_notice(self, conversation: ConversationState) -> tuple[Message, ...]:
+        now = self.clock()
+        choices = [Choice(id=BACK_TO_BOT, label=BACK_TO_BOT_LABEL)]
+        if not self.hours.is_open(now):
+            # Nobody answers for a while: a consultation at a set time, or a way to be reached.
+            choices[:0] = [Choice(id=c.id, label=c.label) for c in self._instead(conversation)]
         return (
             ChoicesOut(
-                text=waiting_text(self.hours, self.timeout, self.clock()),
+                text=waiting_text(self.hours, self.timeout, now),
                 state=conversation.state,
-                choices=(Choice(id=BACK_TO_BOT, label=BACK_TO_BOT_LABEL),),
+                choices=tuple(choices),
             ),
         )
 
     async def cancel(self, stored: StoredConversation, event: Event) -> tuple[Message, ...] | None:
-        if not is_back_to_bot(event):
+        instead = instead_of_waiting(event, self._instead(stored.state))
+        if not is_back_to_bot(event) and not instead:
             return None
         try:
             cancelled = await self.handoffs.cancel(stored.id, now=self.clock())
@@ -174,7 +207,14 @@ class HandoffDesk:
             log.info("handoff %d cancelled by the user", cancelled.id)
             self._tell("cancelled", lambda s: s.cancelled(cancelled))
         # Nothing open (a retried turn, or a queue entry never made): back to the bot all the same.
+        if instead:
+            return ()  # the flow's booking or contact step says what happens next
         return (TextOut(text=CANCELLED_TEXT),)
+
+    def _instead(self, conversation: ConversationState) -> list[CommandSpec]:
+        """The flow's commands offered instead of waiting out of hours (those it has)."""
+        spec = self.service.engines.get(conversation.flow, self.service.engine_for(None)).spec
+        return [c for c in (spec.command(i) for i in INSTEAD_OF_WAITING) if c is not None]
 
     async def on_turn(self, key: ConversationKey, reply: Reply, turn: Turn | None) -> None:
         """Service listener: queue a requested handoff; show agents what the user writes."""
@@ -312,6 +352,9 @@ class HandoffDesk:
         )
         transcript = await self.store.transcript(conversation_id, limit=200)
         summary = summarize(engine.spec, state, transcript, reason=reason)
+        contact = await BookingStore(engine=self.store.engine).contact(conversation_id)
+        if contact is not None:  # given with consent, so the agent may use it
+            summary["contact"] = contact_line(contact)
         handoff, created = await self.handoffs.open(
             conversation_id, reason=reason, summary=summary, who=who, now=self.clock()
         )

@@ -1,4 +1,5 @@
-"""When agents answer: AGENT_HOURS such as `Mon-Fri 09:00-18:00 Asia/Tokyo`, parsed once.
+"""When agents answer: AGENT_HOURS such as `Mon-Fri 09:00-18:00 Asia/Tokyo`, parsed once,
+minus the days the closure calendar closes (public holidays, CLOSED_DATES).
 
 Pure: every question takes the time as an argument, so tests use any clock they like.
 """
@@ -11,12 +12,16 @@ from datetime import datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.booking.calendar import NO_CLOSURES, Closures
 from bot.errors import ConfigError
 
 DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_LABELS: Final = ("月", "火", "水", "木", "金", "土", "日")
 ALWAYS: Final = frozenset({"", "always", "24/7"})
 _SPAN: Final = re.compile(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})")
+_LOOKAHEAD_DAYS: Final = (
+    400  # closures (a long holiday, CLOSED_DATES) may push the next opening far
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +43,16 @@ class Window:
 class AgentHours:
     windows: tuple[Window, ...]  # empty: always open
     zone: ZoneInfo
+    closures: Closures = NO_CLOSURES  # days agents do not work whatever the windows say
 
     @classmethod
-    def parse(cls, text: str) -> AgentHours:
+    def parse(cls, text: str, *, closures: Closures = NO_CLOSURES) -> AgentHours:
         """`Mon-Fri 09:00-18:00 Asia/Tokyo`; several windows may precede the zone
         (`Mon-Fri 09:00-18:00 Sat 10:00-13:00 Asia/Tokyo`); days as ranges or lists
         (`Mon,Wed,Fri`). Empty or `always` means agents always answer."""
         words = text.split()
         if text.strip().lower() in ALWAYS:
-            return cls(windows=(), zone=ZoneInfo("UTC"))
+            return cls(windows=(), zone=ZoneInfo("UTC"))  # 24/7 means holidays too
         if len(words) < 3 or len(words) % 2 == 0:
             raise ConfigError(
                 f"AGENT_HOURS {text!r}: expected e.g. 'Mon-Fri 09:00-18:00 Asia/Tokyo'"
@@ -59,12 +65,14 @@ class AgentHours:
             _window(days, span, text)
             for days, span in zip(words[:-1:2], words[1:-1:2], strict=True)
         )
-        return cls(windows=windows, zone=zone)
+        return cls(windows=windows, zone=zone, closures=closures)
 
     def is_open(self, now: datetime) -> bool:
         if not self.windows:
             return True
         local = now.astimezone(self.zone)
+        if self.closures.is_closed(local.date()):
+            return False
         return any(w.contains(local) for w in self.windows)
 
     def next_open(self, now: datetime) -> datetime:
@@ -72,13 +80,19 @@ class AgentHours:
         local = now.astimezone(self.zone)
         if self.is_open(now):
             return local
-        starts = [
-            datetime.combine(local.date() + timedelta(days=ahead), w.start, tzinfo=self.zone)
-            for ahead in range(8)
-            for w in self.windows
-            if (local.weekday() + ahead) % 7 in w.days
-        ]
-        return min(s for s in starts if s > local)
+        for ahead in range(_LOOKAHEAD_DAYS):
+            day = local.date() + timedelta(days=ahead)
+            if self.closures.is_closed(day):
+                continue
+            starts = [
+                datetime.combine(day, w.start, tzinfo=self.zone)
+                for w in self.windows
+                if day.weekday() in w.days
+            ]
+            later = [s for s in starts if s > local]
+            if later:
+                return min(later)
+        raise ConfigError(f"AGENT_HOURS opens on no day in the next {_LOOKAHEAD_DAYS} days")
 
     def describe(self) -> str:
         """How the hours read to a user: 「月〜金 9:00〜18:00」."""

@@ -27,10 +27,11 @@ from bot.channels.slack.adapter import SlackChannel
 from bot.channels.slack.adapter import enabled as slack_enabled
 from bot.config import Settings
 from bot.core.backpressure import Foreground
+from bot.core.clock import Clock
 from bot.core.jobs import JobsTuning
 from bot.core.outbox import OutboxTuning
 from bot.errors import BotError, StoreError
-from bot.http import console, web_chat
+from bot.http import calendar_file, console, web_chat
 from bot.http.asgi import App, add_post, answer, header, read_body
 from bot.http.console.feed import ConsoleFeed
 from bot.http.errors import Problem, http_error, problem
@@ -51,9 +52,11 @@ def create_app(
     channels: Sequence[LineChannel | SlackChannel] = DEFAULT_CHANNELS,
     outbox: OutboxTuning = DEFAULT_TUNING,
     jobs: JobsTuning = DEFAULT_JOBS,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """`foreground`: shared with a `yarigai worker` (WORKER_MODE=separate; see `yarigai serve`).
-    `channels`, `outbox`, `jobs`: the channels' and the background work's tuning."""
+    `channels`, `outbox`, `jobs`: the channels' and the background work's tuning; `clock`:
+    the timers' (tests pass a fake one)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -67,6 +70,7 @@ def create_app(
             surfaces=[feed],
             outbox=outbox,
             jobs=jobs,
+            clock=clock,
         )
         app.state.runtime = runtime
         app.state.line = runtime.line
@@ -96,6 +100,7 @@ def create_app(
         else secrets.token_bytes(32)
     )
     app.include_router(web_chat.router)
+    app.include_router(calendar_file.router)
     if any(isinstance(c, LineChannel) for c in channels) and line_enabled(settings):
         # Plain ASGI: the body reaches the signature check as raw bytes, and the hottest path
         # of the bot skips FastAPI's stack (bot/http/asgi.py).

@@ -10,11 +10,14 @@ from pydantic import BaseModel, Field
 
 from bot.errors import (
     AlreadyClaimed,
+    BadInput,
     BotError,
     DeliveryFailed,
     HandoffClosed,
     NotHolder,
+    SlotTaken,
     StoreError,
+    UnknownBooking,
     UnknownHandoff,
 )
 from bot.store import UnknownConversation
@@ -39,6 +42,12 @@ def http_error(error: BotError) -> HttpError:
         return HttpError(403, "not_holder", "claim the handoff first")
     if isinstance(error, HandoffClosed):
         return HttpError(409, "closed", f"the handoff is {error.status}")
+    if isinstance(error, BadInput):
+        return HttpError(400, "bad_request", str(error))
+    if isinstance(error, UnknownBooking):
+        return HttpError(404, "not_found", "no such booking")
+    if isinstance(error, SlotTaken):
+        return HttpError(409, "slot_taken", "someone booked this slot first")
     if isinstance(error, DeliveryFailed):
         return HttpError(502, "delivery_failed", "kept in the transcript; the send failed")
     if isinstance(error, StoreError):

@@ -10,13 +10,16 @@ from bot.records import (
     NewEvent,
     OutboxItem,
     SurfaceRef,
+    Timer,
 )
 from bot.store.agents import Agent, AgentStore, AgentToken
+from bot.store.bookings import BookingStore
 from bot.store.conversations import (
     AlreadyHandled,
     ConcurrentUpdate,
     SavedTurn,
     StoredConversation,
+    TimerGone,
     TranscriptEntry,
     TurnWrite,
     UnknownConversation,
@@ -30,6 +33,7 @@ __all__ = [
     "AgentStore",
     "AgentToken",
     "AlreadyHandled",
+    "BookingStore",
     "ConcurrentUpdate",
     "Handoff",
     "HandoffStatus",
@@ -44,6 +48,8 @@ __all__ = [
     "SqlStore",
     "StoredConversation",
     "SurfaceRef",
+    "Timer",
+    "TimerGone",
     "TranscriptEntry",
     "TurnWrite",
     "UnknownConversation",

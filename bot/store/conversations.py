@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.errors import BotError, StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
+from bot.records import NewTimer, Timer
 from bot.store.db import Database
 from bot.store.inbox import claim_events, unclaim_events
 from bot.store.schema import conversations, inbox, messages, outbox
+from bot.store.timers import arm_timers, claim_timers, timer_row, unclaim_timers
 from bot.store.tx import IN_LIST, by_channel, insert, now_or
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
@@ -46,6 +48,15 @@ class AlreadyHandled(BotError):
     def __init__(self, inbox_id: int) -> None:
         self.inbox_id = inbox_id
         super().__init__(f"inbox event {inbox_id} was handled already")
+
+
+class TimerGone(BotError):
+    """The timer this turn fires was settled, cancelled or rescheduled by someone else first:
+    nothing of the turn was written."""
+
+    def __init__(self, timer_id: int) -> None:
+        self.timer_id = timer_id
+        super().__init__(f"timer {timer_id} is no longer due as found")
 
 
 class UnknownConversation(StoreError):
@@ -92,6 +103,8 @@ class TurnWrite:
     inbox_id: int | None = None  # the recorded inbound event this turn answers
     reply_token: str | None = None  # kept with the outbox item (see OutboxItem)
     event_at: datetime | None = None  # when the event answered happened (the token's age)
+    timer: Timer | None = None  # the due timer this turn fires (marked fired with it)
+    timers: Sequence[NewTimer] = ()  # timers this turn schedules (e.g. the flow's follow-ups)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +122,15 @@ class Conversations(Database):
         async with self._begin() as connection:
             row = (
                 await connection.execute(sa.select(conversations).where(*_is(key)))
+            ).one_or_none()
+        return None if row is None else _conversation(row._mapping)
+
+    async def load_by_id(self, conversation_id: int) -> StoredConversation | None:
+        async with self._begin() as connection:
+            row = (
+                await connection.execute(
+                    sa.select(conversations).where(conversations.c.id == conversation_id)
+                )
             ).one_or_none()
         return None if row is None else _conversation(row._mapping)
 
@@ -175,30 +197,32 @@ class Conversations(Database):
             inbox_id=inbox_id,
         )
         (saved,) = await self.save_turns([write], now=now)
-        if isinstance(saved, (ConcurrentUpdate, AlreadyHandled)):
+        if isinstance(saved, (ConcurrentUpdate, AlreadyHandled, TimerGone)):
             raise saved
         return saved
 
     async def save_turns(
         self, writes: Sequence[TurnWrite], *, now: datetime | None = None
-    ) -> list[SavedTurn | ConcurrentUpdate | AlreadyHandled]:
+    ) -> list[SavedTurn | ConcurrentUpdate | AlreadyHandled | TimerGone]:
         """`save_turn` for many conversations in one transaction (a batch of turns).
 
         Answers in the order given: what was saved, or a ConcurrentUpdate, of which nothing is
         written: the turn lost its race, or (SQLite) some turn of the batch did and the batch
         cannot tell which, so every turn of it is to be retried. AlreadyHandled: the turn's
         inbox event was marked processed by someone else first, and nothing of it is written
-        (an event's effects commit at most once, whoever runs it). Keys must be distinct; an
+        (an event's effects commit at most once, whoever runs it); TimerGone likewise for a
+        turn's timer (`TurnWrite.timer`). Keys must be distinct; an
         update names the `conversation_id` it loaded with its version.
         """
         now = now_or(now)
         for write in writes:
             if write.expected_version is not None and write.conversation_id is None:
                 raise ValueError(f"{write.key}: an update needs the conversation's id")
-        answers: list[SavedTurn | ConcurrentUpdate | AlreadyHandled] = []
+        answers: list[SavedTurn | ConcurrentUpdate | AlreadyHandled | TimerGone] = []
         lines: list[dict[str, Any]] = []
         line_owners: list[int] = []  # for each line, the index of its turn in `answers`
         deliveries: list[tuple[int, dict[str, Any]]] = []  # (index in answers, outbox row)
+        arming: list[dict[str, Any]] = []  # timers the turns schedule
         try:
             async with self._begin() as connection:
                 # A few statements for the whole batch, whatever its size. Writes come first:
@@ -213,6 +237,12 @@ class Conversations(Database):
                 taken = {
                     w.key for w in writes if w.inbox_id is not None and w.inbox_id not in claimed
                 }
+                # A timer's turn likewise: whoever marks the timer fired writes its turn.
+                fired = await claim_timers(
+                    connection, [w.timer for w in writes if w.timer and w.key not in taken], now
+                )
+                gone = {w.key for w in writes if w.timer is not None and w.timer.id not in fired}
+                taken |= gone
                 mine = [w for w in writes if w.key not in taken]
                 creates = [w for w in mine if w.expected_version is None]
                 created = await _create_many(connection, creates, now)
@@ -226,7 +256,15 @@ class Conversations(Database):
                         connection,
                         [w.inbox_id for w in mine if w.key in lost and w.inbox_id is not None],
                     )
+                if lost and fired:
+                    await unclaim_timers(
+                        connection, [w.timer.id for w in mine if w.key in lost and w.timer]
+                    )
                 for write in writes:
+                    if write.key in gone:
+                        assert write.timer is not None
+                        answers.append(TimerGone(write.timer.id))
+                        continue
                     if write.key in taken:
                         assert write.inbox_id is not None
                         answers.append(AlreadyHandled(write.inbox_id))
@@ -251,6 +289,17 @@ class Conversations(Database):
                         deliveries.append(
                             (len(answers) - 1, _outbox_row(conversation_id, write, now))
                         )
+                    arming += [
+                        timer_row(
+                            f"{new.kind}:{conversation_id}:{new.name}",
+                            kind=new.kind,
+                            conversation_id=conversation_id,
+                            due_at=new.due_at,
+                            payload=new.payload,
+                            now=now,
+                        )
+                        for new in write.timers
+                    ]
                 if lines:
                     line_ids = await connection.execute(
                         sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
@@ -269,6 +318,8 @@ class Conversations(Database):
                         saved = answers[index]
                         assert isinstance(saved, SavedTurn)
                         answers[index] = replace(saved, outbox_id=outbox_id)
+                if arming:
+                    await arm_timers(connection, arming)
         except _RaceInBatch:
             # Someone else saved one of these conversations meanwhile and the batch cannot
             # tell which: nothing was written; each turn is retried on its own.

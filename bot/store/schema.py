@@ -1,5 +1,5 @@
 """The schema as SQLAlchemy Core tables, portable between SQLite and PostgreSQL: conversations,
-transcripts, inbox, outbox, then handoffs, mode changes and agents.
+transcripts, inbox, outbox, leases, timers, then handoffs, mode changes and agents.
 
 Migrations in `migrations/versions/` create these; a test checks the two never drift apart.
 """
@@ -170,6 +170,38 @@ leases: Final = sa.Table(
 )
 
 
+# Durable timers (migration 0008): a row per timer, fired by the background jobs exactly once
+# (the firing turn marks it in its own transaction), so a restart loses and repeats none.
+timers: Final = sa.Table(
+    "timers",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("key", sa.String(255), nullable=False),  # the scheduler's name for it
+    sa.Column("kind", sa.String(64), nullable=False),  # which handler runs it
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),  # gone with the user's data
+        nullable=True,
+    ),
+    sa.Column("due_at", UtcDateTime(), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("fired_at", UtcDateTime(), nullable=True),
+    sa.Column("cancelled_at", UtcDateTime(), nullable=True),
+    sa.Column("outcome", sa.String(64), nullable=True),  # "sent", "skipped: <why>", "failed"
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.UniqueConstraint("key"),
+    sa.Index(None, "conversation_id"),
+    sa.Index(
+        "ix_timers_due",
+        "due_at",
+        sqlite_where=sa.text("fired_at IS NULL AND cancelled_at IS NULL"),
+        postgresql_where=sa.text("fired_at IS NULL AND cancelled_at IS NULL"),
+    ),
+)
+
 # ---------------------------------------------------------------- handoffs and agents
 
 HANDOFF_STATUSES: Final = ("waiting", "claimed", "released", "cancelled")
@@ -314,4 +346,91 @@ audit_log: Final = sa.Table(
     sa.Column("subject", sa.String(255), nullable=False),  # "line:sha256:<16 hex>"
     sa.Column("detail", sa.JSON(), nullable=False),  # counts, never content
     sa.Index(None, "at"),
+)
+
+
+# ---------------------------------------------------------------- booking (migration 0009_booking)
+
+AVAILABILITY_KINDS: Final = ("weekly", "extra", "off")
+BOOKING_STATUSES: Final = ("booked", "cancelled")
+
+# When an agent takes consultations: weekly hours (`weekday`, 0 = Monday), and exceptions on
+# one `day`: extra hours, or a day (or part of one) off. Times are the agents' local clock
+# (BOOKING_ZONE), "HH:MM"; an `off` row without times is the whole day.
+availability: Final = sa.Table(
+    "availability",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("agent_id", Id, sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("weekday", sa.Integer(), nullable=True),
+    sa.Column("day", sa.Date(), nullable=True),
+    sa.Column("start_time", sa.String(5), nullable=True),
+    sa.Column("end_time", sa.String(5), nullable=True),
+    sa.CheckConstraint("kind IN ('weekly', 'extra', 'off')", name="kind"),
+    sa.Index(None, "agent_id"),
+)
+
+# How a user wants to be reached, given with their consent to the privacy policy (its version
+# and when). One row per conversation: deleted with it (forget, retention purge).
+contacts: Final = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("phone", sa.String(32), nullable=True),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("consent_at", UtcDateTime(), nullable=False),
+    sa.Column("policy_version", sa.String(64), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint("method IN ('chat', 'phone', 'email')", name="method"),
+)
+
+bookings: Final = sa.Table(
+    "bookings",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("agent_id", Id, sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("starts_at", UtcDateTime(), nullable=False),
+    sa.Column("ends_at", UtcDateTime(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),  # the .ics URL's secret part
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("cancelled_at", UtcDateTime(), nullable=True),
+    # Where the booking shows on agent surfaces, e.g. {"slack": {"channel": "C…", "ts": "…"}}.
+    sa.Column("refs", sa.JSON(), nullable=False),
+    sa.CheckConstraint("status IN ('booked', 'cancelled')", name="status"),
+    sa.UniqueConstraint("token"),
+    # One slot, one booking, decided by the database: of two users racing for a slot, the
+    # second INSERT fails whichever process runs it.
+    sa.Index(
+        "uq_bookings_slot",
+        "agent_id",
+        "starts_at",
+        unique=True,
+        sqlite_where=sa.text("status = 'booked'"),
+        postgresql_where=sa.text("status = 'booked'"),
+    ),
+    # And one booking per user at a time (a reschedule cancels the old one in the same
+    # transaction).
+    sa.Index(
+        "uq_bookings_open_conversation",
+        "conversation_id",
+        unique=True,
+        sqlite_where=sa.text("status = 'booked'"),
+        postgresql_where=sa.text("status = 'booked'"),
+    ),
+    sa.Index(None, "starts_at"),
 )

@@ -6,9 +6,10 @@ from bot.store.conversations import Conversations
 from bot.store.inbox import Inbox
 from bot.store.leases import Leases
 from bot.store.outbox import Outbox
+from bot.store.timers import Timers
 from bot.store.users import Users
 
 
-class SqlStore(Conversations, Inbox, Outbox, Leases, Users):
-    """Conversations, the inbox, the outbox, leases and users' data on SQLite or PostgreSQL; each method is one
+class SqlStore(Conversations, Inbox, Outbox, Leases, Timers, Users):
+    """Conversations, the inbox, the outbox, leases, timers and users' data on SQLite or PostgreSQL; each method is one
     transaction (handoffs and agents have their own stores on the same engine)."""

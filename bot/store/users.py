@@ -15,6 +15,8 @@ from bot.models import ConversationKey
 from bot.store.db import Database
 from bot.store.schema import (
     audit_log,
+    bookings,
+    contacts,
     conversations,
     handoffs,
     inbox,
@@ -85,6 +87,16 @@ class Users(Database):
                         ),
                         ("conversation_id",),
                     ),
+                    "contact": await _rows(
+                        connection,
+                        sa.select(contacts).where(contacts.c.conversation_id == conversation_id),
+                        ("conversation_id",),
+                    ),
+                    "bookings": await _rows(
+                        connection,
+                        sa.select(bookings).where(bookings.c.conversation_id == conversation_id),
+                        ("conversation_id", "token"),
+                    ),
                     "outbox": await _rows(
                         connection,
                         sa.select(outbox).where(outbox.c.conversation_id == conversation_id),
@@ -101,8 +113,8 @@ class Users(Database):
     async def forget_user(
         self, key: ConversationKey, *, who: str, now: datetime | None = None
     ) -> dict[str, int]:
-        """Delete the user's conversation with its transcript, handoffs, mode changes and
-        undelivered replies (by cascade), and blank their inbox events (the rows stay, without
+        """Delete the user's conversation with its transcript, handoffs, mode changes, contact
+        details, bookings and undelivered replies (by cascade), and blank their inbox events (the rows stay, without
         payload or address, so a late redelivery is still known as seen). Returns the counts
         the audit entry records."""
         c = conversations.c

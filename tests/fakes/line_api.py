@@ -1,7 +1,9 @@
 """A fake LINE Messaging API on 127.0.0.1, and LINE's side of the webhook, for tests and bench.
 
-`FakeLineApi` serves reply, push and the loading animation over real HTTP (aiohttp in its own
-thread, so the app under test talks to it through the SDK exactly as to LINE). It
+`FakeLineApi` serves reply, push, the loading animation, the push quota and its consumption,
+and rich menus (create, list, delete, the default; the image on a second port standing for the
+data API host, `data_url`) over real HTTP (aiohttp in its own thread, so the app under test
+talks to it through the SDK exactly as to LINE). It
 
 - validates every request body against the schemas of LINE's `messaging-api.yml` (discriminated
   types dispatched as LINE does), plus the limits LINE documents but the spec leaves out
@@ -57,7 +59,20 @@ CHANNEL_SECRET: Final = "fake-line-channel-secret"
 TOKEN_SECRET: Final = b"fake-line-reply-tokens"
 BOT_USER_ID: Final = "U" + "b0" * 16
 
-Operation = Literal["reply", "push", "loading"]
+Operation = Literal[
+    "reply",
+    "push",
+    "loading",
+    "quota",
+    "quota consumption",
+    "richmenu create",
+    "richmenu list",
+    "richmenu delete",
+    "richmenu image",
+    "richmenu default set",
+    "richmenu default get",
+    "richmenu default cancel",
+]
 _PATHS: Final[dict[str, Operation]] = {
     "/v2/bot/message/reply": "reply",
     "/v2/bot/message/push": "push",
@@ -67,7 +82,18 @@ _REQUEST_SCHEMAS: Final[dict[Operation, str]] = {
     "reply": "ReplyMessageRequest",
     "push": "PushMessageRequest",
     "loading": "ShowLoadingAnimationRequest",
+    "richmenu create": "RichMenuRequest",
 }
+# Rich menus: LINE's documented limits (developers.line.biz, "Rich menu object", "Upload rich
+# menu image"), which the spec leaves out.
+RICH_MENU_WIDTH: Final = (800, 2500)
+RICH_MENU_MIN_HEIGHT: Final = 250
+RICH_MENU_MIN_RATIO: Final = 1.45  # width / height
+MAX_RICH_MENU_AREAS: Final = 20
+MAX_CHAT_BAR_TEXT: Final = 14
+MAX_POSTBACK_DATA: Final = 300
+MAX_RICH_MENU_IMAGE: Final = 1024 * 1024
+MAX_RICH_MENUS: Final = 1000
 # Documented at developers.line.biz but not expressed in messaging-api.yml.
 MAX_TEXT: Final = 5000  # UTF-16 code units
 MAX_ACTION_LABEL: Final = 20
@@ -129,6 +155,7 @@ class SdkValidator:
         "ReplyMessageRequest": "linebot.v3.messaging",
         "PushMessageRequest": "linebot.v3.messaging",
         "ShowLoadingAnimationRequest": "linebot.v3.messaging",
+        "RichMenuRequest": "linebot.v3.messaging",
         "CallbackRequest": "linebot.v3.webhooks",
     }
 
@@ -267,12 +294,26 @@ class FakeLineApi:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._data_runner: web.AppRunner | None = None
+        self.data_port = 0
+        # The push allowance this month (None: no limit) and usage counted besides the pushes
+        # the fake delivered (replies are free, as on LINE).
+        self.quota_limit: int | None = 200
+        self.extra_usage = 0
+        self.rich_menus: dict[str, dict[str, Any]] = {}  # id -> the menu as created
+        self.rich_menu_images: dict[str, tuple[str, bytes]] = {}  # id -> (content type, bytes)
+        self.default_rich_menu: str | None = None
 
     # ------------------------------------------------------------ running
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def data_url(self) -> str:
+        """The data API host (api-data.line.me): rich menu images."""
+        return f"http://{self.host}:{self.data_port}"
 
     def start(self) -> FakeLineApi:
         ready = threading.Event()
@@ -302,8 +343,9 @@ class FakeLineApi:
     def close(self) -> None:
         if self._loop is None or self._thread is None:
             return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        for runner in (self._runner, self._data_runner):
+            if runner is not None:
+                asyncio.run_coroutine_threadsafe(runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
@@ -400,6 +442,14 @@ class FakeLineApi:
         app.router.add_post("/v2/bot/message/push", self._handle)
         app.router.add_post("/v2/bot/chat/loading/start", self._handle)
         app.router.add_get("/v2/bot/info", self._bot_info)
+        app.router.add_get("/v2/bot/message/quota", self._quota)
+        app.router.add_get("/v2/bot/message/quota/consumption", self._consumption)
+        app.router.add_post("/v2/bot/richmenu", self._create_rich_menu)
+        app.router.add_get("/v2/bot/richmenu/list", self._list_rich_menus)
+        app.router.add_delete("/v2/bot/richmenu/{id}", self._delete_rich_menu)
+        app.router.add_post("/v2/bot/user/all/richmenu/{id}", self._set_default_rich_menu)
+        app.router.add_get("/v2/bot/user/all/richmenu", self._get_default_rich_menu)
+        app.router.add_delete("/v2/bot/user/all/richmenu", self._cancel_default_rich_menu)
         app.router.add_get("/_fake/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -408,6 +458,142 @@ class FakeLineApi:
         server = site._server
         if self.port == 0 and server is not None and hasattr(server, "sockets"):
             self.port = server.sockets[0].getsockname()[1]
+        data = web.Application(client_max_size=4 * 1024 * 1024)
+        data.router.add_post("/v2/bot/richmenu/{id}/content", self._upload_rich_menu_image)
+        self._data_runner = web.AppRunner(data, access_log=None, shutdown_timeout=1.0)
+        await self._data_runner.setup()
+        data_site = web.TCPSite(self._data_runner, self.host, self.data_port)
+        await data_site.start()
+        data_server = data_site._server
+        if self.data_port == 0 and data_server is not None and hasattr(data_server, "sockets"):
+            self.data_port = data_server.sockets[0].getsockname()[1]
+
+    # ------------------------------------------------------------ quota and rich menus
+
+    async def _quota(self, request: web.Request) -> web.Response:
+        def act(call: Call) -> tuple[int, Any]:
+            if self.quota_limit is None:
+                return 200, {"type": "none"}
+            return 200, {"type": "limited", "value": self.quota_limit}
+
+        return await self._simple("quota", request, act)
+
+    async def _consumption(self, request: web.Request) -> web.Response:
+        def act(call: Call) -> tuple[int, Any]:
+            pushed = sum(1 for d in self.delivered if d.via == "push")
+            return 200, {"totalUsage": pushed + self.extra_usage}
+
+        return await self._simple("quota consumption", request, act)
+
+    async def _create_rich_menu(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+
+        def act(call: Call) -> tuple[int, Any]:
+            call.body = body
+            if body is None:
+                return 400, {"message": "The request body is not JSON"}
+            errors = self._check("richmenu create", body, None)
+            if errors:
+                call.errors = errors
+                return 400, {"message": "The request body is invalid", "details": errors}
+            if len(self.rich_menus) >= MAX_RICH_MENUS:
+                return 400, {"message": "Too many rich menus"}
+            menu_id = "richmenu-" + uuid.uuid4().hex
+            self.rich_menus[menu_id] = {"richMenuId": menu_id, **copy.deepcopy(body)}
+            return 200, {"richMenuId": menu_id}
+
+        return await self._simple("richmenu create", request, act)
+
+    async def _list_rich_menus(self, request: web.Request) -> web.Response:
+        def act(call: Call) -> tuple[int, Any]:
+            return 200, {"richmenus": [copy.deepcopy(m) for m in self.rich_menus.values()]}
+
+        return await self._simple("richmenu list", request, act)
+
+    async def _delete_rich_menu(self, request: web.Request) -> web.Response:
+        menu_id = request.match_info["id"]
+
+        def act(call: Call) -> tuple[int, Any]:
+            if self.rich_menus.pop(menu_id, None) is None:
+                return 404, {"message": "Not found"}
+            self.rich_menu_images.pop(menu_id, None)
+            if self.default_rich_menu == menu_id:
+                self.default_rich_menu = None
+            return 200, {}
+
+        return await self._simple("richmenu delete", request, act)
+
+    async def _set_default_rich_menu(self, request: web.Request) -> web.Response:
+        menu_id = request.match_info["id"]
+
+        def act(call: Call) -> tuple[int, Any]:
+            if menu_id not in self.rich_menus:
+                return 404, {"message": "Not found"}
+            if menu_id not in self.rich_menu_images:
+                return 400, {"message": "must upload richmenu image before applying it to user"}
+            self.default_rich_menu = menu_id
+            return 200, {}
+
+        return await self._simple("richmenu default set", request, act)
+
+    async def _get_default_rich_menu(self, request: web.Request) -> web.Response:
+        def act(call: Call) -> tuple[int, Any]:
+            if self.default_rich_menu is None:
+                return 404, {"message": "no default richmenu"}
+            return 200, {"richMenuId": self.default_rich_menu}
+
+        return await self._simple("richmenu default get", request, act)
+
+    async def _cancel_default_rich_menu(self, request: web.Request) -> web.Response:
+        def act(call: Call) -> tuple[int, Any]:
+            self.default_rich_menu = None
+            return 200, {}
+
+        return await self._simple("richmenu default cancel", request, act)
+
+    async def _upload_rich_menu_image(self, request: web.Request) -> web.Response:
+        menu_id = request.match_info["id"]
+        content_type = request.headers.get("Content-Type", "")
+        image = await request.read()
+
+        def act(call: Call) -> tuple[int, Any]:
+            call.body = {"content_type": content_type, "bytes": len(image)}
+            menu = self.rich_menus.get(menu_id)
+            if menu is None:
+                return 404, {"message": "Not found"}
+            if menu_id in self.rich_menu_images:
+                return 400, {"message": "An image has already been uploaded to the richmenu"}
+            errors = _rich_menu_image_errors(content_type, image, menu["size"])
+            if errors:
+                call.errors = errors
+                return 400, {"message": "Invalid image", "details": errors}
+            self.rich_menu_images[menu_id] = (content_type, image)
+            return 200, {}
+
+        return await self._simple("richmenu image", request, act)
+
+    async def _simple(self, operation: Operation, request: web.Request, act: Any) -> web.Response:
+        """Authentication, `down()` and faults as for messages, then `act(call)` under the lock."""
+        call = Call(operation, 0, None, None, uuid.uuid4().hex, time.time())
+        if request.headers.get("Authorization") != f"Bearer {self.access_token}":
+            return self._answer(call, 401, "Authentication failed")
+        with self._lock:
+            down = self._down
+        if down:
+            return self._answer(call, 500, _STATUS_TEXT[500])
+        fault = self._take_fault(operation)
+        if fault is not None and fault.status != 200:
+            return self._answer(call, fault.status, fault.message)
+        with self._lock:
+            status, answer = act(call)
+        call.status = status
+        self._record(call)
+        return web.json_response(
+            answer, status=status, headers={"x-line-request-id": call.request_id}
+        )
 
     async def _bot_info(self, request: web.Request) -> web.Response:
         """GET /v2/bot/info: whose webhooks carry `destination` BOT_USER_ID."""
@@ -489,6 +675,8 @@ class FakeLineApi:
                 errors.append({"message": "Invalid to", "property": "to"})
             if retry_key is not None and not _is_uuid(retry_key):
                 errors.append({"message": "must be a UUID", "property": "X-Line-Retry-Key"})
+        if operation == "richmenu create":
+            return errors + _rich_menu_limits(body)
         if operation == "loading":
             seconds = body.get("loadingSeconds", 20)
             if isinstance(seconds, int) and seconds % 5:
@@ -852,6 +1040,65 @@ def _flex_texts(node: Any, where: str) -> list[dict[str, str]]:
         if key in node:
             errors += _flex_texts(node[key], f"{where}.{key}")
     return errors
+
+
+def _rich_menu_limits(menu: dict[str, Any]) -> list[dict[str, str]]:
+    """What LINE documents of a rich menu beyond the spec's schema."""
+    errors: list[dict[str, str]] = []
+    for required in ("size", "selected", "name", "chatBarText", "areas"):
+        if required not in menu:
+            errors.append({"message": "must be specified", "property": required})
+    size = menu.get("size") or {}
+    width, height = size.get("width", 0), size.get("height", 0)
+    if not RICH_MENU_WIDTH[0] <= width <= RICH_MENU_WIDTH[1]:
+        errors.append({"message": "must be between 800 and 2500", "property": "size.width"})
+    if height < RICH_MENU_MIN_HEIGHT or (height and width / height < RICH_MENU_MIN_RATIO):
+        errors.append({"message": "invalid aspect ratio", "property": "size.height"})
+    if len(str(menu.get("chatBarText", ""))) > MAX_CHAT_BAR_TEXT:
+        errors.append({"message": "size must be between 0 and 14", "property": "chatBarText"})
+    areas = menu.get("areas") or []
+    if len(areas) > MAX_RICH_MENU_AREAS:
+        errors.append({"message": "size must be between 0 and 20", "property": "areas"})
+    for index, area in enumerate(areas):
+        where = f"areas[{index}]"
+        bounds = area.get("bounds") or {}
+        x, y = bounds.get("x", 0), bounds.get("y", 0)
+        if x + bounds.get("width", 0) > width or y + bounds.get("height", 0) > height:
+            errors.append(
+                {"message": "must be inside the rich menu", "property": f"{where}.bounds"}
+            )
+        action = area.get("action") or {}
+        if action.get("type") == "postback":
+            if len(str(action.get("data", ""))) > MAX_POSTBACK_DATA:
+                errors.append({"message": "too long", "property": f"{where}.action.data"})
+            if len(str(action.get("displayText", ""))) > MAX_DISPLAY_TEXT:
+                errors.append({"message": "too long", "property": f"{where}.action.displayText"})
+        if len(str(action.get("label", ""))) > MAX_ACTION_LABEL:
+            errors.append({"message": "too long", "property": f"{where}.action.label"})
+    return errors
+
+
+def _rich_menu_image_errors(
+    content_type: str, image: bytes, size: dict[str, int]
+) -> list[dict[str, str]]:
+    """JPEG or PNG, at most 1 MB, exactly the menu's size (LINE refuses anything else)."""
+    if content_type not in ("image/png", "image/jpeg"):
+        return [{"message": "must be image/png or image/jpeg", "property": "Content-Type"}]
+    if len(image) > MAX_RICH_MENU_IMAGE:
+        return [{"message": "must be 1 MB or smaller", "property": "body"}]
+    dimensions = _png_size(image) if content_type == "image/png" else None
+    if content_type == "image/png" and dimensions is None:
+        return [{"message": "not a PNG image", "property": "body"}]
+    if dimensions is not None and dimensions != (size.get("width"), size.get("height")):
+        return [{"message": f"image is {dimensions}, the menu {size}", "property": "body"}]
+    return []
+
+
+def _png_size(image: bytes) -> tuple[int, int] | None:
+    """A PNG's width and height from its IHDR chunk (without an image library)."""
+    if len(image) < 24 or image[:8] != b"\x89PNG\r\n\x1a\n" or image[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(image[16:20], "big"), int.from_bytes(image[20:24], "big")
 
 
 def _gone(request: web.Request) -> bool:

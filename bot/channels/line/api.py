@@ -8,6 +8,7 @@ import logging
 import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import aiohttp
@@ -133,6 +134,18 @@ def _with_messages(request: Any, wired: list[dict[str, Any]]) -> dict[str, Any]:
     return body
 
 
+@dataclass(frozen=True, slots=True)
+class LineQuota:
+    """Messages LINE lets the channel push this month (`limit`, None: no limit) and used."""
+
+    limit: int | None
+    used: int
+
+    @property
+    def used_ratio(self) -> float | None:
+        return self.used / self.limit if self.limit else None
+
+
 class LineApi:
     """Reply, push and the loading animation for one channel access token."""
 
@@ -194,6 +207,19 @@ class LineApi:
         user_id: str = info.user_id
         return user_id
 
+    async def quota(self) -> LineQuota:
+        """This month's push allowance and what is used of it (GET /v2/bot/message/quota and
+        /quota/consumption); replies are free and not counted."""
+        limit = await self._call(
+            "quota", lambda: self._api.get_message_quota(_request_timeout=self._timeout)
+        )
+        used = await self._call(
+            "quota consumption",
+            lambda: self._api.get_message_quota_consumption(_request_timeout=self._timeout),
+        )
+        limited = str(getattr(limit.type, "value", limit.type)) == "limited"
+        return LineQuota(limit=int(limit.value) if limited else None, used=int(used.total_usage))
+
     async def show_loading(self, chat_id: str, *, seconds: int = 5) -> None:
         """The typing dots in a 1:1 chat; they vanish when our next message arrives."""
         request = ShowLoadingAnimationRequest(chatId=chat_id, loadingSeconds=seconds)
@@ -226,7 +252,7 @@ class LineApi:
             with span(f"line {operation}"):
                 return await call()
         except ApiException as exc:
-            raise _translate(operation, exc) from None
+            raise translate_error(operation, exc) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Connection refused, reset, or no answer in time: LINE may or may not have
             # acted on the request.
@@ -243,7 +269,7 @@ def _proxy_for(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
     return str(proxy), auth
 
 
-def _translate(operation: str, exc: ApiException) -> LineApiError:
+def translate_error(operation: str, exc: ApiException) -> LineApiError:
     status = int(exc.status or 0)
     message, details = _error_body(exc.body)
     headers = exc.headers or {}

@@ -118,7 +118,7 @@ async def login(
 
 
 def sign_in_page(request: Request, *, error: str = "", status_code: int = 200) -> Response:
-    return _render(request, "login.html", {"error": error}, status_code=status_code)
+    return render(request, "login.html", {"error": error}, status_code=status_code)
 
 
 def _slow_down(request: Request, seconds: int) -> Response:
@@ -143,7 +143,7 @@ async def logout(request: Request) -> Response:
 @router.get("", response_class=HTMLResponse)
 async def queue_page(request: Request, agent: SessionAgent) -> Response:
     handoffs = await _console(request).runtime.desk.handoffs.queue()
-    return _render(
+    return render(
         request,
         "queue.html",
         {"me": agent, "handoffs": [handoff_view(h) for h in handoffs]},
@@ -160,7 +160,7 @@ async def handoff_page(request: Request, handoff_id: HandoffId, agent: SessionAg
     transcript = await runtime.store.transcript(handoff.conversation_id, limit=500)
     changes_ = await runtime.desk.handoffs.mode_changes(handoff.conversation_id)
     detail = detail_view(handoff, transcript, changes_)
-    return _render(
+    return render(
         request,
         "handoff.html",
         {
@@ -226,9 +226,10 @@ def _ref(agent: Agent) -> AgentRef:
     return AgentRef(id=agent.name, name=agent.display_name, via="console")
 
 
-def _render(
+def render(
     request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
 ) -> Response:
+    """A console page from its template, with the CSRF token and any flash message."""
     template = _console(request).templates.get_template(name)
     flash = request.session.pop("flash", None)
     html = template.render(**context, csrf=csrf_token(request), flash=flash)

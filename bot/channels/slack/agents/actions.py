@@ -32,6 +32,7 @@ from bot.channels.slack.agents.blocks import (
     NOTE_MARK,
     SLACK_AGENT_PREFIX,
     agent_said,
+    booking_card,
     cancelled_note,
     card,
     claimed_note,
@@ -54,7 +55,7 @@ from bot.config import Settings
 from bot.core.ports import AgentDesk, AgentRef, HandoffRefs, InboxEvent
 from bot.errors import AlreadyClaimed, DeliveryFailed, HandoffClosed, NotHolder, UnknownHandoff
 from bot.models import StoredMessage
-from bot.records import Handoff, HandoffStatus
+from bot.records import Booking, Handoff, HandoffStatus
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,10 @@ def start(
 
 class SlackAgentSurface:
     """The desk's `AgentSurface` in Slack: keeps each handoff's card current and its thread
-    told. Moves on one handoff are shown one at a time, in the order the desk made them."""
+    told. Moves on one handoff are shown one at a time, in the order the desk made them.
+    Also a `BookingSurface`: a card per booking, updated when it moves or is cancelled."""
+
+    surface_name: Final = REF
 
     def __init__(
         self, *, client: AsyncWebClient, handoffs: HandoffRefs, config: AgentChannelConfig
@@ -162,6 +166,31 @@ class SlackAgentSurface:
 
     async def cancelled(self, handoff: Handoff) -> None:
         await self._moved(handoff, "cancelled", cancelled_note(handoff))
+
+    # ------------------------------------------------------------ BookingSurface
+
+    async def booking_changed(self, booking: Booking, *, when: str) -> dict[str, Any] | None:
+        link = f"{self.config.public_url}/console/bookings" if self.config.public_url else None
+        message = booking_card(booking, when=when, link=link)
+        known = booking.refs.get(REF)
+        if isinstance(known, dict) and known.get("channel") == self.config.channel:
+            try:
+                await call(
+                    "chat.update",
+                    self._client.chat_update(
+                        channel=known["channel"], ts=known["ts"], **message.as_args()
+                    ),
+                )
+                return None
+            except SlackApiFailure as failure:
+                if failure.code != "message_not_found":
+                    raise
+                log.warning("the card of booking %d was deleted; posting it again", booking.id)
+        posted = await call(
+            "chat.postMessage",
+            self._client.chat_postMessage(channel=self.config.channel, **message.as_args()),
+        )
+        return {"channel": self.config.channel, "ts": str(posted["ts"])}
 
     # ------------------------------------------------------------ for the actions
 

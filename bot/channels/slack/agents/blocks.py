@@ -13,7 +13,7 @@ from typing import Any, Final
 from bot.channels.slack.blocks import MAX_BLOCKS, MAX_SECTION_TEXT, SlackMessage
 from bot.core.ports import AgentRef
 from bot.models import StoredMessage
-from bot.records import Handoff, HandoffStatus, summary_lines
+from bot.records import Booking, Handoff, HandoffStatus, summary_lines
 
 ACTION_PREFIX: Final = "yarigai.agent."
 """Agent buttons' `action_id`s start with this (not with the user buttons' prefix)."""
@@ -242,3 +242,27 @@ def _clip(text: str, limit: int) -> str:
 def _escape(text: str) -> str:
     """Slack's mrkdwn gives &, < and > meaning; these three must be escaped."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ---------------------------------------------------------------- bookings
+
+
+def booking_card(booking: Booking, *, when: str, link: str | None = None) -> SlackMessage:
+    """A booked consultation as agents see it; re-rendered when it moves or is cancelled."""
+    channel = CHANNEL_LABELS.get(booking.key.channel.value, booking.key.channel.value)
+    cancelled = booking.status == "cancelled"
+    title = f"面談の予約 #{booking.id}"
+    shown_when = f"~{_escape(when)}~" if cancelled else f"*{_escape(when)}*"
+    blocks: list[Block] = [
+        {"type": "header", "text": _plain(title)},
+        _mrkdwn(
+            f"{shown_when}\n*担当:* {_escape(booking.agent_name)} ・ *{channel}* のユーザー"
+            f"\n*お名前:* {_escape(booking.contact_name or '（未登録）')}"
+        ),
+        _mrkdwn("キャンセルされました" if cancelled else "予約済み"),
+    ]
+    if link:
+        blocks.append(_context(f"<{link}|予約の一覧をコンソールで見る>", mrkdwn=True))
+    state = "キャンセル" if cancelled else "予約済み"
+    text = f"{title}: {when}（{booking.agent_name}）{state}"
+    return SlackMessage(text=_clip(text, MAX_FALLBACK_TEXT), blocks=tuple(blocks))
