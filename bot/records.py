@@ -11,6 +11,34 @@ from typing import Any, Literal
 from bot.models import Channel, ConversationKey, Mode
 
 OutboxStatus = Literal["pending", "sent", "failed"]
+FactKind = Literal[
+    "entered",
+    "answer",
+    "pick",
+    "not_understood",
+    "result",
+    "step",
+    "handoff_requested",
+    "handoff_claimed",
+    "handoff_released",
+    "booking_made",
+    "ended",
+    "abandoned",
+]
+"""What analytics records (see `bot.store.schema.facts`); `booking_made` waits for booking."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fact:
+    """One thing that happened in a conversation, for analytics: never what anyone wrote.
+    The store adds the conversation, its run, flow, version, variant, channel and the time."""
+
+    kind: FactKind
+    state: str | None = None
+    value: str | None = None
+    how: Literal["tapped", "typed"] | None = None
+    stage: str | None = None  # typed: the NLU stage that understood it (or failed to)
+    seconds: float | None = None  # an answer: how long after the question was asked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,10 +25,11 @@ from bot.core.leases import LeaseKeeper, job_lease
 from bot.core.lookup import ConversationLookup
 from bot.core.outbox import Outbox, OutboxTuning
 from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
-from bot.core.service import ConversationService
+from bot.core.service import ConversationService, EngineVariant
 from bot.engine import Engine
 from bot.errors import FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
+from bot.flows.variants import resolve
 from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.hours import AgentHours
@@ -204,11 +205,19 @@ async def _build(
     jobs_tuning: JobsTuning,
 ) -> Runtime:
     metrics = Metrics()
-    nlu = _Traced(build_understander(flows.values(), cache_dir=default_cache_dir()))
-    engines = {name: Engine(flow, understand=nlu) for name, flow in flows.items()}
+    resolved = {name: resolve(flow) for name, flow in flows.items()}
+    every_flow = [variant.flow for variants in resolved.values() for variant in variants]
+    nlu = _Traced(build_understander(every_flow, cache_dir=default_cache_dir()))
+    # Each A/B variant is a plain flow of its own; the service picks one per conversation.
+    built = {
+        name: [EngineVariant(v.id, v.weight, Engine(v.flow, understand=nlu)) for v in variants]
+        for name, variants in resolved.items()
+    }
+    engines = {name: variants[0].engine for name, variants in built.items()}
     service = ConversationService(
         store=store,
         engines=engines,
+        variants={name: built[name] for name, flow in flows.items() if flow.spec.variants},
         default_flow=settings.default_flow,
         metrics=metrics,
         foreground=foreground,

@@ -12,14 +12,16 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from bot.core.backpressure import Foreground
+from bot.core.facts import turn_facts
 from bot.core.group_commit import GroupCommit
 from bot.core.ports import Reply
 from bot.engine import Engine
 from bot.errors import StoreError
+from bot.flows.variants import NO_VARIANT, assign
 from bot.metrics import Metrics
 from bot.models import (
     Channel,
@@ -133,12 +135,23 @@ class HandoffHooks(Protocol):
 TurnListener = Callable[[ConversationKey, Reply, Turn | None], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class EngineVariant:
+    """One A/B variant of a flow, ready to run (see `bot.flows.variants`)."""
+
+    id: str
+    weight: int
+    engine: Engine
+
+
 @dataclass
 class ConversationService:
     store: SqlStore
     engines: Mapping[str, Engine]
     default_flow: str
     metrics: Metrics = field(default_factory=Metrics)
+    # flow id: its A/B variants; a flow absent here runs `engines[flow]` as variant ''.
+    variants: Mapping[str, Sequence[EngineVariant]] = field(default_factory=dict)
     listeners: list[TurnListener] = field(default_factory=list)
     hooks: HandoffHooks | None = None
     # Webhook acknowledgements go first: each batch of turns waits for them (bot/core/backpressure.py).
@@ -243,10 +256,31 @@ class ConversationService:
             conversation_id=0, messages=(TextOut(text=FORGOTTEN),), mode=Mode.BOT, forgotten=True
         )
 
-    def engine_for(self, stored: StoredConversation | None) -> Engine:
-        if stored is not None and stored.state.flow in self.engines:
-            return self.engines[stored.state.flow]
-        return self.engines[self.default_flow]
+    def engine_for(
+        self, stored: StoredConversation | None, key: ConversationKey | None = None
+    ) -> Engine:
+        return self.variant_for(stored, key)[1]
+
+    def variant_for(
+        self, stored: StoredConversation | None, key: ConversationKey | None = None
+    ) -> tuple[str, Engine]:
+        """The conversation's variant and engine: the one it was given, kept for good; a new
+        conversation's by a hash of its channel and address (the same user, the same one)."""
+        flow = stored.state.flow if stored is not None else self.default_flow
+        if flow not in self.engines:
+            flow = self.default_flow
+        variants = self.variants.get(flow)
+        if not variants:
+            return NO_VARIANT, self.engines[flow]
+        if stored is not None and stored.state.flow == flow:
+            kept = next((v for v in variants if v.id == stored.variant), None)
+            if kept is not None:
+                return kept.id, kept.engine
+        key = key or (stored.key if stored is not None else None)
+        if key is None:
+            return variants[0].id, variants[0].engine
+        chosen = assign(variants, flow=flow, channel=key.channel.value, address=key.address)
+        return chosen.id, chosen.engine
 
     # ------------------------------------------------------------ turns
 
@@ -294,6 +328,7 @@ class ConversationService:
                     elif isinstance(result, AlreadyHandled):
                         outcomes[index] = result
                     else:
+                        self._count(plan.write)
                         outcomes[index] = plan.answer(result)
         for index in sorted(alone):
             try:
@@ -315,6 +350,7 @@ class ConversationService:
             if isinstance(saved, AlreadyHandled):
                 raise saved
             if not isinstance(saved, ConcurrentUpdate):
+                self._count(plan.write)
                 return plan.answer(saved)
             if attempt == _SAVE_ATTEMPTS - 1:
                 raise saved
@@ -344,6 +380,8 @@ class ConversationService:
                 conversation_id=stored.id,
                 inbound=[inbound] if inbound else [],
                 inbox_id=ask.inbox_id,
+                variant=stored.variant,
+                run_at=stored.run_at,
             )
             return _Plan(write=write, said=(), mode=mode, heard=heard)
 
@@ -355,7 +393,7 @@ class ConversationService:
             event = StartIn()
         if isinstance(event, LeftIn | JoinedGroupIn):  # answered by `_outside_turn`
             raise TypeError(f"{event.kind} is not a turn")
-        engine = self.engine_for(stored)
+        variant, engine = self.variant_for(stored, ask.key)
         previous = stored.state if stored else None
         if previous is not None and previous.flow != engine.spec.flow:
             previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
@@ -391,6 +429,15 @@ class ConversationService:
                 )
         bodies = [m.model_dump(mode="json") for m in said]
         outbound = _outbound_entries(said, bodies)
+        recorded = turn_facts(
+            engine.spec,
+            stored.state if stored else None,
+            event,
+            turn,
+            handoff=handoff is not None,
+            asked_at=stored.updated_at if stored else None,
+            now=datetime.now(UTC),
+        )
         write = TurnWrite(
             key=ask.key,
             state=turn.conversation,
@@ -403,6 +450,10 @@ class ConversationService:
             inbox_id=ask.inbox_id,
             reply_token=ask.reply_token,
             event_at=ask.event_at,
+            variant=variant,
+            run_at=stored.run_at if stored else None,
+            facts=recorded.facts,
+            new_run=recorded.new_run,
         )
         return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
 
@@ -433,8 +484,13 @@ class ConversationService:
             inbox_id=ask.inbox_id,
             reply_token=ask.reply_token,
             event_at=ask.event_at,
+            variant=stored.variant,
+            run_at=stored.run_at,
         )
         return _Plan(write=write, said=said, mode=Mode.BOT, heard=heard)
+
+    def _count(self, write: TurnWrite) -> None:
+        self.metrics.count_facts(write.state, write.variant, write.facts, started=write.new_run)
 
     def _may_withdraw(self, stored: StoredConversation | None) -> bool:
         return self.hooks is not None and stored is not None and stored.mode is Mode.WAITING

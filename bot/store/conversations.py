@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.errors import BotError, StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
+from bot.records import Fact
 from bot.store.db import Database
 from bot.store.inbox import claim_events, unclaim_events
-from bot.store.schema import conversations, inbox, messages, outbox
+from bot.store.schema import conversations, facts, inbox, messages, outbox
 from bot.store.tx import IN_LIST, by_channel, insert, now_or
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
@@ -75,6 +76,8 @@ class StoredConversation:
     agent: str | None
     version: int  # pass back as `expected_version` when saving
     updated_at: datetime
+    variant: str = ""  # the flow variant the conversation runs (A/B tests)
+    run_at: datetime | None = None  # when its current run began (analytics)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +95,10 @@ class TurnWrite:
     inbox_id: int | None = None  # the recorded inbound event this turn answers
     reply_token: str | None = None  # kept with the outbox item (see OutboxItem)
     event_at: datetime | None = None  # when the event answered happened (the token's age)
+    variant: str = ""  # the flow variant (kept on the conversation, carried by its facts)
+    run_at: datetime | None = None  # the conversation's current run, as loaded
+    facts: Sequence[Fact] = ()  # what analytics records of this turn (see `Fact`)
+    new_run: bool = False  # the turn began a run: its facts and the next ones date from now
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,6 +267,14 @@ class Conversations(Database):
                         saved = answers[index]
                         assert isinstance(saved, SavedTurn)
                         answers[index] = replace(saved, last_message_id=line_id)
+                fact_rows = [
+                    row
+                    for write, answer in zip(writes, answers, strict=True)
+                    if isinstance(answer, SavedTurn)
+                    for row in _fact_rows(answer.conversation_id, write, now)
+                ]
+                if fact_rows:
+                    await connection.execute(_insert_facts(connection), fact_rows)
                 if deliveries:
                     ids = await connection.execute(
                         sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
@@ -437,6 +452,7 @@ async def _create_many(
         rows = [
             {
                 **_state_values(write, now),
+                "run_at": now if write.new_run else None,
                 "mode": (write.mode or Mode.BOT).value,
                 "agent": None,
                 "channel": write.key.channel.value,
@@ -458,7 +474,67 @@ async def _create_many(
 
 
 def _state_values(write: TurnWrite, now: datetime) -> dict[str, Any]:
-    return {**write.state.model_dump(mode="json"), "updated_at": now}
+    row = {**write.state.model_dump(mode="json"), "updated_at": now, "variant": write.variant}
+    if write.new_run:
+        row["run_at"] = now
+    return row
+
+
+def _insert_facts(connection: AsyncConnection) -> sa.Insert:
+    """INSERT of facts where a funnel step already reached in the run is skipped."""
+    f = facts.c
+    return insert(connection, facts).on_conflict_do_nothing(
+        index_elements=[f.conversation_id, f.run_at, f.value],
+        index_where=sa.text("kind = 'step'"),
+    )
+
+
+def _fact_rows(conversation_id: int, write: TurnWrite, now: datetime) -> list[dict[str, Any]]:
+    """The turn's facts as rows; none before the conversation's first run began."""
+    run_at = now if write.new_run else write.run_at
+    if run_at is None:
+        return []
+    return [
+        fact_row(
+            fact,
+            conversation_id=conversation_id,
+            run_at=run_at,
+            at=now,
+            flow=write.state.flow,
+            flow_version=write.state.flow_version,
+            variant=write.variant,
+            channel=write.key.channel.value,
+        )
+        for fact in write.facts
+    ]
+
+
+def fact_row(
+    fact: Fact,
+    *,
+    conversation_id: int,
+    run_at: datetime,
+    at: datetime,
+    flow: str,
+    flow_version: str,
+    variant: str,
+    channel: str,
+) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "run_at": run_at,
+        "at": at,
+        "kind": fact.kind,
+        "flow": flow,
+        "flow_version": flow_version,
+        "variant": variant,
+        "channel": channel,
+        "state": fact.state,
+        "value": fact.value,
+        "how": fact.how,
+        "stage": fact.stage,
+        "seconds": fact.seconds,
+    }
 
 
 def _updated_row(write: TurnWrite, now: datetime) -> dict[str, Any]:
@@ -513,6 +589,8 @@ def _conversation(row: sa.RowMapping) -> StoredConversation:
         agent=row["agent"],
         version=row["version"],
         updated_at=row["updated_at"],
+        variant=row["variant"],
+        run_at=row["run_at"],
     )
 
 
