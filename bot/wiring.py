@@ -287,7 +287,12 @@ async def _build(
         outbox=outbox,
         metrics=metrics,
         desk=desk,
-        jobs=Jobs(store=store, retention_days=settings.retention_days, tuning=jobs_tuning),
+        jobs=Jobs(
+            store=store,
+            retention_days=settings.retention_days,
+            abandon_after_hours=settings.abandon_after_hours,
+            tuning=jobs_tuning,
+        ),
         leases=leases,
         line=line,
         slack=slack,
