@@ -29,8 +29,8 @@ from bot.core.service import ConversationService, EngineVariant
 from bot.engine import Engine
 from bot.errors import FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
-from bot.flows.variants import resolve
 from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
+from bot.flows.variants import resolve
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.hours import AgentHours
 from bot.metrics import Metrics

@@ -226,6 +226,13 @@ def _ref(agent: Agent) -> AgentRef:
     return AgentRef(id=agent.name, name=agent.display_name, via="console")
 
 
+def render(
+    request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
+) -> Response:
+    """A console page, with its CSRF token, flash message and security headers."""
+    return _render(request, name, context, status_code=status_code)
+
+
 def _render(
     request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
 ) -> Response:
