@@ -79,8 +79,22 @@ def _answer(
 ) -> list[Fact]:
     """An answer, a multi-select pick or a typed message not understood, at the question the
     conversation was waiting on."""
-    if previous is None or not isinstance(event, TextIn | ChoiceIn):
+    if not isinstance(event, TextIn | ChoiceIn):
         return []
+    if previous is None:
+        # A first message that answers at once: the greeting's question is what it answers.
+        first = next((n for n in turn.entered if spec.states[n].ask is not None), None)
+        if first is None:
+            return []
+        previous = turn.conversation.model_copy(
+            update={
+                "state": first,
+                "slots": {},
+                "selection": (),
+                "misses": 0,
+                "pending_confirm": (),
+            }
+        )
     question = spec.states.get(previous.state)
     if question is None or question.ask is None:
         return []
