@@ -163,11 +163,14 @@ class InsightsStore:
         """outcome tag: handoffs released with it ('' for none given)."""
         f = facts.c
         query = (
-            sa.select(sa.func.coalesce(f.value, ""), sa.func.count())
+            sa.select(f.value, sa.func.count())
             .where(*_within(period, "handoff_released"))
-            .group_by(sa.func.coalesce(f.value, ""))
+            .group_by(f.value)
         )
-        return {key[0]: n for key, n in (await self._counts(query)).items()}
+        found: dict[str, int] = {}
+        for key, n in (await self._counts(query)).items():
+            found[key[0] or ""] = found.get(key[0] or "", 0) + n
+        return found
 
     async def _counts(self, query: sa.Select[Any] | sa.Select[Any, int]) -> dict[Any, int]:
         async with begin(self._engine) as connection:
