@@ -7,7 +7,6 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from insights_seed import runs, seed
 
 from bot.flows.loader import load_flow
