@@ -49,7 +49,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_facts"),
     )
     op.create_index("ix_facts_conversation_id_run_at", "facts", ["conversation_id", "run_at"])
-    op.create_index("ix_facts_flow_kind_run_at", "facts", ["flow", "kind", "run_at"])
+    carried = ["variant", "channel", "value", "how", "conversation_id"]
+    op.create_index(
+        "ix_facts_flow_kind_run_at",
+        "facts",
+        ["flow", "kind", "run_at"],
+        postgresql_include=[*carried, "state", "at", "seconds"],
+    )
+    op.create_index(
+        "ix_facts_flow_kind_state_run_at",
+        "facts",
+        ["flow", "kind", "state", "run_at"],
+        postgresql_include=carried,
+    )
     op.create_index(
         "uq_facts_step",
         "facts",
