@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import time
@@ -56,7 +57,7 @@ TEMPLATE: Final = [
     (13, "entered", "fit_start", None, 2, None),
     *[
         row
-        for i, (question, following) in enumerate(zip(FIT[:-1], FIT[1:], strict=True))
+        for i, (question, following) in enumerate(itertools.pairwise(FIT))
         for row in (
             (14 + 2 * i, "answer", question, "yn", 3, None),
             (15 + 2 * i, "entered", following, None, 3, None),
