@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from bot.models import Channel, ConversationKey, Mode
 
@@ -24,8 +24,18 @@ FactKind = Literal[
     "booking_made",
     "ended",
     "abandoned",
+    "cross",
 ]
 """What analytics records (see `bot.store.schema.facts`); `booking_made` waits for booking."""
+
+
+EVENT_KINDS: Final = ("handoff_requested", "handoff_claimed", "booking_made")
+"""Facts that are funnel steps outside the flow's own states (`FunnelStepSpec.event`)."""
+
+
+def event_step(kind: str) -> str:
+    """The step value recorded (once per run) for an event: '@handoff_claimed'."""
+    return "@" + kind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

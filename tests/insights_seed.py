@@ -10,6 +10,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.store.facts import RETURNED, add_counts
 from bot.store.schema import conversations, facts
 
 # The deepest of the flow's own steps each run reached (0 started … 5 summary), and whether it
@@ -151,7 +152,7 @@ async def _write(connection: Any, run: Run, started: datetime) -> None:
         how = "typed" if run.role_typed else "tapped"
         stage = "keyword" if run.role_typed else None
         fact("answer", state="ask_role", value=run.role, how=how, stage=stage,
-             seconds=float(run.index + 1))  # fmt: skip
+             seconds=float(run.index % 9 + 1))  # fmt: skip
         fact("step", value="role")
         fact("entered", state="ask_frustrations")
     if run.reach >= 2:
@@ -159,6 +160,7 @@ async def _write(connection: Any, run: Run, started: datetime) -> None:
             fact("pick", state="ask_frustrations", value=pick, how="tapped")
         fact("answer", state="ask_frustrations", value=run.frustrations, how="tapped", seconds=20.0)
         fact("step", value="frustrations")
+        fact("cross", state="ask_role", value=f"{run.role}|{run.frustrations}")
     if run.reach >= 3:
         for question in FIT_QUESTIONS:
             fact("answer", state=question, value="yes", how="tapped", seconds=5.0)
@@ -174,8 +176,10 @@ async def _write(connection: Any, run: Run, started: datetime) -> None:
         fact("step", value="summary")
     if run.asked:
         fact("handoff_requested", state="handoff")
+        fact("step", value="@handoff_requested")
     if run.talked:
         fact("handoff_claimed", state="handoff")
+        fact("step", value="@handoff_claimed")
         outcome = (
             OUTCOMES[sorted(r.index for r in runs() if r.talked).index(run.index)]
             if run.index != 99
@@ -184,4 +188,6 @@ async def _write(connection: Any, run: Run, started: datetime) -> None:
         fact("handoff_released", state="after_agent", value=outcome)
     if run.reach < 5:
         fact("abandoned", state=WAITS_AT[run.reach])
-    await connection.execute(sa.insert(facts), rows)
+    # Counted as the store counts what it inserts.
+    inserted = await connection.execute(sa.insert(facts).returning(*RETURNED), rows)
+    await add_counts(connection, inserted.all())

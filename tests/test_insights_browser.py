@@ -103,7 +103,7 @@ def test_an_admin_reads_the_funnel_ab_test_and_downloads_csv(served: str) -> Non
             dropoff = {
                 row[0].rsplit("（", 1)[1].rstrip("）"): row[1:] for row in cells(page, "dropoff")
             }
-            assert dropoff["ask_role"] == ["1", "5.0%", "11.0"]
+            assert dropoff["ask_role"] == ["1", "5.0%", "5.0"]
             assert dropoff["fit_start"][0] == "3" and dropoff["ways"][0] == "3"
 
             expect(page.locator("#ab-verdict")).to_contain_text("有意な差があります")

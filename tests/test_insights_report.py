@@ -13,6 +13,7 @@ from bot.flows.loader import load_flow
 from bot.insights.report import build_report
 from bot.insights.stats import Proportion, two_sided_p, wilson
 from bot.store import SqlStore
+from bot.store.facts import COUNT_DAYS
 from bot.store.insights import InsightsStore, Period
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,12 +22,8 @@ CAREER = load_flow(ROOT / "flows" / "career.yaml").spec
 
 async def report_of(store: SqlStore, *, channel: str | None = None, step: str | None = None):  # type: ignore[no-untyped-def]
     now = await seed(store.engine)
-    period = Period(
-        flow="career",
-        since=now - timedelta(days=30),
-        until=now + timedelta(days=1),
-        channel=channel,
-    )
+    today = now.astimezone(COUNT_DAYS).date()
+    period = Period(flow="career", first=today - timedelta(days=29), last=today, channel=channel)
     return await build_report(InsightsStore(engine=store.engine), CAREER, period, compare_step=step)
 
 
@@ -56,7 +53,7 @@ async def test_funnel_dropoff_answers_and_ab_figures(store: SqlStore) -> None:
     assert dropoff["fit_start"][0] == 3
     assert dropoff["ask_direction"][0] == 1
     assert dropoff["ways"][:2] == (3, "15.0%")
-    assert dropoff["ask_role"][2] == 11.0  # the median of 2 … 20 seconds
+    assert dropoff["ask_role"][2] == 5.0  # the median of runs 1 … 19 at (index % 9) + 1 s
     assert dropoff["q_pillar"] == (0, "0.0%", 5.0)
 
     typed = {row[0].rsplit("（", 1)[1].rstrip("）"): row[1:] for row in report.table("typed").rows}  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ from bot.models import (
     TextIn,
     Turn,
 )
-from bot.records import Fact
+from bot.records import Fact, event_step
 
 CONFIRMED = "confirmed"
 """The stage of a typed answer the user confirmed (「〜ということですね？」 → はい)."""
@@ -57,12 +57,15 @@ def turn_facts(
                 step.answer is not None and step.answer in answered_states
             ):
                 facts.append(Fact(kind="step", value=step.id))
+        if spec.insights.cross is not None:
+            facts += _cross(spec, spec.insights.cross, answered, turn)
         for result in spec.insights.results:
             if result.state in turn.entered:
                 value = turn.conversation.slots.get(result.slot)
                 facts.append(Fact(kind="result", state=result.state, value=_text(value)))
     if handoff:
         facts.append(Fact(kind="handoff_requested", state=turn.conversation.state))
+        facts.append(Fact(kind="step", value=event_step("handoff_requested")))
     if any(isinstance(e, ConversationEnded) for e in turn.effects):
         facts.append(Fact(kind="ended", state=turn.conversation.state))
     return TurnFacts(facts=tuple(facts), new_run=new_run)
@@ -130,6 +133,19 @@ def _answer(
     if after.state == previous.state and after.misses > previous.misses and how == "typed":
         return [Fact(kind="not_understood", state=previous.state, how=how, stage=stage)]
     return []
+
+
+def _cross(spec: FlowSpec, cross: tuple[str, str], answered: list[Fact], turn: Turn) -> list[Fact]:
+    """The rows question's answer beside the columns question's, as the latter is given."""
+    rows, columns = cross
+    given = next((f for f in answered if f.kind == "answer" and f.state == columns), None)
+    ask = spec.states[rows].ask if rows in spec.states else None
+    if given is None or ask is None:
+        return []
+    row = turn.conversation.slots.get(ask.slot)
+    if row is None:
+        return []
+    return [Fact(kind="cross", state=rows, value=f"{_text(row)}|{given.value or ''}"[:255])]
 
 
 def _text(value: Any) -> str | None:

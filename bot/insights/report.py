@@ -10,14 +10,15 @@ from typing import Final
 
 from bot.flows.schema import FlowSpec, FunnelStepSpec, QuestionSpec
 from bot.insights.stats import Proportion, two_sided_p
+from bot.records import event_step
 from bot.store.insights import InsightsStore, Period
 
 SIGNIFICANCE: Final = 0.05
 OUTCOMES: Final = ("面談予約済み", "情報提供のみ", "見送り", "要フォロー")
 """The outcome tags agents give on release (counted as released facts' values)."""
 NO_OUTCOME: Final = "（未入力）"
-STARTED: Final = "started"
-AGENT_ASKED: Final = "agent_asked"
+AGENT_EVENT: Final = "handoff_requested"
+"""The daily trend's second line: agents asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +78,7 @@ async def build_report(
     insights = spec.insights
     if insights is None:
         return Report(period=period, funnel=[], daily=[], comparison=None)
-    steps = await store.steps(period)
-    events = await store.events(period)
-    by_variant = _by_variant(insights.funnel, steps, events)
+    by_variant = _by_variant(insights.funnel, await store.steps(period))
     totals: dict[str, int] = {}
     for (step, _), n in by_variant.items():
         totals[step] = totals.get(step, 0) + n
@@ -88,7 +87,7 @@ async def build_report(
     report = Report(
         period=period,
         funnel=funnel,
-        daily=_daily(period, await store.daily(period, first)),
+        daily=_daily(period, first, await store.daily(period, first, event_step(AGENT_EVENT))),
         comparison=_compare(insights.funnel, by_variant, compare_step),
     )
     report.tables.append(
@@ -199,16 +198,13 @@ async def build_report(
 
 
 def _by_variant(
-    funnel: tuple[FunnelStepSpec, ...],
-    steps: dict[tuple[str, str], int],
-    events: dict[tuple[str, str], int],
+    funnel: tuple[FunnelStepSpec, ...], steps: dict[tuple[str, str], int]
 ) -> dict[tuple[str, str], int]:
     """(step id, variant): runs that reached the step."""
     counts: dict[tuple[str, str], int] = {}
     for step in funnel:
-        source = events if step.event else steps
-        wanted = step.event or step.id
-        for (name, variant), n in source.items():
+        wanted = event_step(step.event) if step.event else step.id
+        for (name, variant), n in steps.items():
             if name == wanted:
                 counts[(step.id, variant)] = counts.get((step.id, variant), 0) + n
     return counts
@@ -278,13 +274,14 @@ def _compare(
     return Comparison(step=step.id, step_label=step.label, variants=tuple(rates), verdict=verdict)
 
 
-def _daily(period: Period, counts: dict[tuple[date, str], int]) -> list[tuple[date, int, int]]:
-    first = (period.since + period.utc_offset).date()
-    last = (period.until + period.utc_offset - timedelta(microseconds=1)).date()
+def _daily(
+    period: Period, first_step: str, counts: dict[tuple[date, str], int]
+) -> list[tuple[date, int, int]]:
+    asked = event_step(AGENT_EVENT)
     days: list[tuple[date, int, int]] = []
-    day = first
-    while day <= last and len(days) < 400:
-        days.append((day, counts.get((day, STARTED), 0), counts.get((day, AGENT_ASKED), 0)))
+    day = period.first
+    while day <= period.last and len(days) < 400:
+        days.append((day, counts.get((day, first_step), 0), counts.get((day, asked), 0)))
         day += timedelta(days=1)
     return days
 
@@ -328,7 +325,7 @@ async def _cross(
     row_labels = _choice_labels(questions[rows][1])
     column_labels = _choice_labels(questions[columns][1])
     counts: dict[tuple[str, str], int] = {}
-    for (r, joined), n in (await store.cross(period, rows, columns)).items():
+    for (r, joined), n in (await store.cross(period, rows)).items():
         for c in (joined or "").split(","):
             if c:
                 counts[(r, c)] = counts.get((r, c), 0) + n

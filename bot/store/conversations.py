@@ -16,6 +16,7 @@ from bot.errors import BotError, StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
 from bot.records import Fact
 from bot.store.db import Database
+from bot.store.facts import RETURNED, add_counts
 from bot.store.inbox import claim_events, unclaim_events
 from bot.store.schema import conversations, facts, inbox, messages, outbox
 from bot.store.tx import IN_LIST, by_channel, insert, now_or
@@ -274,7 +275,10 @@ class Conversations(Database):
                     for row in _fact_rows(answer.conversation_id, write, now)
                 ]
                 if fact_rows:
-                    await connection.execute(_insert_facts(connection), fact_rows)
+                    inserted = await connection.execute(
+                        _insert_facts(connection).returning(*RETURNED), fact_rows
+                    )
+                    await add_counts(connection, inserted.all())
                 if deliveries:
                     ids = await connection.execute(
                         sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Final
 from zoneinfo import ZoneInfo
 
@@ -27,7 +27,7 @@ DAYS_SHOWN: Final = 30
 """The period shown when none is asked for: the last 30 days."""
 MAX_DAYS: Final = 366
 TZ: Final = ZoneInfo("Asia/Tokyo")
-"""Periods and days are Japanese days, as the agency reads them."""
+"""Periods and days are Japanese days, as the agency reads them (and the counts are kept)."""
 
 
 async def admin_agent(agent: SessionAgent) -> Agent:
@@ -49,7 +49,7 @@ async def insights_page(
     flow: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[date | None, Query()] = None,
     until: Annotated[date | None, Query()] = None,
-    channel: Annotated[Channel | None, Query()] = None,
+    channel: Annotated[str, Query(max_length=16)] = "",
     step: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     console = _console(request)
@@ -61,7 +61,6 @@ async def insights_page(
         compare_step=step,
     )
     spec = console.runtime.flows[spec_flow].spec
-    shown_until = (period.until.astimezone(TZ) - timedelta(days=1)).date()
     return render(
         request,
         "insights.html",
@@ -70,9 +69,9 @@ async def insights_page(
             "r": report,
             "flows": sorted(console.runtime.flows),
             "flow": spec_flow,
-            "since": period.since.astimezone(TZ).date().isoformat(),
-            "until": shown_until.isoformat(),
-            "channel": channel.value if channel else "",
+            "since": period.first.isoformat(),
+            "until": period.last.isoformat(),
+            "channel": period.channel or "",
             "channels": [c.value for c in Channel],
             "steps": [(s.id, s.label) for s in (spec.insights.funnel if spec.insights else ())],
             "step": report.comparison.step if report.comparison else (step or ""),
@@ -91,7 +90,7 @@ async def insights_csv(
     flow: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[date | None, Query()] = None,
     until: Annotated[date | None, Query()] = None,
-    channel: Annotated[Channel | None, Query()] = None,
+    channel: Annotated[str, Query(max_length=16)] = "",
     step: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     console = _console(request)
@@ -110,7 +109,7 @@ async def insights_csv(
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(table.headers)
     writer.writerows(table.rows)
-    filename = f"{spec_flow}-{name}-{period.since.astimezone(TZ).date()}.csv"
+    filename = f"{spec_flow}-{name}-{period.first}-{period.last}.csv"
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
@@ -123,7 +122,7 @@ def _period(
     flow: str | None,
     since: date | None,
     until: date | None,
-    channel: Channel | None,
+    channel: str,
 ) -> tuple[Period, str]:
     """The period asked for, in whole Japanese days, `until` included; a clear 422 if not one."""
     flows = console.runtime.flows
@@ -133,20 +132,13 @@ def _period(
     today = datetime.now(TZ).date()
     until = until or today
     since = since or until - timedelta(days=DAYS_SHOWN - 1)
+    if channel and channel not in {c.value for c in Channel}:
+        raise HTTPException(status_code=422, detail=f"unknown channel '{channel}'")
     if since > until:
         raise HTTPException(status_code=422, detail="'since' is after 'until'")
     if (until - since).days >= MAX_DAYS:
         raise HTTPException(status_code=422, detail=f"a period is at most {MAX_DAYS} days")
-    start = datetime.combine(since, time(), TZ).astimezone(UTC)
-    end = datetime.combine(until + timedelta(days=1), time(), TZ).astimezone(UTC)
-    offset = TZ.utcoffset(datetime.now()) or timedelta()
-    period = Period(
-        flow=name,
-        since=start,
-        until=end,
-        channel=channel.value if channel else None,
-        utc_offset=offset,
-    )
+    period = Period(flow=name, first=since, last=until, channel=channel or None)
     return period, name
 
 

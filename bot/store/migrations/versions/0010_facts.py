@@ -1,5 +1,5 @@
-"""Facts for funnel analytics and A/B tests: a `facts` table, and each conversation's variant
-and the start of its current run.
+"""Facts for funnel analytics and A/B tests: a `facts` table with its daily counts, and each
+conversation's variant and the start of its current run.
 
 Revision ID: 0010_facts
 Revises: 0007
@@ -49,19 +49,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_facts"),
     )
     op.create_index("ix_facts_conversation_id_run_at", "facts", ["conversation_id", "run_at"])
-    carried = ["variant", "channel", "value", "how", "conversation_id"]
-    op.create_index(
-        "ix_facts_flow_kind_run_at",
-        "facts",
-        ["flow", "kind", "run_at"],
-        postgresql_include=[*carried, "state", "at", "seconds"],
-    )
-    op.create_index(
-        "ix_facts_flow_kind_state_run_at",
-        "facts",
-        ["flow", "kind", "state", "run_at"],
-        postgresql_include=carried,
-    )
     op.create_index(
         "uq_facts_step",
         "facts",
@@ -71,8 +58,41 @@ def upgrade() -> None:
         postgresql_where=sa.text("kind = 'step'"),
     )
 
+    op.create_table(
+        "fact_counts",
+        sa.Column("flow", sa.String(64), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("kind", sa.String(24), nullable=False),
+        sa.Column("state", sa.String(128), nullable=False),
+        sa.Column("value", sa.String(255), nullable=False),
+        sa.Column("how", sa.String(16), nullable=False),
+        sa.Column("variant", sa.String(32), nullable=False),
+        sa.Column("channel", sa.String(16), nullable=False),
+        sa.Column("flow_version", sa.String(64), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "flow",
+            "kind",
+            "day",
+            "state",
+            "value",
+            "how",
+            "variant",
+            "channel",
+            "flow_version",
+            name="pk_fact_counts",
+        ),
+    )
+    op.create_index(
+        "ix_fact_counts_flow_kind_day",
+        "fact_counts",
+        ["flow", "kind", "day"],
+        postgresql_include=["state", "value", "how", "variant", "channel", "n"],
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("fact_counts")
     op.drop_table("facts")
     with op.batch_alter_table("conversations") as batch:
         batch.drop_column("run_at")
