@@ -139,6 +139,14 @@ class Settings(BaseSettings):
     # Data
     retention_days: int = Field(default=90, ge=1)
 
+    # Analytics
+    abandon_after_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="A conversation with the bot that gets no message this long counts as "
+        "abandoned where it stopped (insights' drop-off).",
+    )
+
     # Processes
     worker_mode: Literal["inline", "separate"] = Field(
         default="inline",

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from bot.models import ConversationState
+from bot.records import Fact
+
+_FUNNEL_LABELS = ["flow", "flow_version", "variant"]
 
 
 class Metrics:
@@ -76,6 +83,48 @@ class Metrics:
             "Events settled as failed (their error is kept in the inbox)",
             registry=self.registry,
         )
+
+        # The funnel's counts, as the turns record them (the console's insights read the facts).
+        self.starts = Counter(
+            "yarigai_funnel_starts",
+            "Runs of a flow begun (its first funnel step)",
+            _FUNNEL_LABELS,
+            registry=self.registry,
+        )
+        self.completions = Counter(
+            "yarigai_funnel_completions",
+            "Conversations that reached an end state",
+            _FUNNEL_LABELS,
+            registry=self.registry,
+        )
+        self.handoffs = Counter(
+            "yarigai_funnel_handoffs",
+            "Agents asked for from a flow",
+            _FUNNEL_LABELS,
+            registry=self.registry,
+        )
+        self.steps = Counter(
+            "yarigai_funnel_steps",
+            "Funnel steps reached (once per run)",
+            [*_FUNNEL_LABELS, "step"],
+            registry=self.registry,
+        )
+
+    def count_facts(
+        self, state: ConversationState, variant: str, facts: Iterable[Fact], *, started: bool
+    ) -> None:
+        """Count a saved turn's facts (a repeated step may be counted again here, where the
+        facts table keeps it once per run)."""
+        labels = {"flow": state.flow, "flow_version": state.flow_version, "variant": variant}
+        if started:
+            self.starts.labels(**labels).inc()
+        for fact in facts:
+            if fact.kind == "step":
+                self.steps.labels(**labels, step=fact.value or "").inc()
+            elif fact.kind == "ended":
+                self.completions.labels(**labels).inc()
+            elif fact.kind == "handoff_requested":
+                self.handoffs.labels(**labels).inc()
 
     def set_inbox(self, pending: int, oldest_seconds: float, failed: int) -> None:
         self.inbox_pending.set(pending)

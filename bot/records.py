@@ -6,12 +6,50 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from bot.errors import BadInput
 from bot.models import Channel, ConversationKey, Mode
 
 OutboxStatus = Literal["pending", "sent", "failed"]
+FactKind = Literal[
+    "entered",
+    "answer",
+    "pick",
+    "not_understood",
+    "result",
+    "step",
+    "handoff_requested",
+    "handoff_claimed",
+    "handoff_released",
+    "booking_made",
+    "ended",
+    "abandoned",
+    "cross",
+]
+"""What analytics records (see `bot.store.schema.facts`); `booking_made` waits for booking."""
+
+
+EVENT_KINDS: Final = ("handoff_requested", "handoff_claimed", "booking_made")
+"""Facts that are funnel steps outside the flow's own states (`FunnelStepSpec.event`)."""
+
+
+def event_step(kind: str) -> str:
+    """The step value recorded (once per run) for an event: '@handoff_claimed'."""
+    return "@" + kind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fact:
+    """One thing that happened in a conversation, for analytics: never what anyone wrote.
+    The store adds the conversation, its run, flow, version, variant, channel and the time."""
+
+    kind: FactKind
+    state: str | None = None
+    value: str | None = None
+    how: Literal["tapped", "typed"] | None = None
+    stage: str | None = None  # typed: the NLU stage that understood it (or failed to)
+    seconds: float | None = None  # an answer: how long after the question was asked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,12 +34,13 @@ from bot.core.lookup import ConversationLookup
 from bot.core.outbox import Outbox, OutboxTuning
 from bot.core.ports import AgentSurface, Courier, EventHandler, Sender
 from bot.core.quiet_hours import QuietHours
-from bot.core.service import FOLLOWUP_TIMER, ConversationService
+from bot.core.service import FOLLOWUP_TIMER, ConversationService, EngineVariant
 from bot.core.timers import SAY, SayHandler, TimerHandler, TimerRunner
 from bot.engine import Engine
 from bot.errors import ConfigError, FlowError, StoreError
 from bot.flows.loader import Flow, load_flows
 from bot.flows.schema import ChoiceSpec, CommandSpec, FaqSpec
+from bot.flows.variants import resolve
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.hours import AgentHours
 from bot.metrics import Metrics
@@ -235,11 +236,19 @@ async def _build(
     clock: Clock,
 ) -> Runtime:
     metrics = Metrics()
-    nlu = _Traced(build_understander(flows.values(), cache_dir=default_cache_dir()))
-    engines = {name: Engine(flow, understand=nlu) for name, flow in flows.items()}
+    resolved = {name: resolve(flow) for name, flow in flows.items()}
+    every_flow = [variant.flow for variants in resolved.values() for variant in variants]
+    nlu = _Traced(build_understander(every_flow, cache_dir=default_cache_dir()))
+    # Each A/B variant is a plain flow of its own; the service picks one per conversation.
+    built = {
+        name: [EngineVariant(v.id, v.weight, Engine(v.flow, understand=nlu)) for v in variants]
+        for name, variants in resolved.items()
+    }
+    engines = {name: variants[0].engine for name, variants in built.items()}
     service = ConversationService(
         store=store,
         engines=engines,
+        variants={name: built[name] for name, flow in flows.items() if flow.spec.variants},
         default_flow=settings.default_flow,
         metrics=metrics,
         foreground=foreground,
@@ -352,6 +361,7 @@ async def _build(
         jobs=Jobs(
             store=store,
             retention_days=settings.retention_days,
+            abandon_after_hours=settings.abandon_after_hours,
             tuning=jobs_tuning,
             timers=timers,
         ),

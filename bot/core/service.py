@@ -17,10 +17,12 @@ from typing import Any, Final, Protocol
 
 from bot.core.backpressure import Foreground
 from bot.core.clock import Clock, SystemClock
+from bot.core.facts import turn_facts
 from bot.core.group_commit import GroupCommit
 from bot.core.ports import Reply
 from bot.engine import Engine
 from bot.errors import StoreError
+from bot.flows.variants import NO_VARIANT, assign
 from bot.metrics import Metrics
 from bot.models import (
     BookingCancelled,
@@ -166,12 +168,23 @@ _BOOKING_PASSES: Final = 3  # facts, then a booking, then a second try after a l
 TurnListener = Callable[[ConversationKey, Reply, Turn | None], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class EngineVariant:
+    """One A/B variant of a flow, ready to run (see `bot.flows.variants`)."""
+
+    id: str
+    weight: int
+    engine: Engine
+
+
 @dataclass
 class ConversationService:
     store: SqlStore
     engines: Mapping[str, Engine]
     default_flow: str
     metrics: Metrics = field(default_factory=Metrics)
+    # flow id: its A/B variants; a flow absent here runs `engines[flow]` as variant ''.
+    variants: Mapping[str, Sequence[EngineVariant]] = field(default_factory=dict)
     listeners: list[TurnListener] = field(default_factory=list)
     hooks: HandoffHooks | None = None
     booking: BookingHooks | None = None
@@ -305,6 +318,8 @@ class ConversationService:
                     outbound=_outbound_entries(messages, bodies),
                     deliver=bodies if key.channel not in _INTERACTIVE else None,
                     timer=timer,
+                    variant=stored.variant,
+                    run_at=stored.run_at,
                 )
                 (saved,) = await self.store.save_turns([write])
                 if isinstance(saved, AlreadyHandled | TimerGone):
@@ -323,10 +338,31 @@ class ConversationService:
                 )
         raise AssertionError("unreachable")
 
-    def engine_for(self, stored: StoredConversation | None) -> Engine:
-        if stored is not None and stored.state.flow in self.engines:
-            return self.engines[stored.state.flow]
-        return self.engines[self.default_flow]
+    def engine_for(
+        self, stored: StoredConversation | None, key: ConversationKey | None = None
+    ) -> Engine:
+        return self.variant_for(stored, key)[1]
+
+    def variant_for(
+        self, stored: StoredConversation | None, key: ConversationKey | None = None
+    ) -> tuple[str, Engine]:
+        """The conversation's variant and engine: the one it was given, kept for good; a new
+        conversation's by a hash of its channel and address (the same user, the same one)."""
+        flow = stored.state.flow if stored is not None else self.default_flow
+        if flow not in self.engines:
+            flow = self.default_flow
+        variants = self.variants.get(flow)
+        if not variants:
+            return NO_VARIANT, self.engines[flow]
+        if stored is not None and stored.state.flow == flow:
+            kept = next((v for v in variants if v.id == stored.variant), None)
+            if kept is not None:
+                return kept.id, kept.engine
+        key = key or (stored.key if stored is not None else None)
+        if key is None:
+            return variants[0].id, variants[0].engine
+        chosen = assign(variants, flow=flow, channel=key.channel.value, address=key.address)
+        return chosen.id, chosen.engine
 
     # ------------------------------------------------------------ turns
 
@@ -379,6 +415,7 @@ class ConversationService:
                     elif isinstance(result, AlreadyHandled | TimerGone):
                         outcomes[index] = result
                     else:
+                        self._count(plan.write)
                         outcomes[index] = plan.answer(result)
         for index in sorted(alone):
             try:
@@ -402,6 +439,7 @@ class ConversationService:
             if isinstance(saved, AlreadyHandled | TimerGone):
                 raise saved
             if not isinstance(saved, ConcurrentUpdate):
+                self._count(plan.write)
                 return plan.answer(saved)
             if attempt == _SAVE_ATTEMPTS - 1:
                 raise saved
@@ -467,6 +505,8 @@ class ConversationService:
                 inbound=[inbound] if inbound else [],
                 inbox_id=ask.inbox_id,
                 timer=ask.timer,
+                variant=stored.variant,
+                run_at=stored.run_at,
             )
             return _Plan(write=write, said=(), mode=mode, heard=heard)
 
@@ -478,7 +518,7 @@ class ConversationService:
             event = StartIn()
         if isinstance(event, LeftIn | JoinedGroupIn):  # answered by `_outside_turn`
             raise TypeError(f"{event.kind} is not a turn")
-        engine = self.engine_for(stored)
+        variant, engine = self.variant_for(stored, ask.key)
         previous = stored.state if stored else None
         if previous is not None and previous.flow != engine.spec.flow:
             previous = previous.model_copy(update={"flow": engine.spec.flow, "state": "\0gone"})
@@ -525,6 +565,15 @@ class ConversationService:
             for effect in turn.effects
             if isinstance(effect, FollowUpScheduled)
         ]
+        recorded = turn_facts(
+            engine.spec,
+            stored.state if stored else None,
+            event,
+            turn,
+            handoff=handoff is not None,
+            asked_at=stored.updated_at if stored else None,
+            now=now,
+        )
         write = TurnWrite(
             key=ask.key,
             state=turn.conversation,
@@ -539,6 +588,10 @@ class ConversationService:
             event_at=ask.event_at,
             timer=ask.timer,
             timers=timers,
+            variant=variant,
+            run_at=stored.run_at if stored else None,
+            facts=recorded.facts,
+            new_run=recorded.new_run,
         )
         return _Plan(write=write, said=said, mode=new_mode, heard=heard, handoff=handoff, turn=turn)
 
@@ -570,8 +623,13 @@ class ConversationService:
             reply_token=ask.reply_token,
             event_at=ask.event_at,
             timer=ask.timer,
+            variant=stored.variant,
+            run_at=stored.run_at,
         )
         return _Plan(write=write, said=said, mode=Mode.BOT, heard=heard)
+
+    def _count(self, write: TurnWrite) -> None:
+        self.metrics.count_facts(write.state, write.variant, write.facts, started=write.new_run)
 
     def _may_withdraw(self, stored: StoredConversation | None) -> bool:
         return self.hooks is not None and stored is not None and stored.mode is Mode.WAITING

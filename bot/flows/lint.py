@@ -8,6 +8,7 @@ from bot.errors import FlowError
 from bot.flows.expressions import ExpressionError, check_syntax, longest_render, names_read
 from bot.flows.flow import Flow, Loc
 from bot.flows.schema import BACK, PREVIOUS, ChoiceSpec, CommandSpec, FlowSpec, StateSpec
+from bot.flows.variants import resolve
 
 MAX_BUBBLES = 3  # per turn: on a phone more scroll the first away before they are read
 MAX_BUBBLE_CHARS = 180  # per text bubble (cards excepted): about a phone screen
@@ -18,7 +19,29 @@ MIN_EXAMPLES = 5  # once a question has examples, a choice with fewer is rarely 
 
 
 def lint(flow: Flow) -> list[FlowError]:
-    """Every problem in the flow, in file order."""
+    """Every problem in the flow and in each of its A/B variants, in file order."""
+    problems = _lint_one(flow)
+    if flow.spec.variants:
+        problems += list(_variants(flow))
+        seen = {(p.line, p.column, p.message) for p in problems}
+        for variant in resolve(flow):
+            for problem in _lint_one(variant.flow):
+                if (problem.line, problem.column, problem.message) in seen:
+                    continue  # the base flow's own problem, already said once
+                seen.add((problem.line, problem.column, problem.message))
+                problems.append(
+                    FlowError(
+                        f"variant '{variant.id}': {problem.message}",
+                        file=problem.file,
+                        line=problem.line,
+                        column=problem.column,
+                    )
+                )
+    return sorted(problems, key=lambda e: (e.line, e.column))
+
+
+def _lint_one(flow: Flow) -> list[FlowError]:
+    """The rules, on one plain flow (a variant resolved is one too)."""
     problems = [
         *_bare_booleans(flow),
         *_unknown_targets(flow),
@@ -33,8 +56,9 @@ def lint(flow: Flow) -> list[FlowError]:
         *_pacing(flow),
         *_opposites(flow),
         *_booking_labels(flow),
+        *_insights(flow),
     ]
-    return sorted(problems, key=lambda e: (e.line, e.column))
+    return problems
 
 
 def targets(state: StateSpec) -> Iterator[tuple[Loc, str]]:
@@ -496,3 +520,82 @@ def _state_sources(name: str, state: StateSpec) -> Iterator[tuple[Loc, str, bool
         for i, branch in enumerate(state.next):
             if branch.if_:
                 yield (*base, "next", i, "if"), branch.if_, True
+
+
+# ---------------------------------------------------------------- analytics and A/B variants
+
+
+def _insights(flow: Flow) -> Iterator[FlowError]:
+    """Funnel steps, answer tables and results name states and questions that exist."""
+    spec = flow.spec
+    insights = spec.insights
+    if insights is None:
+        return
+    base: Loc = ("insights",)
+    ids: set[str] = set()
+    for i, step in enumerate(insights.funnel):
+        loc: Loc = (*base, "funnel", i)
+        if step.id in ids:
+            yield flow.error((*loc, "id"), f"funnel step '{step.id}' is declared twice")
+        ids.add(step.id)
+        if i == 0 and not step.enter:
+            yield flow.error(loc, f"the first funnel step '{step.id}' begins runs: give it 'enter'")
+        for j, name in enumerate(step.enter):
+            if name not in spec.states:
+                yield flow.error(
+                    (*loc, "enter", j), f"funnel step '{step.id}' enters unknown state '{name}'"
+                )
+        if step.answer is not None:
+            yield from _question(flow, (*loc, "answer"), step.answer, f"funnel step '{step.id}'")
+    if insights.cross is not None:
+        for j, name in enumerate(insights.cross):
+            yield from _question(flow, (*base, "cross", j), name, "cross")
+    for j, name in enumerate(insights.distributions):
+        yield from _question(flow, (*base, "distributions", j), name, "distributions")
+    for j, result in enumerate(insights.results):
+        state = spec.states.get(result.state)
+        if state is None:
+            yield flow.error(
+                (*base, "results", j, "state"),
+                f"result '{result.id}' is worked out in unknown state '{result.state}'",
+            )
+        elif result.slot not in state.set:
+            yield flow.error(
+                (*base, "results", j, "slot"),
+                f"result '{result.id}': state '{result.state}' does not set slot '{result.slot}'",
+            )
+
+
+def _question(flow: Flow, loc: Loc, name: str, what: str) -> Iterator[FlowError]:
+    state = flow.spec.states.get(name)
+    if state is None:
+        yield flow.error(loc, f"{what} names unknown state '{name}'")
+    elif state.ask is None:
+        yield flow.error(loc, f"{what} names '{name}', which asks no question")
+
+
+def _variants(flow: Flow) -> Iterator[FlowError]:
+    """Variant ids, weights and the states they replace."""
+    spec = flow.spec
+    ids: set[str] = set()
+    for i, variant in enumerate(spec.variants):
+        loc: Loc = ("variants", i)
+        if variant.id in ids:
+            yield flow.error((*loc, "id"), f"variant id '{variant.id}' is used twice")
+        ids.add(variant.id)
+        for name in variant.states:
+            if name not in spec.states:
+                yield flow.error(
+                    (*loc, "states", name),
+                    f"variant '{variant.id}' replaces '{name}', which the flow does not have",
+                )
+        for name in variant.vars:
+            if name not in spec.vars:
+                yield flow.error(
+                    (*loc, "vars", name),
+                    f"variant '{variant.id}' changes var '{name}', which the flow does not have",
+                )
+    if len(spec.variants) == 1:
+        yield flow.error(("variants",), "one variant is no test: declare two or more")
+    if spec.variants and sum(v.weight for v in spec.variants) == 0:
+        yield flow.error(("variants",), "every variant has weight 0: nobody would get the flow")

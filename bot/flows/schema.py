@@ -363,6 +363,76 @@ class TextsSpec(Model):
     confirm_stay: str = "いいえ、続ける"
 
 
+FunnelEvent = Literal["handoff_requested", "handoff_claimed", "booking_made"]
+
+
+class FunnelStepSpec(Model):
+    """One step of the flow's funnel, reached once per run by exactly one of: entering one of
+    `enter`'s states, answering the question `answer`, or an `event` outside the flow."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="Stable id, stored in facts.")
+    label: str = Field(description="How insights names the step.")
+    enter: tuple[str, ...] = Field(default=(), description="Reached on entering one of these.")
+    answer: str | None = Field(default=None, description="Reached when this question is answered.")
+    event: FunnelEvent | None = Field(
+        default=None,
+        description="Reached by what happens around the flow: an agent asked for, an agent "
+        "talking to the user (claimed), a booking made.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> FunnelStepSpec:
+        ways = [
+            w
+            for w, on in (("enter", self.enter), ("answer", self.answer), ("event", self.event))
+            if on
+        ]
+        if len(ways) != 1:
+            raise ValueError(
+                "a funnel step is reached by exactly one of 'enter', 'answer' or 'event'"
+            )
+        return self
+
+
+class ResultSpec(Model):
+    """A value the flow works out (e.g. the fit result), counted when its state is entered."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    label: str
+    state: str = Field(description="The state whose `set` works the slot out.")
+    slot: str
+    labels: dict[str, str] = Field(default_factory=dict, description="value: how to show it")
+
+
+class InsightsSpec(Model):
+    """What `/console/insights` shows of this flow (analytics is declared here, not in code)."""
+
+    funnel: tuple[FunnelStepSpec, ...] = Field(
+        min_length=1,
+        description="In order; the first step (an `enter` step) begins a run: the period's "
+        "cohort is the runs begun in it.",
+    )
+    cross: tuple[str, str] | None = Field(
+        default=None, description="Two questions tabulated against each other (rows, columns)."
+    )
+    distributions: tuple[str, ...] = Field(
+        default=(), description="Questions whose answers are shown as a distribution."
+    )
+    results: tuple[ResultSpec, ...] = ()
+
+
+class VariantSpec(Model):
+    """An A/B variant: the flow with some states (and vars) replaced, given to `weight` in the
+    sum of the weights of users (by a hash of their channel and address)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    weight: int = Field(ge=0, description="Relative share of new conversations (0: none).")
+    states: dict[str, StateSpec] = Field(
+        default_factory=dict, description="state name: the whole state as this variant has it."
+    )
+    vars: dict[str, str] = Field(default_factory=dict, description="vars this variant changes.")
+
+
 class FlowSpec(Model):
     flow: str = Field(description="Flow id, stored with each conversation.")
     title: str = ""
@@ -392,6 +462,13 @@ class FlowSpec(Model):
     again: str | None = Field(
         default=None,
         description="State for a message sent after the conversation ended (default: returning).",
+    )
+    insights: InsightsSpec | None = Field(
+        default=None, description="Funnel steps and answer tables for /console/insights."
+    )
+    variants: tuple[VariantSpec, ...] = Field(
+        default=(),
+        description="A/B variants (each the flow with some states replaced); users keep theirs.",
     )
 
     @model_validator(mode="after")

@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.errors import BotError, StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status, StoredMessage
-from bot.records import NewTimer, Timer
+from bot.records import Fact, NewTimer, Timer
 from bot.store.db import Database
+from bot.store.facts import RETURNED, add_counts
 from bot.store.inbox import claim_events, unclaim_events
-from bot.store.schema import conversations, inbox, messages, outbox
+from bot.store.schema import conversations, facts, inbox, messages, outbox
 from bot.store.timers import arm_timers, claim_timers, timer_row, unclaim_timers
 from bot.store.tx import IN_LIST, by_channel, insert, now_or
 
@@ -86,6 +87,8 @@ class StoredConversation:
     agent: str | None
     version: int  # pass back as `expected_version` when saving
     updated_at: datetime
+    variant: str = ""  # the flow variant the conversation runs (A/B tests)
+    run_at: datetime | None = None  # when its current run began (analytics)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +108,10 @@ class TurnWrite:
     event_at: datetime | None = None  # when the event answered happened (the token's age)
     timer: Timer | None = None  # the due timer this turn fires (marked fired with it)
     timers: Sequence[NewTimer] = ()  # timers this turn schedules (e.g. the flow's follow-ups)
+    variant: str = ""  # the flow variant (kept on the conversation, carried by its facts)
+    run_at: datetime | None = None  # the conversation's current run, as loaded
+    facts: Sequence[Fact] = ()  # what analytics records of this turn (see `Fact`)
+    new_run: bool = False  # the turn began a run: its facts and the next ones date from now
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,6 +316,17 @@ class Conversations(Database):
                         saved = answers[index]
                         assert isinstance(saved, SavedTurn)
                         answers[index] = replace(saved, last_message_id=line_id)
+                fact_rows = [
+                    row
+                    for write, answer in zip(writes, answers, strict=True)
+                    if isinstance(answer, SavedTurn)
+                    for row in _fact_rows(answer.conversation_id, write, now)
+                ]
+                if fact_rows:
+                    inserted = await connection.execute(
+                        _insert_facts(connection).returning(*RETURNED), fact_rows
+                    )
+                    await add_counts(connection, inserted.all())
                 if deliveries:
                     ids = await connection.execute(
                         sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
@@ -488,6 +506,7 @@ async def _create_many(
         rows = [
             {
                 **_state_values(write, now),
+                "run_at": now if write.new_run else None,
                 "mode": (write.mode or Mode.BOT).value,
                 "agent": None,
                 "channel": write.key.channel.value,
@@ -509,7 +528,67 @@ async def _create_many(
 
 
 def _state_values(write: TurnWrite, now: datetime) -> dict[str, Any]:
-    return {**write.state.model_dump(mode="json"), "updated_at": now}
+    row = {**write.state.model_dump(mode="json"), "updated_at": now, "variant": write.variant}
+    if write.new_run:
+        row["run_at"] = now
+    return row
+
+
+def _insert_facts(connection: AsyncConnection) -> sa.Insert:
+    """INSERT of facts where a funnel step already reached in the run is skipped."""
+    f = facts.c
+    return insert(connection, facts).on_conflict_do_nothing(
+        index_elements=[f.conversation_id, f.run_at, f.value],
+        index_where=sa.text("kind = 'step'"),
+    )
+
+
+def _fact_rows(conversation_id: int, write: TurnWrite, now: datetime) -> list[dict[str, Any]]:
+    """The turn's facts as rows; none before the conversation's first run began."""
+    run_at = now if write.new_run else write.run_at
+    if run_at is None:
+        return []
+    return [
+        fact_row(
+            fact,
+            conversation_id=conversation_id,
+            run_at=run_at,
+            at=now,
+            flow=write.state.flow,
+            flow_version=write.state.flow_version,
+            variant=write.variant,
+            channel=write.key.channel.value,
+        )
+        for fact in write.facts
+    ]
+
+
+def fact_row(
+    fact: Fact,
+    *,
+    conversation_id: int,
+    run_at: datetime,
+    at: datetime,
+    flow: str,
+    flow_version: str,
+    variant: str,
+    channel: str,
+) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "run_at": run_at,
+        "at": at,
+        "kind": fact.kind,
+        "flow": flow,
+        "flow_version": flow_version,
+        "variant": variant,
+        "channel": channel,
+        "state": fact.state,
+        "value": fact.value,
+        "how": fact.how,
+        "stage": fact.stage,
+        "seconds": fact.seconds,
+    }
 
 
 def _updated_row(write: TurnWrite, now: datetime) -> dict[str, Any]:
@@ -564,6 +643,8 @@ def _conversation(row: sa.RowMapping) -> StoredConversation:
         agent=row["agent"],
         version=row["version"],
         updated_at=row["updated_at"],
+        variant=row["variant"],
+        run_at=row["run_at"],
     )
 
 

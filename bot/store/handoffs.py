@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.errors import AlreadyClaimed, HandoffClosed, NotHolder, UnknownHandoff
 from bot.models import Channel, ConversationKey, Mode, StoredMessage
-from bot.records import Handoff, HandoffStatus, ModeChange, SurfaceRef
+from bot.records import Fact, Handoff, HandoffStatus, ModeChange, SurfaceRef
+from bot.store.facts import record_fact
 from bot.store.schema import (
     OPEN_STATUSES,
     conversations,
@@ -162,6 +163,7 @@ class HandoffStore:
                 await _record(
                     connection, won, handoff_id, Mode.WAITING, Mode.AGENT, agent, "対応開始", now
                 )
+                await record_fact(connection, won, Fact(kind="handoff_claimed"), now)
             found = await _one(connection, h.id == handoff_id)
         if found is None:
             raise UnknownHandoff(handoff_id)
@@ -195,6 +197,7 @@ class HandoffStore:
             ).scalar_one_or_none()
             if closed is not None:
                 await _record(connection, closed, handoff_id, Mode.AGENT, Mode.BOT, agent, why, now)
+                await record_fact(connection, closed, Fact(kind="handoff_released"), now)
             found = await _one(connection, h.id == handoff_id)
         if found is None:
             raise UnknownHandoff(handoff_id)

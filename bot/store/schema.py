@@ -69,6 +69,10 @@ conversations: Final = sa.Table(
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # The A/B variant of the flow the conversation runs ('' without variants), and when its
+    # current run began (the flow's first funnel step; migration 0010): every fact carries both.
+    sa.Column("variant", sa.String(32), nullable=False, server_default=""),
+    sa.Column("run_at", UtcDateTime(), nullable=True),
     sa.UniqueConstraint("channel", "address"),
     sa.CheckConstraint("mode IN ('bot', 'waiting', 'agent')", name="mode"),
     sa.Index(None, "state"),
@@ -201,6 +205,92 @@ timers: Final = sa.Table(
         postgresql_where=sa.text("fired_at IS NULL AND cancelled_at IS NULL"),
     ),
 )
+
+# What analytics reads, recorded as turns and handoffs happen (never message text): a state
+# entered, an answer given, a funnel step reached, a handoff requested/claimed/released, a
+# conversation ended or abandoned. Personal data only through their conversation (cascade).
+FACT_KINDS: Final = (
+    "entered",  # state: the state entered
+    "answer",  # state: the question; value: the choice id (a multi-select's ids, comma-joined)
+    "pick",  # a multi-select's pick: state, value, how (the answer itself comes at its end)
+    "not_understood",  # state: the question a typed message was not understood at
+    "result",  # state: where a flow's `insights.results` slot was worked out; value: it
+    "step",  # value: the funnel step first reached in this run (once per run); an event
+    # step is '@' and the event's kind ('@handoff_claimed')
+    "handoff_requested",
+    "handoff_claimed",
+    "handoff_released",  # value: the outcome tag, when the agent gave one
+    "booking_made",  # ready for booking: recorded by whatever books (not built yet)
+    "ended",  # state: the end state reached
+    "abandoned",  # state: where the conversation sat ABANDON_AFTER_HOURS without a message
+    "cross",  # state: the rows question; value: "row answer|column answer" (insights.cross)
+)
+
+facts: Final = sa.Table(
+    "facts",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "conversation_id",
+        Id,
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),  # forget and purge take them
+        nullable=False,
+    ),
+    sa.Column("run_at", UtcDateTime(), nullable=False),  # the run's start: the cohort
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("kind", sa.String(24), nullable=False),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("flow_version", sa.String(64), nullable=False),
+    sa.Column("variant", sa.String(32), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(128), nullable=True),
+    sa.Column("value", sa.String(255), nullable=True),
+    sa.Column("how", sa.String(16), nullable=True),  # tapped, typed
+    sa.Column("stage", sa.String(32), nullable=True),  # the NLU stage that understood typed text
+    sa.Column("seconds", sa.Float(), nullable=True),  # answer: since the question was asked
+    sa.Index(None, "conversation_id", "run_at"),
+    # A funnel step counts once per run, whatever goes back and forth.
+    sa.Index(
+        "uq_facts_step",
+        "conversation_id",
+        "run_at",
+        "value",
+        unique=True,
+        sqlite_where=sa.text("kind = 'step'"),
+        postgresql_where=sa.text("kind = 'step'"),
+    ),
+)
+
+# The facts counted per day of their run (a Japanese day), flow, version, variant, channel and
+# what happened: the figures /console/insights reads, kept up in the same transaction as the
+# facts, so the page sums a few rows a day instead of scanning millions of facts. Counts of
+# nobody in particular: deleting a user's data deletes their facts, not these sums.
+fact_counts: Final = sa.Table(
+    "fact_counts",
+    metadata,
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("day", sa.Date(), nullable=False),
+    sa.Column("kind", sa.String(24), nullable=False),
+    sa.Column("state", sa.String(128), nullable=False),  # '' for none
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.Column("how", sa.String(16), nullable=False),
+    sa.Column("variant", sa.String(32), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("flow_version", sa.String(64), nullable=False),
+    sa.Column("n", sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint(
+        "flow", "kind", "day", "state", "value", "how", "variant", "channel", "flow_version"
+    ),
+    # What every insights query reads, from the index alone on PostgreSQL.
+    sa.Index(
+        None,
+        "flow",
+        "kind",
+        "day",
+        postgresql_include=["state", "value", "how", "variant", "channel", "n"],
+    ),
+)
+
 
 # ---------------------------------------------------------------- handoffs and agents
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.store.conversations import Conversations
+from bot.store.facts import Abandonment
 from bot.store.inbox import Inbox
 from bot.store.leases import Leases
 from bot.store.outbox import Outbox
@@ -10,6 +11,6 @@ from bot.store.timers import Timers
 from bot.store.users import Users
 
 
-class SqlStore(Conversations, Inbox, Outbox, Leases, Timers, Users):
-    """Conversations, the inbox, the outbox, leases, timers and users' data on SQLite or PostgreSQL; each method is one
-    transaction (handoffs and agents have their own stores on the same engine)."""
+class SqlStore(Conversations, Inbox, Outbox, Leases, Timers, Users, Abandonment):
+    """Conversations, the inbox, the outbox, leases, timers, users' data and analytics' marks on
+    SQLite or PostgreSQL; each method is one transaction (handoffs and agents have their own stores on the same engine)."""
