@@ -207,7 +207,7 @@ class Booking:
     agent_name: str  # the agent's display name, as the user reads it
     starts_at: datetime
     ends_at: datetime
-    status: Literal["booked", "cancelled"]
+    status: Literal["booked", "cancelled", "done"]  # done: it took place (its time passed)
     token: str  # the secret part of the .ics URL
     created_at: datetime
     cancelled_at: datetime | None = None

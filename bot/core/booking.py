@@ -69,6 +69,8 @@ class BookingDesk:
         if conversation_id is not None:
             contact = await self.bookings.contact(conversation_id)
             booking = await self.bookings.open_booking(conversation_id)
+            if booking is not None and booking.ends_at <= self.clock():
+                booking = None  # it took place: the user may book the next one
         return Facts(
             offers=await self.offers(),
             contact=self._contact_view(contact),

@@ -166,6 +166,16 @@ class BookingStore:
                 ).scalar_one_or_none()
                 if held is not None:
                     return await _booking(connection, held)
+                # A booking whose time has passed is done: the user may book the next one.
+                await connection.execute(
+                    sa.update(bookings)
+                    .where(
+                        b.conversation_id == conversation_id,
+                        b.status == "booked",
+                        b.ends_at <= now,
+                    )
+                    .values(status="done")
+                )
                 if replaces is not None:
                     await connection.execute(
                         sa.update(bookings)
