@@ -315,3 +315,23 @@ def test_availability_through_the_api(app: AgentApp) -> None:
     assert removed.status_code == 204
     again = app.client.delete(f"/api/v1/availability/{off.json()['id']}", headers=headers)
     assert again.status_code == 404
+
+
+def test_an_agent_cancels_and_the_user_is_told(app: AgentApp) -> None:
+    user = WebUser(app)
+    user.say("面談を予約")
+    user.give_contact()
+    user.tap("4/5（土）10:00")
+    [booking] = bookings(app)
+    cancelled = app.client.post(
+        f"/api/v1/bookings/{booking['id']}/cancel", headers=app.api("sato")
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = app.client.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=app.api("sato"))
+    assert again.status_code == 404
+    assert all(t is not None and t.cancelled_at for t in reminders(app, booking["id"]).values())
+    assert run_timers(app) == 1  # the word to the user, due at once
+    told = app.history(user.session)["messages"][-1]["text"]
+    assert told.startswith("ごめんなさい、4月5日（土）10:00〜10:30の面談は、担当者の都合で")
+    user.say("面談を予約")  # no booking any more: the slots again, the contact kept
+    assert "4/5（土）10:00" in user.buttons() and "お名前" not in user.texts()

@@ -154,7 +154,8 @@ async def list_bookings(
 
 @api.post("/bookings/{booking_id}/cancel", response_model=BookingOut, responses=responses(404))
 async def cancel_booking(request: Request, booking_id: BookingId) -> BookingOut:
-    """Cancel a booking (the Slack card shows it; tell the user yourself)."""
+    """Cancel a booking: the user is told in their chat; the Slack card and the reminders
+    follow. 404 when it is not open."""
     desk = _desk(request)
     try:
         booking = await desk.cancel(booking_id)
@@ -227,7 +228,7 @@ async def cancel_form(
         await _desk(request).cancel(booking_id)
     except UnknownBooking:
         return _back(request, "この予約はもうありません。", day=day)
-    return _back(request, "予約をキャンセルしました。ユーザーへの連絡をお願いします。", day=day)
+    return _back(request, "予約をキャンセルしました。ユーザーにもお知らせしています。", day=day)
 
 
 # ---------------------------------------------------------------- private
