@@ -323,9 +323,7 @@ def test_an_agent_cancels_and_the_user_is_told(app: AgentApp) -> None:
     user.give_contact()
     user.tap("4/5（土）10:00")
     [booking] = bookings(app)
-    cancelled = app.client.post(
-        f"/api/v1/bookings/{booking['id']}/cancel", headers=app.api("sato")
-    )
+    cancelled = app.client.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=app.api("sato"))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = app.client.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=app.api("sato"))
     assert again.status_code == 404

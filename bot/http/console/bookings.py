@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import AfterValidator, BaseModel, Field, Strict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from bot.booking.slots import describe_rule, parse_rule
 from bot.errors import BadInput, BotError, UnknownBooking
@@ -42,10 +42,21 @@ Clock = Annotated[
         examples=["18:00"],
     ),
 ]
+
+
+def _number(value: object) -> object:
+    """A JSON number, as documented: 60 and 60.0 are the same integer; "60" and true are not."""
+    if isinstance(value, bool | str):
+        raise ValueError("a number of minutes")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Minutes = Annotated[
     int,
-    Strict(),  # a number, as documented (not "60")
     Field(ge=1, le=1440, description="How long; the window ends at 23:59 at the latest."),
+    BeforeValidator(_number),
 ]
 # A date as JSON carries it: a YYYY-MM-DD string (pydantic alone would also read 0 as 1970-01-01).
 Day = Annotated[
