@@ -323,7 +323,7 @@ async def _build(
         worker.register(channel.value, handler)
     # One handler per timer kind; a kind nobody registered is settled as failed, loudly.
     timer_handlers: dict[str, TimerHandler] = {
-        SAY: SayHandler(),
+        SAY: SayHandler(quiet=quiet),
         FOLLOWUP_TIMER: FollowUpHandler(
             engines=engines, quiet=quiet, booking_pending=booking.has_upcoming
         ),

@@ -24,6 +24,7 @@ from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
 from bot.config import Settings
 from bot.http.app import create_app
 from bot.models import Channel, ConversationKey
+from bot.store import AgentStore
 from bot.wiring import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,3 +238,33 @@ def test_a_web_user_finds_the_follow_up_in_the_chat_history(tmp_path: Path) -> N
             url, json={"choice": "unsure", "state": question["state"], "label": "迷っています"}
         ).json()
         assert "真剣に考えている証拠です" in reply["messages"][0]["text"]
+
+
+async def test_none_while_a_booking_is_still_to_come(served: Served) -> None:
+    """Booked users hear from their agent; once the meeting is past, the follow-up may go."""
+    agent = await AgentStore(engine=served.runtime.store.engine).add(
+        "sato", password_hash="x", display_name="佐藤"
+    )
+    bookings = served.runtime.booking.bookings
+    waiting, met = new_user_id(), new_user_id()
+    ids = {}
+    for user, days in ((waiting, 5), (met, 1)):
+        ids[user] = await finish_advice(served, user)
+        await tap(served, user, "3日後に様子を聞いて")
+        starts = NOON_JST + timedelta(days=days, hours=7)  # 19:00 in Tokyo
+        await bookings.book(
+            ids[user],
+            agent_id=agent.id,
+            starts_at=starts,
+            ends_at=starts + timedelta(minutes=30),
+            now=NOON_JST,
+        )
+    seen = {user: len(served.fake.seen(user)) for user in ids}
+
+    served.clock.advance(timedelta(days=3))
+    assert await run_timers(served) == 2
+    skipped = await served.runtime.store.timer(f"followup:{ids[waiting]}:boki_check")
+    assert skipped is not None and skipped.outcome == "skipped: booking pending"
+    await until(lambda: len(served.fake.seen(met)) > seen[met])
+    assert served.fake.last(met).text.endswith(BOKI)
+    assert len(served.fake.seen(waiting)) == seen[waiting]

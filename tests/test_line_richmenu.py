@@ -193,6 +193,9 @@ async def test_every_tile_is_a_command_the_flow_understands(served: Served) -> N
     assert "まだ診断の途中なので、まとめはこれからです。" in early
     asked = await tile(served, user, "よくある質問")
     assert any("お金はかかる？" in text for text in asked)
+    # The booking flow's command, reached by its words whatever its id.
+    booking = await tile(served, user, "面談を予約")
+    assert any(text.startswith("面談のご予約ですね。") for text in booking), booking
     handed = await tile(served, user, "担当者に相談")
     assert any("担当者におつなぎします" in text for text in handed)
     assert served.fake.invalid == []

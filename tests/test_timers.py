@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -160,3 +160,28 @@ async def test_a_timer_reaches_the_web_chat_history(tmp_path: Path) -> None:
         assert client.portal.call(runtime.timers.run_due) == 1  # type: ignore[union-attr]
         history = client.get(url, params={"after": last}).json()
         assert [m.get("text") for m in history["messages"]] == ["おかえりなさい"]
+
+
+async def test_a_say_timer_may_wait_for_the_end_of_quiet_hours(served: Served) -> None:
+    user = new_user_id()
+    cid = await served.follow(user)
+    runtime, clock = served.runtime, served.clock
+    late = datetime(2026, 12, 7, 13, 30, tzinfo=UTC)  # 22:30 in Tokyo
+    clock.set(late)
+    for name, quiet in (("polite", True), ("plain", False)):
+        await schedule_say(
+            runtime.store,
+            f"test:{cid}:{name}",
+            conversation_id=cid,
+            due_at=late,
+            messages=[TextOut(text=f"{name}です")],
+            quiet_hours=quiet,
+        )
+    assert await runtime.timers.run_due() == 2
+    await until(lambda: "plainです" in served.fake.texts(user))
+    polite = await runtime.store.timer(f"test:{cid}:polite")
+    assert polite is not None and polite.pending
+    assert polite.due_at == datetime(2026, 12, 8, 0, 0, tzinfo=UTC)  # 09:00 in Tokyo
+    clock.set(polite.due_at)
+    assert await runtime.timers.run_due() == 1
+    await until(lambda: "politeです" in served.fake.texts(user))

@@ -15,13 +15,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from pydantic import TypeAdapter
 
 from bot.core.clock import Clock
 from bot.core.leases import LeaseKeeper, conversation_lease
 from bot.core.outbox import Outbox
+from bot.core.quiet_hours import QuietHours
 from bot.core.service import ConversationService
 from bot.errors import StoreError
 from bot.metrics import Metrics
@@ -234,11 +235,15 @@ def reply_by_outbox(channel: str) -> bool:
 
 SAY: Final = "say"
 """The kind of timers whose payload is the messages to send: {"messages": [...]}, each an
-outbound message as the models dump it ({"type": "text", "text": "..."})."""
+outbound message as the models dump it ({"type": "text", "text": "..."}); with
+"quiet_hours": true they wait for the end of QUIET_HOURS."""
 
 
 class SayHandler:
     """Sends a `say` timer's messages, unless the user left (LINE unfollow)."""
+
+    def __init__(self, *, quiet: QuietHours | None = None) -> None:
+        self.quiet = quiet
 
     async def __call__(
         self, timer: Timer, conversation: StoredConversation | None, now: datetime
@@ -250,6 +255,10 @@ class SayHandler:
         messages = tuple(_parse(item) for item in timer.payload.get("messages", ()))
         if not messages:
             return Skip("nothing to say")
+        if timer.payload.get("quiet_hours") and self.quiet is not None:
+            morning = self.quiet.ends(now)
+            if morning is not None:
+                return Postpone(morning)
         return Say(messages)
 
 
@@ -265,15 +274,15 @@ async def schedule_say(
     conversation_id: int,
     due_at: datetime,
     messages: Sequence[Message],
+    quiet_hours: bool = False,
 ) -> Timer:
     """Arm a `say` timer: these messages to the conversation at `due_at` (the same `key`
-    again replaces it)."""
+    again replaces it); `quiet_hours`: not pushed during QUIET_HOURS (they wait for the end)."""
     if not messages:
         raise ValueError("a say timer needs at least one message")
+    payload: dict[str, Any] = {"messages": [m.model_dump(mode="json") for m in messages]}
+    if quiet_hours:
+        payload["quiet_hours"] = True
     return await store.schedule_timer(
-        key,
-        kind=SAY,
-        conversation_id=conversation_id,
-        due_at=due_at,
-        payload={"messages": [m.model_dump(mode="json") for m in messages]},
+        key, kind=SAY, conversation_id=conversation_id, due_at=due_at, payload=payload
     )
