@@ -213,6 +213,7 @@ class Booking:
     cancelled_at: datetime | None = None
     refs: dict[str, Any] = field(default_factory=dict)  # where agent surfaces show it
     contact_name: str | None = None
+    contact: str | None = None  # how to reach the user, as agents read it: 「電話 090-…」
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

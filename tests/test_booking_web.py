@@ -163,6 +163,7 @@ def test_a_web_user_books_reschedules_and_cancels(app: AgentApp, clock: FakeCloc
         "山田 花子",
         "web",
     )
+    assert booking["contact"] == "メール hanako@example.jp"
     # Booked on the day: no reminder the day before, one an hour before.
     first = reminders(app, booking["id"])
     assert first["24h"] is None

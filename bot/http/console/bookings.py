@@ -109,6 +109,9 @@ class BookingOut(BaseModel):
     when: str
     channel: str
     contact_name: str | None
+    contact: str | None = Field(
+        description="How to reach the user: 電話 …, メール …, このチャットで"
+    )
 
 
 # ---------------------------------------------------------------- agent API
@@ -297,6 +300,7 @@ def _booking_out(desk: BookingDesk, booking: Booking) -> BookingOut:
         when=desk.when(booking),
         channel=booking.key.channel.value,
         contact_name=booking.contact_name,
+        contact=booking.contact,
     )
 
 
