@@ -245,12 +245,13 @@ class Booking:
     agent_name: str  # the agent's display name, as the user reads it
     starts_at: datetime
     ends_at: datetime
-    status: Literal["booked", "cancelled"]
+    status: Literal["booked", "cancelled", "done"]  # done: it took place (its time passed)
     token: str  # the secret part of the .ics URL
     created_at: datetime
     cancelled_at: datetime | None = None
     refs: dict[str, Any] = field(default_factory=dict)  # where agent surfaces show it
     contact_name: str | None = None
+    contact: str | None = None  # how to reach the user, as agents read it: 「電話 090-…」
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

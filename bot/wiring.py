@@ -297,6 +297,7 @@ async def _build(
         clock=clock,
     )
     booking.listeners.append(reminders.on_change)
+    booking.agent_cancelled.append(reminders.cancelled_by_agent)
     outbox = Outbox(
         store=store, couriers=couriers, metrics=metrics, leases=leases, tuning=outbox_tuning
     )

@@ -97,6 +97,7 @@ def test_a_slack_user_books_reschedules_and_cancels(slack: AgentChannel, clock: 
     shown = card.shown_text()
     assert "4月1日（火）18:30〜19:00" in shown and "佐藤" in shown and "山田花子" in shown
     assert "予約済み" in shown and "*Slack* のユーザー" in shown
+    assert "*連絡先:* このチャットで" in shown
 
     slack.dm("面談を予約")
     tap(slack, "日時を変更する")

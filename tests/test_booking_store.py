@@ -161,3 +161,17 @@ async def test_the_retention_purge_deletes_contact_and_bookings_with_the_convers
     assert await bookings.contact(user) is None
     with pytest.raises(UnknownBooking):
         await bookings.get(booked.id)
+
+
+async def test_a_past_booking_is_done_when_the_user_books_again(store: SqlStore) -> None:
+    bookings = BookingStore(engine=store.engine)
+    agent_id = await _agent(store)
+    user = await _user(store, "alice")
+    half = timedelta(minutes=30)
+    first = await bookings.book(user, agent_id=agent_id, starts_at=T0, ends_at=T0 + half, now=T0)
+    later = T0 + timedelta(days=7)
+    second = await bookings.book(
+        user, agent_id=agent_id, starts_at=later, ends_at=later + half, now=T0 + timedelta(days=1)
+    )
+    assert (await bookings.get(first.id)).status == "done"
+    assert await bookings.open_booking(user) == second

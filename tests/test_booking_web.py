@@ -5,6 +5,7 @@ users racing for one slot never both get it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from agent_app import TUESDAY_10_JST, AgentApp, agent_app
 from career_path import TURNS
 from fakes.clock import FakeClock
 
+from bot.models import Channel, ChoiceIn, ConversationKey
 from bot.records import Timer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +163,7 @@ def test_a_web_user_books_reschedules_and_cancels(app: AgentApp, clock: FakeCloc
         "山田 花子",
         "web",
     )
+    assert booking["contact"] == "メール hanako@example.jp"
     # Booked on the day: no reminder the day before, one an hour before.
     first = reminders(app, booking["id"])
     assert first["24h"] is None
@@ -315,3 +318,67 @@ def test_availability_through_the_api(app: AgentApp) -> None:
     assert removed.status_code == 204
     again = app.client.delete(f"/api/v1/availability/{off.json()['id']}", headers=headers)
     assert again.status_code == 404
+
+
+def test_an_agent_cancels_and_the_user_is_told(app: AgentApp) -> None:
+    user = WebUser(app)
+    user.say("面談を予約")
+    user.give_contact()
+    user.tap("4/5（土）10:00")
+    [booking] = bookings(app)
+    cancelled = app.client.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=app.api("sato"))
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = app.client.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=app.api("sato"))
+    assert again.status_code == 404
+    assert all(t is not None and t.cancelled_at for t in reminders(app, booking["id"]).values())
+    assert run_timers(app) == 1  # the word to the user, due at once
+    told = app.history(user.session)["messages"][-1]["text"]
+    assert told.startswith("ごめんなさい、4月5日（土）10:00〜10:30の面談は、担当者の都合で")
+    user.say("面談を予約")  # no booking any more: the slots again, the contact kept
+    assert "4/5（土）10:00" in user.buttons() and "お名前" not in user.texts()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_users_tapping_one_slot_at_once_never_both_get_it(
+    tmp_path: Path, clock: FakeClock, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Both taps reach the service at once (one process runs such turns one after the other;
+    tests/test_booking_store.py races the INSERTs themselves on both backends)."""
+    overrides: dict[str, Any] = dict(SETTINGS)
+    if backend == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("postgres_database")
+    with agent_app(tmp_path, runtime_clock=clock, **overrides) as app:
+        app.add_agent("sato", "佐藤")
+        added = app.client.post(
+            "/api/v1/availability",
+            json={"kind": "weekly", "day": "Tue", "start": "18:00", "minutes": 60},
+            headers=app.api("sato"),
+        )
+        assert added.status_code == 201
+        users = [WebUser(app) for _ in range(2)]
+        for user in users:
+            user.say("面談を予約")
+            user.give_contact()
+        slot = next(c for c in users[0].question()["choices"] if c["label"] == "4/1（火）18:00")
+        tap = ChoiceIn(choice=slot["id"], state="booking", label=slot["label"])
+        service = app.runtime.service
+
+        async def both() -> list[Any]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        service.handle(ConversationKey(channel=Channel.WEB, address=u.session), tap)
+                        for u in users
+                    )
+                )
+            )
+
+        replies = app.run(both)
+        said = ["\n".join(m.text for m in r.messages if hasattr(m, "text")) for r in replies]
+        assert sum("ご予約を承りました" in s for s in said) == 1, said
+        assert sum("ほかの方の予約が入りました" in s for s in said) == 1, said
+        loser = next(r for r, s in zip(replies, said, strict=True) if "ほかの方" in s)
+        offered = [c.label for c in loser.messages[-1].choices]
+        assert "4/1（火）18:00" not in offered and "4/1（火）18:30" in offered
+        booked = [b for b in bookings(app) if b["status"] == "booked"]
+        assert len(booked) == 1

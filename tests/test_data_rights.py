@@ -18,10 +18,12 @@ from test_limits import Served, line_api, line_event, served, slack_api  # noqa:
 from bot.cli.main import main
 from bot.core.service import FORGET_NO, FORGET_STATE, FORGET_YES, FORGOTTEN
 from bot.models import Channel, ConversationKey, ConversationState
-from bot.store import AgentStore, SqlStore, TranscriptEntry
+from bot.store import AgentStore, BookingStore, SqlStore, TranscriptEntry
 from bot.store.handoffs import HandoffStore
 from bot.store.schema import (
     audit_log,
+    bookings,
+    contacts,
     conversations,
     handoffs,
     inbox,
@@ -31,7 +33,7 @@ from bot.store.schema import (
 )
 from bot.store.users import subject_of
 
-USER_TABLES = (conversations, messages, handoffs, mode_changes, outbox)
+USER_TABLES = (conversations, messages, handoffs, mode_changes, outbox, contacts, bookings)
 
 
 async def counts(store: SqlStore) -> dict[str, int]:
@@ -51,7 +53,8 @@ async def inbox_rows(store: SqlStore) -> list[dict[str, Any]]:
 
 async def a_user_with_everything(store: SqlStore, key: ConversationKey) -> None:
     """A conversation with a transcript, a handoff (and its mode change), an undelivered
-    reply and a recorded inbound event: all the kinds of row a user leaves."""
+    reply, a recorded inbound event, contact details and a booking: all the kinds of row a
+    user leaves."""
     state = ConversationState(flow="career", flow_version="1", state="ask_role", slots={"a": 1})
     await store.record_event(
         channel=key.channel,
@@ -70,6 +73,25 @@ async def a_user_with_everything(store: SqlStore, key: ConversationKey) -> None:
     )
     await HandoffStore(engine=store.engine).open(
         saved.conversation_id, reason="相談", summary={"role": "経理"}
+    )
+    booking = BookingStore(engine=store.engine)
+    await booking.save_contact(
+        saved.conversation_id,
+        name="山田花子",
+        method="phone",
+        phone="090-1234-5678",
+        email=None,
+        policy_version="1",
+    )
+    agent = await AgentStore(engine=store.engine).add(
+        f"agent-{key.address[-6:]}", password_hash="x", display_name="佐藤"
+    )
+    start = datetime(2025, 4, 1, 10, 0, tzinfo=UTC)
+    await booking.book(
+        saved.conversation_id,
+        agent_id=agent.id,
+        starts_at=start,
+        ends_at=start + timedelta(minutes=30),
     )
 
 
@@ -90,6 +112,8 @@ async def test_forgetting_leaves_nothing_but_the_audit_entry(store: SqlStore) ->
     ]
     assert exported["conversation"]["handoffs"][0]["summary"] == {"role": "経理"}
     assert exported["inbox"][0]["payload"] == {"text": "経理です"}
+    assert exported["conversation"]["contact"][0]["phone"] == "090-1234-5678"
+    assert exported["conversation"]["bookings"][0]["status"] == "booked"
     json.dumps(exported)  # JSON as it is
 
     done = await store.forget_user(key, who="cli:test")

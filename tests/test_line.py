@@ -219,6 +219,7 @@ async def test_whole_career_conversation_with_quick_replies_and_free_text(bot: B
     assert "日商簿記（2級以上）" in str(summary[0].message["contents"])
     assert [b["label"] for b in fake.last(user).buttons] == [
         "担当者と話したい",
+        "面談を予約する",
         "最初からやり直す",
         "終わる",
         "3日後に様子を聞いて",

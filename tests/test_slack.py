@@ -307,6 +307,7 @@ def test_whole_career_conversation_in_a_dm_with_buttons_and_text(
         final = slack.question(dm_channel(USER))
         assert [b["text"]["text"] for b in final.buttons()] == [
             "担当者と話したい",
+            "面談を予約する",
             "最初からやり直す",
             "終わる",
             "3日後に様子を聞いて",

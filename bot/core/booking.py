@@ -61,6 +61,8 @@ class BookingDesk:
     clock: Callable[[], datetime] = _utcnow
     # Called with each booking made, moved or cancelled, after the surfaces (reminders).
     listeners: list[Callable[[Booking], Any]] = field(default_factory=list)
+    # Called with a booking an agent cancelled (the user is told).
+    agent_cancelled: list[Callable[[Booking], Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------ facts for the engine
 
@@ -69,6 +71,8 @@ class BookingDesk:
         if conversation_id is not None:
             contact = await self.bookings.contact(conversation_id)
             booking = await self.bookings.open_booking(conversation_id)
+            if booking is not None and booking.ends_at <= self.clock():
+                booking = None  # it took place: the user may book the next one
         return Facts(
             offers=await self.offers(),
             contact=self._contact_view(contact),
@@ -144,15 +148,25 @@ class BookingDesk:
                 await self.cancel(effect.booking_id, conversation_id=conversation_id)
 
     async def cancel(self, booking_id: int, *, conversation_id: int | None = None) -> Booking:
-        """Cancel an open booking (the user's own, when `conversation_id` is given)."""
+        """Cancel an open booking: the user's own (`conversation_id` given, in chat), or, without
+        it, by an agent (console, API), and then the user is told. UnknownBooking when there is
+        no such booking; an agent cancelling one that is not open gets UnknownBooking too."""
         booking = await self.bookings.get(booking_id)
         if conversation_id is not None and booking.conversation_id != conversation_id:
             raise UnknownBooking(str(booking_id))
         try:
             booking = await self.bookings.cancel(booking_id, now=self.clock())
         except UnknownBooking:
+            if conversation_id is None:
+                raise
             return booking  # cancelled already (a retried turn): nothing more to tell
         await self._changed(booking)
+        if conversation_id is None:
+            for tell in self.agent_cancelled:
+                try:
+                    await tell(booking)
+                except Exception:
+                    log.exception("the user of booking %s could not be told", booking.id)
         return booking
 
     # ------------------------------------------------------------ views

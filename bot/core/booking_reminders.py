@@ -16,7 +16,7 @@ from typing import Final
 from bot.core.booking import BookingDesk
 from bot.core.clock import Clock
 from bot.core.quiet_hours import QuietHours
-from bot.core.timers import Postpone, Say, Skip, TimerAction
+from bot.core.timers import Postpone, Say, Skip, TimerAction, schedule_say
 from bot.engine import Engine
 from bot.errors import ConfigError, UnknownBooking
 from bot.flows.expressions import render
@@ -86,6 +86,23 @@ class BookingReminders:
                 payload={"booking_id": booking.id, "hours": hours},
                 now=now,
             )
+
+    async def cancelled_by_agent(self, booking: Booking) -> None:
+        """Tell the user an agent cancelled their booking (a `say` timer due now: durable,
+        and delivered by the outbox like any message)."""
+        stored = await self.store.load_by_id(booking.conversation_id)
+        engine = self.engines.get(stored.state.flow) if stored is not None else None
+        texts = engine.spec.booking if engine is not None else None
+        if engine is None or texts is None:
+            return
+        context = {"booking": self.desk.view(booking).model_dump(), "vars": engine.spec.vars}
+        await schedule_say(
+            self.store,
+            f"booking_cancelled:{booking.id}",
+            conversation_id=booking.conversation_id,
+            due_at=self.clock.now(),
+            messages=(TextOut(text=render(texts.cancelled_by_agent, context)),),
+        )
 
     # ------------------------------------------------------------ the timers' handler
 

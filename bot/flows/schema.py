@@ -206,6 +206,9 @@ class BookingTextsSpec(Model):
     cancel_yes: str
     cancel_no: str
     cancelled: str
+    cancelled_by_agent: str = Field(
+        description="Sent when an agent cancels the user's booking (console, agent API)."
+    )
     reminder: str = Field(
         description="Sent before a booking (REMINDER_BEFORE_HOURS); `{{ soon }}` is true for "
         "the one within 12 hours."

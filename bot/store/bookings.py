@@ -166,6 +166,16 @@ class BookingStore:
                 ).scalar_one_or_none()
                 if held is not None:
                     return await _booking(connection, held)
+                # A booking whose time has passed is done: the user may book the next one.
+                await connection.execute(
+                    sa.update(bookings)
+                    .where(
+                        b.conversation_id == conversation_id,
+                        b.status == "booked",
+                        b.ends_at <= now,
+                    )
+                    .values(status="done")
+                )
                 if replaces is not None:
                     await connection.execute(
                         sa.update(bookings)
@@ -294,6 +304,9 @@ async def _booking(connection: Any, booking_id: int) -> Booking:
                     conversations.c.channel,
                     conversations.c.address,
                     contacts.c.name.label("contact_name"),
+                    contacts.c.method.label("contact_method"),
+                    contacts.c.phone.label("contact_phone"),
+                    contacts.c.email.label("contact_email"),
                 )
                 .join(agents, agents.c.id == b.agent_id)
                 .join(conversations, conversations.c.id == b.conversation_id)
@@ -320,7 +333,16 @@ async def _booking(connection: Any, booking_id: int) -> Booking:
         cancelled_at=row["cancelled_at"],
         refs=dict(row["refs"] or {}),
         contact_name=row["contact_name"],
+        contact=_how(row["contact_method"], row["contact_phone"], row["contact_email"]),
     )
+
+
+def _how(method: str | None, phone: str | None, email: str | None) -> str | None:
+    if method == "phone":
+        return f"電話 {phone}"
+    if method == "email":
+        return f"メール {email}"
+    return "このチャットで" if method == "chat" else None
 
 
 def _rule(row: Any) -> Rule:

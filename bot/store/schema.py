@@ -442,7 +442,7 @@ audit_log: Final = sa.Table(
 # ---------------------------------------------------------------- booking (migration 0009_booking)
 
 AVAILABILITY_KINDS: Final = ("weekly", "extra", "off")
-BOOKING_STATUSES: Final = ("booked", "cancelled")
+BOOKING_STATUSES: Final = ("booked", "cancelled", "done")  # done: its time has passed
 
 # When an agent takes consultations: weekly hours (`weekday`, 0 = Monday), and exceptions on
 # one `day`: extra hours, or a day (or part of one) off. Times are the agents' local clock
@@ -501,7 +501,7 @@ bookings: Final = sa.Table(
     sa.Column("cancelled_at", UtcDateTime(), nullable=True),
     # Where the booking shows on agent surfaces, e.g. {"slack": {"channel": "C…", "ts": "…"}}.
     sa.Column("refs", sa.JSON(), nullable=False),
-    sa.CheckConstraint("status IN ('booked', 'cancelled')", name="status"),
+    sa.CheckConstraint("status IN ('booked', 'cancelled', 'done')", name="status"),
     sa.UniqueConstraint("token"),
     # One slot, one booking, decided by the database: of two users racing for a slot, the
     # second INSERT fails whichever process runs it.

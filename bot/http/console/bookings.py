@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import AfterValidator, BaseModel, Field, Strict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from bot.booking.slots import describe_rule, parse_rule
 from bot.errors import BadInput, BotError, UnknownBooking
@@ -42,10 +42,21 @@ Clock = Annotated[
         examples=["18:00"],
     ),
 ]
+
+
+def _number(value: object) -> object:
+    """A JSON number, as documented: 60 and 60.0 are the same integer; "60" and true are not."""
+    if isinstance(value, bool | str):
+        raise ValueError("a number of minutes")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Minutes = Annotated[
     int,
-    Strict(),  # a number, as documented (not "60")
     Field(ge=1, le=1440, description="How long; the window ends at 23:59 at the latest."),
+    BeforeValidator(_number),
 ]
 # A date as JSON carries it: a YYYY-MM-DD string (pydantic alone would also read 0 as 1970-01-01).
 Day = Annotated[
@@ -98,6 +109,9 @@ class BookingOut(BaseModel):
     when: str
     channel: str
     contact_name: str | None
+    contact: str | None = Field(
+        description="How to reach the user: 電話 …, メール …, このチャットで"
+    )
 
 
 # ---------------------------------------------------------------- agent API
@@ -154,7 +168,8 @@ async def list_bookings(
 
 @api.post("/bookings/{booking_id}/cancel", response_model=BookingOut, responses=responses(404))
 async def cancel_booking(request: Request, booking_id: BookingId) -> BookingOut:
-    """Cancel a booking (the Slack card shows it; tell the user yourself)."""
+    """Cancel a booking: the user is told in their chat; the Slack card and the reminders
+    follow. 404 when it is not open."""
     desk = _desk(request)
     try:
         booking = await desk.cancel(booking_id)
@@ -227,7 +242,7 @@ async def cancel_form(
         await _desk(request).cancel(booking_id)
     except UnknownBooking:
         return _back(request, "この予約はもうありません。", day=day)
-    return _back(request, "予約をキャンセルしました。ユーザーへの連絡をお願いします。", day=day)
+    return _back(request, "予約をキャンセルしました。ユーザーにもお知らせしています。", day=day)
 
 
 # ---------------------------------------------------------------- private
@@ -285,6 +300,7 @@ def _booking_out(desk: BookingDesk, booking: Booking) -> BookingOut:
         when=desk.when(booking),
         channel=booking.key.channel.value,
         contact_name=booking.contact_name,
+        contact=booking.contact,
     )
 
 

@@ -258,6 +258,7 @@ def booking_card(booking: Booking, *, when: str, link: str | None = None) -> Sla
         _mrkdwn(
             f"{shown_when}\n*担当:* {_escape(booking.agent_name)} ・ *{channel}* のユーザー"
             f"\n*お名前:* {_escape(booking.contact_name or '（未登録）')}"
+            f"\n*連絡先:* {_escape(booking.contact or '（未登録）')}"
         ),
         _mrkdwn("キャンセルされました" if cancelled else "予約済み"),
     ]

@@ -72,7 +72,7 @@ def upgrade() -> None:
         sa.Column("created_at", TIME, nullable=False),
         sa.Column("cancelled_at", TIME, nullable=True),
         sa.Column("refs", sa.JSON(), nullable=False),
-        sa.CheckConstraint("status IN ('booked', 'cancelled')", name="ck_bookings_status"),
+        sa.CheckConstraint("status IN ('booked', 'cancelled', 'done')", name="ck_bookings_status"),
         sa.ForeignKeyConstraint(
             ["conversation_id"],
             ["conversations.id"],
