@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from fastapi import Request
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from bot.errors import (
@@ -112,3 +115,20 @@ _DESCRIPTIONS: Final = {
     502: "Kept, but the user's channel refused it.",
     503: "The database does not answer; try again.",
 }
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """Query parameters an operation does not document are refused (422), as its OpenAPI
+    document says (no additional properties): `?stauts=all` must not quietly list the default."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    known = {field.alias for field in get_flat_params(dependant)}
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"type": "extra_forbidden", "loc": ("query", name), "msg": "unknown parameter"}
+                for name in unknown
+            ]
+        )

@@ -11,20 +11,20 @@ import secrets
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 
 from bot.core.ports import Reply
-from bot.http.errors import responses
+from bot.http.errors import refuse_unknown_query, responses
 from bot.http.rates import client_ip, rates, too_many
 from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
 from bot.storable_text import require_storable
 from bot.store import UnknownConversation
 from bot.wiring import Runtime
 
-router = APIRouter(responses=responses(422, 503))
+router = APIRouter(responses=responses(422, 503), dependencies=[Depends(refuse_unknown_query)])
 
 # Session ids are unguessable: knowing one is what lets a browser read that conversation.
 SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")]

@@ -8,8 +8,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.dependencies.utils import get_flat_params
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StringConstraints
 
 from bot.core.ports import AgentRef
@@ -28,7 +26,7 @@ from bot.http.console.views import (
     handoff_view,
     line_view,
 )
-from bot.http.errors import Problem, http_error, responses
+from bot.http.errors import Problem, http_error, refuse_unknown_query, responses
 from bot.models import Channel, ConversationKey, outbound_text
 from bot.store import Agent, Handoff, HandoffStatus
 
@@ -39,23 +37,6 @@ if TYPE_CHECKING:
 MAX_ID = 2**63 - 1  # the database's BIGINT: a larger id names nothing (404 would lie less
 # than a 500, the schema's bound says it before asking)
 HandoffId = Annotated[int, Path(ge=1, le=MAX_ID, description="The handoff's id.")]
-
-
-def refuse_unknown_query(request: Request) -> None:
-    """Query parameters an operation does not document are refused (422), as its OpenAPI
-    document says (no additional properties): `?stauts=all` must not quietly list the default."""
-    dependant = getattr(request.scope.get("route"), "dependant", None)
-    if dependant is None:
-        return
-    known = {field.alias for field in get_flat_params(dependant)}
-    unknown = [name for name in request.query_params if name not in known]
-    if unknown:
-        raise RequestValidationError(
-            [
-                {"type": "extra_forbidden", "loc": ("query", name), "msg": "unknown parameter"}
-                for name in unknown
-            ]
-        )
 
 
 router = APIRouter(

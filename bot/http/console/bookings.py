@@ -15,7 +15,7 @@ from bot.booking.slots import describe_rule, parse_rule
 from bot.errors import BadInput, BotError, UnknownBooking
 from bot.http.console.auth import SessionAgent, TokenAgent, check_csrf, session_agent, token_agent
 from bot.http.console.pages import render
-from bot.http.errors import Problem, http_error, responses
+from bot.http.errors import Problem, http_error, refuse_unknown_query, responses
 from bot.records import Booking, Rule
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ BookingId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 api = APIRouter(
     prefix="/api/v1",
     tags=["bookings"],
-    dependencies=[Depends(token_agent)],
+    dependencies=[Depends(token_agent), Depends(refuse_unknown_query)],
     responses=responses(401, 422, 429, 503),
 )
 page = APIRouter(prefix="/console", include_in_schema=False, dependencies=[Depends(session_agent)])
