@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -886,6 +887,14 @@ class Fleet:
 
                 await until_async(answers, within, what=f"web process on {port} answers")
 
+    def stop(self, process: subprocess.Popen[bytes] | None) -> float:
+        """SIGTERM, as a rolling restart stops a process; the seconds it took to exit."""
+        assert process is not None
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        return time.monotonic() - started
+
     def _kill(self, processes: list[subprocess.Popen[bytes] | None], chooser: random.Random) -> int:
         index = chooser.randrange(len(processes))
         process = processes[index]
@@ -981,6 +990,34 @@ async def test_9_fleet_line_down_two_minutes_then_each_reply_once_by_token_or_pu
     assert by_push, "no stale reply went by push"
     assert by_reply, "no fresh reply token was used"
     assert all(c.retry_key is not None for c in by_push)
+
+
+async def test_10_fleet_rolling_restart_by_sigterm_loses_and_doubles_nothing(fleet: Bot) -> None:
+    """Every worker, then every web process, stopped with SIGTERM and started again, one at a
+    time, while users write: what a stopped worker held passes to the others at once (it gives
+    its leases back), what it had not started stays in the inbox; nothing lost or doubled."""
+    processes, fake = fleet.serve, fleet.fake
+    assert isinstance(processes, Fleet)
+    stops: list[str] = []
+    async with fleet.line() as line:
+        await processes.healthy()
+        await answering(processes, line, fake)
+        line.start(USERS, TEXTS, pause=1.5)
+        for index in range(len(processes.workers)):
+            await asyncio.sleep(1.0)
+            stops.append(f"worker {index} {processes.stop(processes.workers[index]):.1f} s")
+            processes.start_worker(index)
+        for index in range(len(processes.webs)):
+            stops.append(f"web {index} {processes.stop(processes.webs[index]):.1f} s")
+            processes.start_web(index)
+            await processes.healthy()
+        await line.finished(120)
+        await settle(fleet.database, fake, line, SETTLE_WITHIN)
+    tally = await exactly_once(fleet, line, "10 rolling restart by SIGTERM/postgresql")
+    print(
+        f"[faults]   stopped (time to exit): {', '.join(stops)}; {tally.refused_posts} posts "
+        "refused and redelivered"
+    )
 
 
 # ------------------------------------------------------------------ helpers of scenarios
