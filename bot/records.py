@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from bot.models import Channel, ConversationKey, Mode
 
@@ -87,6 +87,27 @@ class HandoffStatus(StrEnum):
         return self in (HandoffStatus.WAITING, HandoffStatus.CLAIMED)
 
 
+class HandoffOutcome(StrEnum):
+    """How a request ended for the agency, chosen by the agent on release (counted in insights)."""
+
+    BOOKED = "booked"  # 面談予約済み
+    INFO_ONLY = "info_only"  # 情報提供のみ
+    DECLINED = "declined"  # 見送り
+    FOLLOW_UP = "follow_up"  # 要フォロー
+
+    @property
+    def label(self) -> str:
+        return OUTCOME_LABELS[self]
+
+
+OUTCOME_LABELS: Final[dict[HandoffOutcome, str]] = {
+    HandoffOutcome.BOOKED: "面談予約済み",
+    HandoffOutcome.INFO_ONLY: "情報提供のみ",
+    HandoffOutcome.DECLINED: "見送り",
+    HandoffOutcome.FOLLOW_UP: "要フォロー",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SurfaceRef:
     """Where a handoff shows on one agent surface, e.g. a Slack card: ref = its ts."""
@@ -112,6 +133,7 @@ class Handoff:
     agent_name: str | None = None  # the name the user sees
     closed_at: datetime | None = None
     timeout_notified_at: datetime | None = None
+    outcome: HandoffOutcome | None = None  # chosen on release (None: cancelled, or not said)
     refs: tuple[SurfaceRef, ...] = ()
 
     def ref(self, surface: str) -> SurfaceRef | None:

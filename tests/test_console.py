@@ -188,7 +188,7 @@ def test_forms_work_without_javascript(app: AgentApp) -> None:
     assert refused.status_code == 422  # no store keeps U+0000; nothing was sent
     app.client.post(f"{url}/messages", data={"csrf": csrf, "text": "花子です", "kind": "reply"})
     app.client.post(f"{url}/messages", data={"csrf": csrf, "text": "メモ", "kind": "note"})
-    app.client.post(f"{url}/release", data={"csrf": csrf})
+    app.client.post(f"{url}/release", data={"csrf": csrf, "outcome": "info_only"})
 
     history = app.history(session)
     assert history["mode"] == "bot"

@@ -42,7 +42,7 @@ from bot.models import (
     Turn,
 )
 from bot.nlu.normalize import normalize
-from bot.store import Handoff, HandoffStore, Orphan, SqlStore, StoredConversation
+from bot.store import Handoff, HandoffOutcome, HandoffStore, Orphan, SqlStore, StoredConversation
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +237,14 @@ class HandoffDesk:
         self._tell("agent_message", lambda s: s.agent_message(handoff, stored, agent))
         return stored
 
-    async def release(self, handoff_id: int, agent: AgentRef) -> tuple[Handoff, Reply]:
-        """Hand the conversation back: the bot resumes where the flow says, and says so."""
-        handoff = await self.handoffs.release(handoff_id, agent=agent.id, now=self.clock())
+    async def release(
+        self, handoff_id: int, agent: AgentRef, *, outcome: HandoffOutcome | None = None
+    ) -> tuple[Handoff, Reply]:
+        """Hand the conversation back with how it ended: the bot resumes where the flow says,
+        and says so."""
+        handoff = await self.handoffs.release(
+            handoff_id, agent=agent.id, outcome=outcome, now=self.clock()
+        )
         reply = await self._resume(handoff.key, idempotency_key=f"handoff-{handoff.id}-resume")
         log.info("handoff %d released by %s", handoff.id, agent.id)
         self._tell("released", lambda s: s.released(handoff))

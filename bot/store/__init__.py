@@ -3,6 +3,7 @@ handoffs, agents) over one schema."""
 
 from bot.records import (
     Handoff,
+    HandoffOutcome,
     HandoffStatus,
     InboxEvent,
     InboxHealth,
@@ -32,6 +33,7 @@ __all__ = [
     "AlreadyHandled",
     "ConcurrentUpdate",
     "Handoff",
+    "HandoffOutcome",
     "HandoffStatus",
     "HandoffStore",
     "InboxEvent",

@@ -28,7 +28,7 @@ from bot.http.console.views import (
 )
 from bot.http.errors import Problem, http_error, responses
 from bot.models import Channel, ConversationKey, outbound_text
-from bot.store import Agent, Handoff, HandoffStatus
+from bot.store import Agent, Handoff, HandoffOutcome, HandoffStatus
 
 if TYPE_CHECKING:
     from bot.handoff.desk import HandoffDesk
@@ -69,6 +69,14 @@ class TextBody(BaseModel):
 
 class MessageOut(BaseModel):
     message: LineView
+
+
+class ReleaseIn(BaseModel):
+    outcome: HandoffOutcome | None = Field(
+        default=None,
+        description="How it ended: booked (面談予約済み), info_only (情報提供のみ), declined "
+        "(見送り), follow_up (要フォロー).",
+    )
 
 
 class ReleaseOut(BaseModel):
@@ -147,10 +155,14 @@ async def add_note(
 
 
 @router.post("/handoffs/{handoff_id}/release", response_model=ReleaseOut, responses=_ERRORS)
-async def release(request: Request, handoff_id: HandoffId, agent: TokenAgent) -> ReleaseOut:
-    """Hand the conversation back to the bot, which resumes with a message to the user."""
+async def release(
+    request: Request, handoff_id: HandoffId, agent: TokenAgent, body: ReleaseIn | None = None
+) -> ReleaseOut:
+    """Hand the conversation back to the bot, which resumes with a message to the user; the
+    body may say how it ended (`outcome`)."""
+    outcome = body.outcome if body is not None else None
     try:
-        handoff, reply = await _desk(request).release(handoff_id, _ref(agent))
+        handoff, reply = await _desk(request).release(handoff_id, _ref(agent), outcome=outcome)
     except HandoffError as error:
         raise _http(error) from error
     return ReleaseOut(

@@ -37,7 +37,7 @@ from bot.http.console.views import detail_view, handoff_view
 from bot.http.errors import http_error
 from bot.http.rates import client_ip, rates
 from bot.storable_text import require_storable
-from bot.store import Agent
+from bot.store import Agent, Handoff, HandoffOutcome
 
 if TYPE_CHECKING:
     from bot.http.console import Console
@@ -167,6 +167,7 @@ async def handoff_page(request: Request, handoff_id: HandoffId, agent: SessionAg
             "me": agent,
             "h": detail,
             "last_id": max((line.id for line in detail.transcript), default=0),
+            "outcomes": [(o.value, o.label) for o in HandoffOutcome],
         },
     )
 
@@ -177,10 +178,10 @@ async def handoff_page(request: Request, handoff_id: HandoffId, agent: SessionAg
 @router.post("/handoffs/{handoff_id}/claim", dependencies=changes)
 async def claim(request: Request, handoff_id: HandoffId, agent: SessionAgent) -> Response:
     try:
-        await _console(request).runtime.desk.claim(handoff_id, _ref(agent))
+        handoff = await _console(request).runtime.desk.claim(handoff_id, _ref(agent))
     except HandoffError as error:
         return _failed(request, handoff_id, error)
-    return _done(request, handoff_id, "対応を開始しました。")
+    return _done(request, handoff_id, "対応を開始しました。", handoff=handoff)
 
 
 @router.post("/handoffs/{handoff_id}/messages", dependencies=changes)
@@ -206,12 +207,26 @@ async def send(
 
 
 @router.post("/handoffs/{handoff_id}/release", dependencies=changes)
-async def release(request: Request, handoff_id: HandoffId, agent: SessionAgent) -> Response:
+async def release(
+    request: Request,
+    handoff_id: HandoffId,
+    agent: SessionAgent,
+    outcome: Annotated[HandoffOutcome, Form()],
+) -> Response:
+    """Hand back with how it ended (the form makes the agent pick one)."""
     try:
-        await _console(request).runtime.desk.release(handoff_id, _ref(agent))
+        handoff, _ = await _console(request).runtime.desk.release(
+            handoff_id, _ref(agent), outcome=outcome
+        )
     except HandoffError as error:
         return _failed(request, handoff_id, error)
-    return _done(request, handoff_id, "ボットに戻しました。ボットが会話を再開しています。")
+    # The page shows the released state at once from this, not on the next feed event.
+    return _done(
+        request,
+        handoff_id,
+        f"ボットに戻しました（{outcome.label}）。ボットが会話を再開しています。",
+        handoff=handoff,
+    )
 
 
 # ---------------------------------------------------------------- private
@@ -240,10 +255,19 @@ def _wants_json(request: Request) -> bool:
 
 
 def _done(
-    request: Request, handoff_id: int, message: str, *, ok: bool = True, status: int = 200
+    request: Request,
+    handoff_id: int,
+    message: str,
+    *,
+    ok: bool = True,
+    status: int = 200,
+    handoff: Handoff | None = None,
 ) -> Response:
     if _wants_json(request):
-        return JSONResponse({"ok": ok, "message": message}, status_code=status)
+        answer: dict[str, Any] = {"ok": ok, "message": message}
+        if handoff is not None:
+            answer["handoff"] = handoff_view(handoff).model_dump(mode="json")
+        return JSONResponse(answer, status_code=status)
     request.session["flash"] = message
     return RedirectResponse(f"/console/handoffs/{handoff_id}", status_code=303)
 

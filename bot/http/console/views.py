@@ -42,6 +42,8 @@ class HandoffView(BaseModel):
     agent_name: str | None
     closed_at: datetime | None
     timeout_notified: bool
+    outcome: Literal["booked", "info_only", "declined", "follow_up"] | None = None
+    outcome_label: str | None = None
 
 
 class LineView(BaseModel):
@@ -84,6 +86,8 @@ def handoff_view(handoff: Handoff) -> HandoffView:
         agent_name=handoff.agent_name,
         closed_at=handoff.closed_at,
         timeout_notified=handoff.timeout_notified_at is not None,
+        outcome=handoff.outcome.value if handoff.outcome else None,
+        outcome_label=handoff.outcome.label if handoff.outcome else None,
     )
 
 

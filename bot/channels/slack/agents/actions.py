@@ -314,7 +314,7 @@ class SlackAgentActions:
             if click.action == "claim":
                 await self.desk.claim(click.handoff_id, agent)
             else:
-                await self.desk.release(click.handoff_id, agent)
+                await self.desk.release(click.handoff_id, agent, outcome=click.outcome)
         except AlreadyClaimed as taken:
             await tell(f"{mention(taken.agent, taken.agent_name)}さんが対応中です。")
         except NotHolder:

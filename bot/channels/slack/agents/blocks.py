@@ -13,7 +13,7 @@ from typing import Any, Final
 from bot.channels.slack.blocks import MAX_BLOCKS, MAX_SECTION_TEXT, SlackMessage
 from bot.core.ports import AgentRef
 from bot.models import StoredMessage
-from bot.records import Handoff, HandoffStatus, summary_lines
+from bot.records import Handoff, HandoffOutcome, HandoffStatus, summary_lines
 
 ACTION_PREFIX: Final = "yarigai.agent."
 """Agent buttons' `action_id`s start with this (not with the user buttons' prefix)."""
@@ -21,6 +21,7 @@ CLAIM_ACTION: Final = f"{ACTION_PREFIX}claim"
 RELEASE_ACTION: Final = f"{ACTION_PREFIX}release"
 CLAIM_LABEL: Final = "対応する"
 RELEASE_LABEL: Final = "Botに戻す"
+"""The release buttons read 「Botに戻す: <outcome>」 (see `release_label`)."""
 NOTE_MARK: Final = "//"
 """A thread reply starting with this is an internal note, never sent to the user."""
 SLACK_AGENT_PREFIX: Final = "slack:"
@@ -51,9 +52,9 @@ def card(handoff: Handoff, *, link: str | None = None) -> SlackMessage:
     if link:
         blocks.append(_context(f"<{link}|会話の全文をコンソールで見る>", mrkdwn=True))
     blocks.append(_mrkdwn(status_line(handoff)))
-    button = _button(handoff)
-    if button is not None:
-        blocks.append({"type": "actions", "elements": [button]})
+    buttons = _buttons(handoff)
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
     text = f"{title}（{channel}）: {_plain_status(handoff)}"
     return SlackMessage(text=_clip(text, MAX_FALLBACK_TEXT), blocks=tuple(blocks[:MAX_BLOCKS]))
 
@@ -99,7 +100,8 @@ def claimed_note(handoff: Handoff) -> SlackMessage:
 
 
 def released_note(handoff: Handoff) -> SlackMessage:
-    text = f"{holder(handoff)}さんがボットに戻しました。ボットが会話を再開しています。"
+    how = f"（結果: {handoff.outcome.label}）" if handoff.outcome else ""
+    text = f"{holder(handoff)}さんがボットに戻しました{how}。ボットが会話を再開しています。"
     return _note(text, fallback=f"{holder_plain(handoff)}さんがボットに戻しました")
 
 
@@ -108,12 +110,18 @@ def cancelled_note(handoff: Handoff) -> SlackMessage:
     return _note(text, fallback=text)
 
 
+def release_label(outcome: HandoffOutcome) -> str:
+    """The button that hands back with this outcome."""
+    return f"{RELEASE_LABEL}: {outcome.label}"
+
+
 def status_line(handoff: Handoff) -> str:
     """The card's status, in mrkdwn."""
     if handoff.status is HandoffStatus.CLAIMED:
         return f"*対応中:* {holder(handoff)}"
     if handoff.status is HandoffStatus.RELEASED:
-        return f"*対応終了:* {holder(handoff)}さんがボットに戻しました"
+        how = f"（{handoff.outcome.label}）" if handoff.outcome else ""
+        return f"*対応終了{how}:* {holder(handoff)}さんがボットに戻しました"
     if handoff.status is HandoffStatus.CANCELLED:
         return "*取り消し:* ユーザーがボットに戻りました"
     return "*受付待ち:* 対応する担当者を待っています"
@@ -149,30 +157,39 @@ def channel_label(handoff: Handoff) -> str:
 # ---------------------------------------------------------------- private
 
 
-def _button(handoff: Handoff) -> Block | None:
+def _buttons(handoff: Handoff) -> list[Block]:
     if handoff.status is HandoffStatus.WAITING:
-        return {
-            "type": "button",
-            "text": _plain(CLAIM_LABEL),
-            "action_id": CLAIM_ACTION,
-            "value": str(handoff.id),
-            "style": "primary",
-        }
+        return [
+            {
+                "type": "button",
+                "text": _plain(CLAIM_LABEL),
+                "action_id": CLAIM_ACTION,
+                "value": str(handoff.id),
+                "style": "primary",
+            }
+        ]
     # Only a Slack agent can hand back from here; a console agent does it in the console.
+    # Handing back says how it ended: one button per outcome (a Slack menu would also do, but
+    # buttons are one click and their confirm names the outcome).
     if handoff.status is HandoffStatus.CLAIMED and slack_user(handoff.agent) is not None:
-        return {
-            "type": "button",
-            "text": _plain(RELEASE_LABEL),
-            "action_id": RELEASE_ACTION,
-            "value": str(handoff.id),
-            "confirm": {
-                "title": _plain("ボットに戻しますか？"),
-                "text": _plain("ボットが会話を再開し、ユーザーにそう伝えます。"),
-                "confirm": _plain("戻す"),
-                "deny": _plain("やめる"),
-            },
-        }
-    return None
+        return [
+            {
+                "type": "button",
+                "text": _plain(release_label(outcome)),
+                "action_id": f"{RELEASE_ACTION}.{outcome.value}",
+                "value": str(handoff.id),
+                "confirm": {
+                    "title": _plain("ボットに戻しますか？"),
+                    "text": _plain(
+                        f"結果「{outcome.label}」を記録し、ボットが会話を再開してユーザーにそう伝えます。"
+                    ),
+                    "confirm": _plain("戻す"),
+                    "deny": _plain("やめる"),
+                },
+            }
+            for outcome in HandoffOutcome
+        ]
+    return []
 
 
 def _plain_status(handoff: Handoff) -> str:

@@ -69,6 +69,8 @@
         if (response.status === 401) { window.location.reload(); return; }
         const answer = await response.json().catch(() => ({ ok: false, message: "エラーが起きました。" }));
         toast(answer.message || answer.detail, !response.ok);
+        // The move's result shows at once; the feed confirms it a moment later.
+        if (response.ok && answer.handoff && conversation) applyHandoff(answer.handoff);
         if (response.ok && form.hasAttribute("data-reset")) {
           const text = form.querySelector("textarea");
           if (text) text.value = "";
@@ -149,6 +151,8 @@
     status.textContent = h.status_label + (h.agent_name ? `（${h.agent_name}）` : "");
     const holder = document.getElementById("holder");
     if (holder) holder.textContent = h.agent_name || "";
+    const closed = document.getElementById("closed-status");
+    if (closed) closed.textContent = h.status_label + (h.outcome_label ? `・${h.outcome_label}` : "");
   }
 
   function appendLines(items) {
