@@ -153,10 +153,27 @@ class ModeChange:
     at: datetime
 
 
+def brief_line(summary: dict[str, Any]) -> str:
+    """The one line an agent reads first (role, frustrations, fit, direction), or ""."""
+    return " ／ ".join(str(part) for part in summary.get("brief") or [])
+
+
+def summary_facts(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """What the flow worked out, in its words; a summary stored before briefs existed kept
+    raw slot keys there, which agents are not shown."""
+    facts = summary.get("facts")
+    return [f for f in facts if isinstance(f, dict)] if isinstance(facts, list) else []
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """The summary as short lines of text (Slack cards, plain-text views)."""
+    """The summary as short lines of text (Slack cards, plain-text views): answers by their
+    short labels, then the flow's facts and its last card."""
     lines = [f"理由: {summary.get('reason', '')}"]
-    lines += [f"・{a['question']} → {a['answer']}" for a in summary.get("answers", [])]
+    lines += [
+        f"・{a.get('label') or a.get('question', '')}: {a.get('answer', '')}"
+        for a in summary.get("answers", [])
+    ]
+    lines += [f"・{f.get('label', '')}: {f.get('value', '')}" for f in summary_facts(summary)]
     outcome = summary.get("outcome")
     if outcome:
         lines.append(f"■ {outcome.get('title', '')}")

@@ -174,7 +174,9 @@ def test_a_new_handoff_is_a_card_with_summary_link_and_take_over_button(
     text = shown.shown_text()
     assert f"担当者への相談 #{queued['id']}" in text
     assert "*Webチャット* のユーザー" in text and "*理由:* 相談希望" in text
-    assert "・お仕事は？ → 経理" in text  # the summary: what the user answered
+    assert (
+        "・お仕事は？: 経理" in text
+    )  # the summary: what the user answered (no label: the question)
     assert f"<{PUBLIC_URL}/console/handoffs/{queued['id']}|会話の全文をコンソールで見る>" in text
     assert "*受付待ち:*" in text
     assert [b["text"]["text"] for b in shown.buttons()] == [CLAIM_LABEL]

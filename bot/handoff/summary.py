@@ -26,8 +26,12 @@ def summarize(
 ) -> dict[str, Any]:
     """The summary stored with a handoff.
 
-    `answers`: each question the user answered, in flow order, as the flow labels it.
-    `facts`: other values the flow worked out (e.g. `fit_result`, `rec_quals`).
+    `brief`: the parts of the one line an agent reads first (the flow's `brief.line`).
+    `answers`: each question the user answered, in flow order: its short `label` for agents
+    (the flow's), the question's text, and the answer as the flow labels it.
+    `facts`: what the flow worked out, as `{label, value}` in the flow's words (`brief.facts`);
+    slots the flow does not name there are never shown, so agents never read slot keys.
+    `asked`: the last words the user typed before the request, if any.
     `outcome`: the last card the bot showed (e.g. the まとめ: fit result, advice), if any.
     `recent`: the last lines of the conversation.
     """
@@ -40,33 +44,52 @@ def summarize(
         if ask is None or ask.slot in asked or ask.slot not in state.slots:
             continue
         asked.add(ask.slot)
+        question = _question(render(ask.text, context))
         answers.append(
             {
                 "slot": ask.slot,
                 "state": name,
-                "question": _question(render(ask.text, context)),
+                "label": ask.label or question,
+                "question": question,
                 "answer": _answer(state.slots[ask.slot], labels.get(ask.slot, {})),
             }
         )
-    facts = {
-        slot: value
-        for slot, value in state.slots.items()
-        if slot not in asked
-        and not slot.startswith("_")
-        and isinstance(value, str | int | float | bool)
-        and value != ""
-    }
+    brief, facts = _brief(spec, context)
     return {
         "flow": state.flow,
         "state": state.state,
         "reason": reason,
+        "brief": brief,
         "answers": answers,
         "facts": facts,
+        "asked": _asked(transcript),
         "outcome": _last_card(transcript),
         "recent": [
             {"sender": m.sender, "text": _clip(m.text)} for m in transcript if m.sender != "note"
         ][-RECENT:],
     }
+
+
+def _brief(spec: FlowSpec, context: dict[str, Any]) -> tuple[list[str], list[dict[str, str]]]:
+    if spec.brief is None:
+        return [], []
+    line = [
+        part for part in (_clip(render(p, context).strip(), 60) for p in spec.brief.line) if part
+    ]
+    facts = [
+        {"label": fact.label, "value": value}
+        for fact in spec.brief.facts
+        if (value := _clip(render(fact.value, context).strip()))
+    ]
+    return line, facts
+
+
+def _asked(transcript: Sequence[StoredMessage]) -> str:
+    """The user's last typed words (a tapped button says nothing the reason does not)."""
+    for line in reversed(transcript):
+        if line.sender == "user" and line.body.get("kind") == "text":
+            return _clip(line.text, 120)
+    return ""
 
 
 def _labels(spec: FlowSpec) -> dict[str, dict[str, str]]:

@@ -23,7 +23,7 @@ from bot.store.conversations import (
     UnknownConversation,
 )
 from bot.store.db import create_engine, database_url, migrate
-from bot.store.handoffs import HandoffStore, Orphan
+from bot.store.handoffs import HandoffStore, Orphan, Preview
 from bot.store.sql import SqlStore
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "NewEvent",
     "Orphan",
     "OutboxItem",
+    "Preview",
     "SavedTurn",
     "SqlStore",
     "StoredConversation",

@@ -13,7 +13,7 @@ from typing import Any, Final
 from bot.channels.slack.blocks import MAX_BLOCKS, MAX_SECTION_TEXT, SlackMessage
 from bot.core.ports import AgentRef
 from bot.models import StoredMessage
-from bot.records import Handoff, HandoffOutcome, HandoffStatus, summary_lines
+from bot.records import Handoff, HandoffOutcome, HandoffStatus, brief_line, summary_lines
 
 ACTION_PREFIX: Final = "yarigai.agent."
 """Agent buttons' `action_id`s start with this (not with the user buttons' prefix)."""
@@ -47,6 +47,12 @@ def card(handoff: Handoff, *, link: str | None = None) -> SlackMessage:
             f"*{channel}* のユーザー ・ 依頼 {_date(handoff)}\n*理由:* {_escape(handoff.reason)}"
         ),
     ]
+    # The same brief the console opens with: who they are, what weighs on them, what they said.
+    brief = brief_line(handoff.summary)
+    asked = str(handoff.summary.get("asked") or "")
+    if brief or asked:
+        said = f"\n> {_escape(asked)}" if asked else ""
+        blocks.append(_mrkdwn(f"*{_escape(brief)}*{said}" if brief else said.lstrip("\n")))
     lines = [_escape(line) for line in summary_lines(handoff.summary)[1:]]  # reason: above
     blocks += [_mrkdwn(part) for part in _sections(lines)][:MAX_SUMMARY_SECTIONS]
     if link:
