@@ -19,6 +19,7 @@ from bot.errors import (
 from bot.models import Channel, ConversationKey, ConversationState, Mode
 from bot.store import (
     AgentStore,
+    CannedReplyStore,
     HandoffOutcome,
     HandoffStatus,
     HandoffStore,
@@ -363,3 +364,23 @@ async def test_previews_show_the_last_user_line_unread_per_agent(
     await handoffs.mark_read(handoff.id, agent="hanako", message_id=last - 1)  # never back
     assert (await handoffs.previews([handoff.id], agent="hanako"))[handoff.id].unread is False
     assert (await handoffs.previews([handoff.id], agent="taro"))[handoff.id].unread is True
+
+
+# ---------------------------------------------------------------- saved replies
+
+
+async def test_saved_replies_are_kept_by_keyword_replaced_and_deleted(store: SqlStore) -> None:
+    replies = CannedReplyStore(engine=store.engine)
+    assert await replies.all() == []
+
+    first = await replies.save("挨拶", "{{name}}です。", by="hanako", now=T0)
+    await replies.save("面談", "{{agency}}の面談は無料です。", by="hanako", now=T0)
+    again = await replies.save("挨拶", "担当の{{name}}です。", by="taro", now=T0 + timedelta(1))
+
+    assert again.id == first.id and again.body == "担当の{{name}}です。"
+    assert (again.updated_by, again.updated_at) == ("taro", T0 + timedelta(1))
+    assert [r.name for r in await replies.all()] == sorted(["挨拶", "面談"])
+    assert (await replies.get("面談")) is not None and await replies.get("ない") is None
+    assert await replies.delete("面談") is True
+    assert await replies.delete("面談") is False
+    assert [r.name for r in await replies.all()] == ["挨拶"]

@@ -46,7 +46,7 @@ from bot.channels.slack.agents.events import (
 from bot.config import Settings
 from bot.handoff.desk import AgentRef
 from bot.models import Channel, ConversationKey, StoredMessage
-from bot.store import Handoff, HandoffOutcome, HandoffStatus, SqlStore
+from bot.store import CannedReplyStore, Handoff, HandoffOutcome, HandoffStatus, SqlStore
 from bot.store.schema import inbox
 
 SIGNING_SECRET = "fake-signing-secret-agents"
@@ -711,3 +711,34 @@ async def _inbox_ids(agents: AgentChannel) -> list[str]:
 
 def _client(agents: AgentChannel) -> Any:
     return agents.app.client.app.state.runtime.slack.bolt.client  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- saved replies
+
+
+def test_a_saved_reply_by_keyword_in_the_thread_goes_to_the_user_filled_in(
+    tmp_path: Path, api: FakeSlackApi
+) -> None:
+    with agent_app(tmp_path, **slack_settings(api), agency_name="やりがいキャリア") as app:
+        agents = AgentChannel(app=app, api=api, events=SlackEvents(SIGNING_SECRET))
+        replies = CannedReplyStore(engine=app.runtime.store.engine)
+        body = (
+            "担当の{{name}}です。{{role}}のお仕事、おつかれさまです。{{agency}}の面談は無料です。"
+        )
+        app.run(lambda: replies.save("挨拶", body, by="hanako"))
+        session = app.web_user()
+        app.say(session, "経理")
+        app.say(session, "担当者と話したい")
+        agents.click(CLAIM_LABEL, user=SATO)
+        assert "`!名前` で定型文を送れます" in agents.thread()[-1]
+
+        agents.reply("!挨拶", user=SATO)
+        agents.reply("！ない", user=SATO)
+
+        said = [text for sender, text in web_lines(agents, session) if sender == "agent"]
+        assert said == [
+            "担当の佐藤です。経理のお仕事、おつかれさまです。やりがいキャリアの面談は無料です。"
+        ]
+        assert agents.told(SATO)[-1] == (
+            "「ない」という定型文はありません。この返信はユーザーに届いていません。"
+        )

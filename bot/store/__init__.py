@@ -13,6 +13,7 @@ from bot.records import (
     SurfaceRef,
 )
 from bot.store.agents import Agent, AgentStore, AgentToken
+from bot.store.canned import CannedReply, CannedReplyStore
 from bot.store.conversations import (
     AlreadyHandled,
     ConcurrentUpdate,
@@ -31,6 +32,8 @@ __all__ = [
     "AgentStore",
     "AgentToken",
     "AlreadyHandled",
+    "CannedReply",
+    "CannedReplyStore",
     "ConcurrentUpdate",
     "Handoff",
     "HandoffOutcome",

@@ -24,6 +24,9 @@ RELEASE_LABEL: Final = "Botに戻す"
 """The release buttons read 「Botに戻す: <outcome>」 (see `release_label`)."""
 NOTE_MARK: Final = "//"
 """A thread reply starting with this is an internal note, never sent to the user."""
+CANNED_MARKS: Final = ("!", "！")
+"""A thread reply `!keyword` sends the saved reply of that keyword to the user (filled in).
+Not `/`: Slack takes a message starting with `/` for a slash command and never posts it."""
 SLACK_AGENT_PREFIX: Final = "slack:"
 """`AgentRef.id` of a Slack agent: this, then the Slack user id."""
 
@@ -100,7 +103,8 @@ def agent_said(message: StoredMessage, agent: AgentRef) -> SlackMessage:
 def claimed_note(handoff: Handoff) -> SlackMessage:
     text = (
         f"{holder(handoff)}さんが対応を始めました。このスレッドへの返信はユーザーに届きます"
-        f"（`{NOTE_MARK}` で始めるとメモになり、ユーザーには届きません）。"
+        f"（`{NOTE_MARK}` で始めるとメモになり、ユーザーには届きません。"
+        f"`{CANNED_MARKS[0]}名前` で定型文を送れます）。"
     )
     return _note(text, fallback=f"{holder_plain(handoff)}さんが対応を始めました")
 
