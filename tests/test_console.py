@@ -294,4 +294,6 @@ def test_history_finds_finished_requests_by_agent_and_outcome(app: AgentApp) -> 
     assert found(who="taro") == []
     assert found(since="2025-04-01", until="2025-04-01") == done[::-1]  # the clock's Tuesday
     assert found(since="2025-04-02") == []
+    assert found(since="", until="", who="", outcome="") == done[::-1]  # the form, left empty
+    assert app.client.get("/console/history", params={"since": "4月1日"}).status_code == 422
     assert app.client.get("/console/history", params={"outcome": "bogus"}).status_code == 422

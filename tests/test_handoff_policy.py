@@ -148,7 +148,7 @@ def test_the_brief_speaks_the_flows_words_never_slot_keys() -> None:
     lines = []
     answers = ["経理で3年目", "毎日同じことの繰り返し", "これで全部"]
     answers += ["いいえ", "はい", "いいえ", "はい", "いいえ", "はい", "いいえ", "はい"]
-    answers += ["今の職場で工夫したい"]
+    answers += ["今の職場で工夫したい", "面接が不安なので相談したいです", "担当者と話したい"]
     for text in answers:
         turn = engine.advance(turn.conversation, TextIn(text=text))
         lines.append(
@@ -172,7 +172,8 @@ def test_the_brief_speaks_the_flows_words_never_slot_keys() -> None:
         "今の職場で工夫したい",
     ]
     assert brief_line(summary).startswith("経理（3年目） ／ 毎日同じこと")
-    assert summary["asked"] == "今の職場で工夫したい"
+    # What they asked: their own words, not the request for a person that ends them.
+    assert summary["asked"] == "面接が不安なので相談したいです"
     labels = [a["label"] for a in summary["answers"]]
     assert labels[:4] == ["職種", "モヤモヤ", "目立ちたい", "裏方で支えたい"]
     facts = {f["label"]: f["value"] for f in summary["facts"]}

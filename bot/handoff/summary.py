@@ -12,6 +12,7 @@ from typing import Any, Final
 from bot.flows.expressions import render
 from bot.flows.schema import FlowSpec
 from bot.models import ConversationState, StoredMessage
+from bot.nlu.normalize import normalize
 
 RECENT: Final = 12  # transcript lines kept in the summary (the whole transcript is a link away)
 _CLIP: Final = 200
@@ -62,7 +63,7 @@ def summarize(
         "brief": brief,
         "answers": answers,
         "facts": facts,
-        "asked": _asked(transcript),
+        "asked": _asked(transcript, spec),
         "outcome": _last_card(transcript),
         "recent": [
             {"sender": m.sender, "text": _clip(m.text)} for m in transcript if m.sender != "note"
@@ -84,12 +85,48 @@ def _brief(spec: FlowSpec, context: dict[str, Any]) -> tuple[list[str], list[dic
     return line, facts
 
 
-def _asked(transcript: Sequence[StoredMessage]) -> str:
-    """The user's last typed words (a tapped button says nothing the reason does not)."""
+def _asked(transcript: Sequence[StoredMessage], spec: FlowSpec) -> str:
+    """The user's last typed words of their own: a request for a person (「担当者と話したい」)
+    says nothing the reason does not and is passed over; an answer typed as its button reads
+    is an answer, not a question, and so is a tap."""
+    requests, answers = _request_words(spec), _answer_words(spec)
     for line in reversed(transcript):
-        if line.sender == "user" and line.body.get("kind") == "text":
-            return _clip(line.text, 120)
+        if line.sender != "user":
+            continue
+        said = normalize(line.text)
+        if line.body.get("kind") == "text" and said in requests:
+            continue
+        if line.body.get("kind") != "text" or said in answers:
+            return ""
+        return _clip(line.text, 120)
     return ""
+
+
+def _answer_words(spec: FlowSpec) -> set[str]:
+    return {
+        normalize(choice.label)
+        for state in spec.states.values()
+        if state.ask
+        for choice in state.ask.choices
+    }
+
+
+def _request_words(spec: FlowSpec) -> set[str]:
+    """How people ask for a person in this flow: the words of commands and choices that go to
+    a handoff state."""
+    handoffs = {name for name, state in spec.states.items() if state.handoff is not None}
+    words = [
+        w for c in spec.commands if c.goto in handoffs for w in (c.label, *c.keywords, *c.examples)
+    ]
+    words += [
+        w
+        for state in spec.states.values()
+        if state.ask
+        for choice in state.ask.choices
+        if choice.goto in handoffs
+        for w in (choice.label, *choice.keywords, *choice.examples)
+    ]
+    return {normalize(w) for w in words}
 
 
 def _labels(spec: FlowSpec) -> dict[str, dict[str, str]]:

@@ -73,8 +73,8 @@ async def delete_reply(
 async def history_page(
     request: Request,
     agent: SessionAgent,
-    since: Annotated[date | None, Query()] = None,
-    until: Annotated[date | None, Query()] = None,
+    since: Annotated[str, Query(max_length=10, description="YYYY-MM-DD or empty")] = "",
+    until: Annotated[str, Query(max_length=10, description="YYYY-MM-DD or empty")] = "",
     who: Annotated[str, Query(max_length=255)] = "",
     outcome: Annotated[
         Literal["", "none", "booked", "info_only", "declined", "follow_up"], Query()
@@ -84,9 +84,10 @@ async def history_page(
     console = _console(request)
     desk = console.runtime.desk
     zone = desk.hours.zone
+    first, last = _day(since), _day(until)  # the search form sends empty dates as ""
     found = await desk.handoffs.history(
-        since=datetime.combine(since, time(), tzinfo=zone) if since else None,
-        until=datetime.combine(until + timedelta(days=1), time(), tzinfo=zone) if until else None,
+        since=datetime.combine(first, time(), tzinfo=zone) if first else None,
+        until=datetime.combine(last + timedelta(days=1), time(), tzinfo=zone) if last else None,
         agent=who or None,
         outcome=_outcome(outcome),
         limit=HISTORY_LIMIT,
@@ -100,8 +101,8 @@ async def history_page(
             "agents": await desk.handoffs.agents_seen(),
             "outcomes": [(o.value, o.label) for o in HandoffOutcome],
             "query": {
-                "since": since.isoformat() if since else "",
-                "until": until.isoformat() if until else "",
+                "since": first.isoformat() if first else "",
+                "until": last.isoformat() if last else "",
                 "who": who,
                 "outcome": outcome,
             },
@@ -148,6 +149,15 @@ def _problem(name: str, body: str) -> str:
         known = "、".join(f"{{{{{v}}}}}" for v in VARIABLES)
         return f"使えない変数があります: {'、'.join(unknown)}。使えるのは {known} です。"
     return ""
+
+
+def _day(value: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as error:
+        raise HTTPException(status_code=422, detail="dates are YYYY-MM-DD") from error
 
 
 def _outcome(value: str) -> HandoffOutcome | Literal["none"] | None:

@@ -227,11 +227,13 @@
     chime();
     if (!notifying()) return;
     for (const h of fresh) {
-      const note = new Notification(`新しい相談 #${h.id}（${h.channel_label}）`, {
-        body: [h.brief, h.asked ? `「${h.asked}」` : ""].filter(Boolean).join("\n") || h.reason,
-        tag: `yarigai-handoff-${h.id}`,
-      });
-      note.onclick = () => { window.focus(); window.location.href = `/console/handoffs/${h.id}`; };
+      try {
+        const note = new Notification(`新しい相談 #${h.id}（${h.channel_label}）`, {
+          body: [h.brief, h.asked ? `「${h.asked}」` : ""].filter(Boolean).join("\n") || h.reason,
+          tag: `yarigai-handoff-${h.id}`,
+        });
+        note.onclick = () => { window.focus(); window.location.href = `/console/handoffs/${h.id}`; };
+      } catch (error) { /* the queue still shows it */ }
     }
   }
 
