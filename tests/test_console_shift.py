@@ -176,6 +176,8 @@ def test_agents_work_a_queue_with_briefs_notifications_saved_replies_and_history
                 f"/api/v1/handoffs/{soumu_id}/claim", headers={"Authorization": f"Bearer {taro}"}
             )
             assert claimed.status_code == 200, claimed.text
+            chat = user.get(f"/api/chat/sessions/{soumu}/messages").json()
+            assert (chat["mode"], chat["status"]) == ("agent", "担当者と話しています")
             expect(items.nth(2)).to_contain_text("担当: 佐藤 太郎")
             expect(page).to_have_title("(2) 相談の受付 | yarigai")
             page.get_by_role("link", name="未対応").click()
