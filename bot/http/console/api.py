@@ -154,7 +154,11 @@ async def add_note(
     return MessageOut(message=line_view(stored))
 
 
-@router.post("/handoffs/{handoff_id}/release", response_model=ReleaseOut, responses=_ERRORS)
+@router.post(
+    "/handoffs/{handoff_id}/release",
+    response_model=ReleaseOut,
+    responses={**_ERRORS, **_WITH_BODY},
+)
 async def release(
     request: Request, handoff_id: HandoffId, agent: TokenAgent, body: ReleaseIn | None = None
 ) -> ReleaseOut:
