@@ -196,6 +196,7 @@ def test_agents_work_a_queue_with_briefs_notifications_saved_replies_and_history
                 "経理（3年目） ／ 毎日同じことの繰り返し ／ 相性: かなり良い ／ 今の職場で工夫したい"
             )
             expect(page.locator(".brief .asked")).to_have_text("「来月に面接があって不安です」")
+            expect(page.locator("#waited")).to_have_text("待ち時間: 1分未満")
             expect(page.locator("#answers")).to_contain_text("職種")
             expect(page.locator("#answers")).not_to_contain_text("まず、いまのお仕事")
             expect(page.locator("#facts")).to_contain_text("向いている特徴 4/4")
@@ -206,6 +207,7 @@ def test_agents_work_a_queue_with_briefs_notifications_saved_replies_and_history
             # Take it, pick the saved reply (filled in for this user), send it.
             page.locator("#claim").click()
             expect(page.locator("#send")).to_be_visible()
+            expect(page.locator("#waited")).to_contain_text("依頼")
             page.locator("#canned").select_option("挨拶")
             greeting = "担当の山田 花子です。経理のお仕事のこと、Zキャリアが一緒に考えます。"
             expect(page.locator("#text")).to_have_value(greeting)

@@ -136,6 +136,7 @@ def test_summary_of_a_career_conversation_has_answers_with_labels_and_the_outcom
     assert answers == {"role": "経理", "frustrations": "毎日同じことの繰り返し"}
     assert summary["answers"][0]["question"] == "まず、いまのお仕事を教えてください。"
     assert summary["reason"] == "相談希望" and summary["flow"] == "career"
+    assert summary["asked"] == ""  # 「これで全部」 is an answer, not their own words
     assert all(line["sender"] != "note" for line in summary["recent"])
     assert len(summary["recent"]) <= 12
     text = "\n".join(summary_lines(summary))

@@ -103,12 +103,16 @@ def _asked(transcript: Sequence[StoredMessage], spec: FlowSpec) -> str:
 
 
 def _answer_words(spec: FlowSpec) -> set[str]:
-    return {
-        normalize(choice.label)
-        for state in spec.states.values()
-        if state.ask
-        for choice in state.ask.choices
-    }
+    """What a message is when it is only an answer or a command, word for word."""
+    words = [spec.texts.confirm_yes, spec.texts.confirm_no]
+    words += [w for c in spec.commands for w in (c.label, *c.keywords, *c.examples)]
+    for state in spec.states.values():
+        if state.ask is None:
+            continue
+        if state.ask.multi:
+            words.append(state.ask.done_label)
+        words += [w for c in state.ask.choices for w in (c.label, *c.keywords, *c.examples)]
+    return {normalize(w) for w in words}
 
 
 def _request_words(spec: FlowSpec) -> set[str]:

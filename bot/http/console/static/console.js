@@ -44,8 +44,16 @@
     return `${Math.floor(minutes / 60)}時間${minutes % 60}分前から`;
   }
 
+  function waitedFor(iso) {
+    const minutes = Math.max(0, Math.floor((Date.now() - new Date(iso)) / 60000));
+    if (minutes < 1) return "1分未満";
+    if (minutes < 60) return `${minutes}分`;
+    return `${Math.floor(minutes / 60)}時間${minutes % 60}分`;
+  }
+
   function refreshSince() {
     for (const s of document.querySelectorAll("[data-since]")) s.textContent = since(s.dataset.since);
+    for (const s of document.querySelectorAll("[data-waited]")) s.textContent = waitedFor(s.dataset.waited);
   }
 
   // ------------------------------------------------------------ forms
@@ -272,6 +280,8 @@
     status.textContent = h.status_label + (h.agent_name ? `（${h.agent_name}）` : "");
     const holder = document.getElementById("holder");
     if (holder) holder.textContent = h.agent_name || "";
+    const waited = document.getElementById("waited");
+    if (waited && h.status !== "waiting") waited.textContent = `依頼 ${dated.format(new Date(h.requested_at))}`;
     const closed = document.getElementById("closed-status");
     if (closed) closed.textContent = h.status_label + (h.outcome_label ? `・${h.outcome_label}` : "");
   }
