@@ -145,13 +145,17 @@ async def test_line_user_to_a_slack_agent_and_back_to_the_bot(served: Served) ->
     assert (await served.hooks.send(served.hooks.follow(user))).status_code == 200
     await served.settle()
     await served.user_taps(user, "経理")
+    await served.user_says(user, "毎日同じことの繰り返しで、面接も不安")
 
     # The user asks for a person: the bot says how long it takes, a card appears for agents.
     await served.user_says(user, "担当者と話したい")
     assert "ふだんは15分ほどで担当者からお返事します" in line.last(user).text
     card = served.card()
     shown = card.shown_text()
-    assert "*LINE* のユーザー" in shown and "経理" in shown
+    assert "*LINE* のユーザー" in shown
+    # The same brief as the console: in words, with the user's own, never slot keys.
+    assert "*経理*\n> 毎日同じことの繰り返しで、面接も不安" in shown
+    assert "・職種: 経理" in shown and "role" not in shown
     assert "https://yarigai.example.com/console/handoffs/" in shown
     assert [b["text"]["text"] for b in card.buttons()] == [CLAIM_LABEL]
 
