@@ -93,12 +93,16 @@ async def me(agent: TokenAgent) -> AgentOut:
 @router.get("/handoffs", response_model=list[HandoffView])
 async def list_handoffs(
     request: Request,
+    agent: TokenAgent,
     status: Annotated[Literal["open", "waiting", "claimed", "closed", "all"], Query()] = "open",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[HandoffView]:
-    """Handoffs, longest waiting first (default: waiting and claimed)."""
-    found = await _desk(request).handoffs.queue(statuses=_STATUSES[status], limit=limit)
-    return [handoff_view(h) for h in found]
+    """Handoffs, longest waiting first (default: waiting and claimed), each with the user's
+    last message and whether this token's agent has read it in the console."""
+    handoffs = _desk(request).handoffs
+    found = await handoffs.queue(statuses=_STATUSES[status], limit=limit)
+    previews = await handoffs.previews([h.id for h in found], agent=agent.name)
+    return [handoff_view(h, previews.get(h.id)) for h in found]
 
 
 @router.get("/handoffs/{handoff_id}", response_model=HandoffDetail, responses=_ERRORS)
