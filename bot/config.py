@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # Agents and handoff
     handoff_timeout_minutes: int = 15
     agent_hours: str = "Mon-Fri 09:00-18:00 Asia/Tokyo"
+    agency_name: str = Field(
+        default="",
+        description="The agency's name in saved replies ({{agency}}); unset, the default flow's "
+        "vars.agency.",
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="Signs console session cookies; random per process if unset."
     )

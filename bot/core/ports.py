@@ -20,7 +20,7 @@ from bot.models import (
     Mode,
     StoredMessage,
 )
-from bot.records import Handoff, InboxEvent, OutboxItem
+from bot.records import Handoff, HandoffOutcome, InboxEvent, OutboxItem
 
 __all__ = [
     "AgentDesk",
@@ -249,8 +249,12 @@ class AgentDesk(Protocol):
 
     async def claim(self, handoff_id: int, agent: AgentRef) -> Handoff: ...
 
-    async def release(self, handoff_id: int, agent: AgentRef) -> tuple[Handoff, Reply]: ...
+    async def release(
+        self, handoff_id: int, agent: AgentRef, *, outcome: HandoffOutcome | None = None
+    ) -> tuple[Handoff, Reply]: ...
 
     async def reply(self, handoff_id: int, agent: AgentRef, text: str) -> StoredMessage: ...
 
     async def note(self, handoff_id: int, agent: AgentRef, text: str) -> StoredMessage: ...
+
+    async def canned_text(self, handoff_id: int, agent: AgentRef, name: str) -> str: ...

@@ -56,6 +56,7 @@ def _lint_one(flow: Flow) -> list[FlowError]:
         *_pacing(flow),
         *_opposites(flow),
         *_insights(flow),
+        *_brief(flow),
     ]
     return problems
 
@@ -417,6 +418,45 @@ def _opposites(flow: Flow) -> Iterator[FlowError]:
                 ("states", name, "ask", "choices"),
                 f"state '{name}' has more than one unsure choice",
             )
+
+
+MAX_AGENT_LABEL = 12  # a question's label for agents: a column of a narrow table
+
+
+def _brief(flow: Flow) -> Iterator[FlowError]:
+    """With a brief, agents read labels, never question texts or slot keys: every question
+    needs a short `label`, and the brief reads only slots the flow fills."""
+    spec = flow.spec
+    if spec.brief is None:
+        return
+    for name, state in spec.states.items():
+        if state.ask is None:
+            continue
+        label = (state.ask.label or "").strip()
+        loc: Loc = ("states", name, "ask")
+        if not label:
+            yield flow.error(loc, f"question '{name}' needs a short `label` for agents (brief)")
+        elif len(label) > MAX_AGENT_LABEL:
+            yield flow.error(
+                (*loc, "label"),
+                f"label '{label}' is {len(label)} characters; agents' labels are at most "
+                f"{MAX_AGENT_LABEL}",
+            )
+    every = {slot for state in spec.states.values() for slot in _fills(state)}
+    every |= {slot for state in spec.states.values() if state.ask for slot in state.ask.capture}
+    sources: list[tuple[Loc, str]] = [
+        (("brief", "line", i), part) for i, part in enumerate(spec.brief.line)
+    ]
+    sources += [(("brief", "facts", i, "value"), f.value) for i, f in enumerate(spec.brief.facts)]
+    for loc, source in sources:
+        try:
+            check_syntax(source)
+            unknown = names_read(source) - every
+        except ExpressionError as exc:
+            yield flow.error(loc, f"bad template: {exc}")
+            continue
+        for slot in sorted(unknown):
+            yield flow.error(loc, f"the brief reads '{slot}', which no state fills")
 
 
 def _fills(state: StateSpec) -> set[str]:

@@ -3,6 +3,7 @@ handoffs, agents) over one schema."""
 
 from bot.records import (
     Handoff,
+    HandoffOutcome,
     HandoffStatus,
     InboxEvent,
     InboxHealth,
@@ -12,6 +13,7 @@ from bot.records import (
     SurfaceRef,
 )
 from bot.store.agents import Agent, AgentStore, AgentToken
+from bot.store.canned import CannedReply, CannedReplyStore
 from bot.store.conversations import (
     AlreadyHandled,
     ConcurrentUpdate,
@@ -22,7 +24,7 @@ from bot.store.conversations import (
     UnknownConversation,
 )
 from bot.store.db import create_engine, database_url, migrate
-from bot.store.handoffs import HandoffStore, Orphan
+from bot.store.handoffs import HandoffStore, Orphan, Preview
 from bot.store.sql import SqlStore
 
 __all__ = [
@@ -30,8 +32,11 @@ __all__ = [
     "AgentStore",
     "AgentToken",
     "AlreadyHandled",
+    "CannedReply",
+    "CannedReplyStore",
     "ConcurrentUpdate",
     "Handoff",
+    "HandoffOutcome",
     "HandoffStatus",
     "HandoffStore",
     "InboxEvent",
@@ -40,6 +45,7 @@ __all__ = [
     "NewEvent",
     "Orphan",
     "OutboxItem",
+    "Preview",
     "SavedTurn",
     "SqlStore",
     "StoredConversation",
