@@ -165,3 +165,45 @@ def test_a_web_chat_runs_in_its_variant_and_keeps_it(tmp_path: Path) -> None:
         assert (
             steps[(variant, "started")] == steps[(variant, "role")] == steps[(variant, "done")] == n
         )
+
+
+def test_the_insights_page_refuses_bad_periods_clearly(tmp_path: Path) -> None:
+    """Through the real console: dates, channel, flow and table names that are not there get a
+    clear 4xx, in the one error shape; a good period answers, and a CSV of every table."""
+    from agent_app import agent_app
+    from test_console import sign_in
+
+    flows = tmp_path / "declared"
+    flows.mkdir()
+    (flows / "mini.yaml").write_text(MINI + INSIGHTS, encoding="utf-8")
+    (flows / "plain.yaml").write_text(MINI.replace("flow: mini", "flow: plain"), encoding="utf-8")
+    with agent_app(tmp_path, flows_dir=flows) as served:
+        served.add_agent("boss", "管理者", admin=True)
+        client = served.client
+        sign_in(client, "boss")
+        page = client.get(
+            "/console/insights", params={"since": "2026-12-01", "until": "2026-12-07"}
+        )
+        assert page.status_code == 200 and "ファネル" in page.text
+        for params, status, words in [
+            ({"since": "2026-12-08", "until": "2026-12-07"}, 422, "'since' is after 'until'"),
+            ({"since": "2024-01-01", "until": "2026-12-07"}, 422, "at most 366 days"),
+            ({"since": "yesterday"}, 422, "since"),
+            ({"channel": "fax"}, 422, "unknown channel 'fax'"),
+            ({"flow": "nope"}, 422, "unknown flow 'nope'"),
+        ]:
+            answer = client.get("/console/insights", params=params)
+            assert answer.status_code == status, (params, answer.text)
+            assert words in answer.text and answer.json()["error"], answer.text
+        assert client.get("/console/insights/nothing.csv").status_code == 404
+        for name in ("funnel", "dropoff", "cross", "typed", "daily", "outcomes"):
+            csv_answer = client.get(f"/console/insights/{name}.csv")
+            assert csv_answer.status_code == 200, name
+            assert csv_answer.headers["content-type"].startswith("text/csv")
+            assert csv_answer.text.startswith("\ufeff")
+        # A flow that declares no funnel says so, and has no tables.
+        plain = client.get("/console/insights", params={"flow": "plain"})
+        assert plain.status_code == 200 and "insights:" in plain.text
+        assert (
+            client.get("/console/insights/funnel.csv", params={"flow": "plain"}).status_code == 404
+        )
