@@ -207,3 +207,42 @@ def test_the_insights_page_refuses_bad_periods_clearly(tmp_path: Path) -> None:
         assert (
             client.get("/console/insights/funnel.csv", params={"flow": "plain"}).status_code == 404
         )
+
+
+def test_a_second_file_can_be_a_variant_of_the_first(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli.flows import flows as flows_command
+    from bot.flows.loader import FlowErrors, load_flows
+
+    base = MINI + "variants:\n  - {id: a, weight: 1}\n  - {id: b, weight: 1, file: mini_b.yaml}\n"
+    (tmp_path / "mini.yaml").write_text(base, encoding="utf-8")
+    worded = MINI.replace("text: お仕事は？", "text: いまのお仕事は、どれに近いですか？")
+    (tmp_path / "mini_b.yaml").write_text(worded, encoding="utf-8")
+    loaded = load_flows(tmp_path)
+    assert list(loaded) == ["mini"]  # the variant file is no flow of its own
+    variants = resolve(loaded["mini"])
+    assert [v.id for v in variants] == ["a", "b"]
+    assert variants[1].flow.spec.states["role"].ask.text.startswith("いまのお仕事")  # type: ignore[union-attr]
+    checked = CliRunner().invoke(flows_command, ["check", str(tmp_path)])
+    assert checked.exit_code == 0, checked.output
+    assert "a variant, checked with the flow that names it" in checked.output
+
+    # Its problems name its own file and line; another flow id is refused.
+    broken = worded.replace("    next: pains", "    next: painz")
+    (tmp_path / "mini_b.yaml").write_text(broken, encoding="utf-8")
+    checked = CliRunner().invoke(flows_command, ["check", str(tmp_path)])
+    assert checked.exit_code == 1
+    assert (
+        f"mini_b.yaml:{line_of(broken, 'next: painz')}:11: variant 'b': "
+        "state 'role' goes to unknown state 'painz'"
+    ) in checked.output
+    (tmp_path / "mini_b.yaml").write_text(
+        worded.replace("flow: mini", "flow: other"), encoding="utf-8"
+    )
+    try:
+        load_flows(tmp_path)
+    except FlowErrors as error:
+        assert "variant 'b': mini_b.yaml is flow 'other', not 'mini'" in str(error)
+    else:
+        raise AssertionError("a variant of another flow id was accepted")

@@ -23,12 +23,12 @@ def lint(flow: Flow) -> list[FlowError]:
     problems = _lint_one(flow)
     if flow.spec.variants:
         problems += list(_variants(flow))
-        seen = {(p.line, p.column, p.message) for p in problems}
+        seen = {(p.file, p.line, p.column, p.message) for p in problems}
         for variant in resolve(flow):
             for problem in _lint_one(variant.flow):
-                if (problem.line, problem.column, problem.message) in seen:
+                if (problem.file, problem.line, problem.column, problem.message) in seen:
                     continue  # the base flow's own problem, already said once
-                seen.add((problem.line, problem.column, problem.message))
+                seen.add((problem.file, problem.line, problem.column, problem.message))
                 problems.append(
                     FlowError(
                         f"variant '{variant.id}': {problem.message}",
@@ -37,7 +37,7 @@ def lint(flow: Flow) -> list[FlowError]:
                         column=problem.column,
                     )
                 )
-    return sorted(problems, key=lambda e: (e.line, e.column))
+    return sorted(problems, key=lambda e: (e.file != flow.path, e.file, e.line, e.column))
 
 
 def _lint_one(flow: Flow) -> list[FlowError]:
@@ -565,6 +565,16 @@ def _variants(flow: Flow) -> Iterator[FlowError]:
                     (*loc, "states", name),
                     f"variant '{variant.id}' replaces '{name}', which the flow does not have",
                 )
+        whole = flow.variant_files.get(variant.id)
+        if whole is not None and whole.id != spec.flow:
+            yield flow.error(
+                (*loc, "file"),
+                f"variant '{variant.id}': {variant.file} is flow '{whole.id}', not '{spec.flow}'",
+            )
+        if whole is not None and whole.spec.variants:
+            yield flow.error(
+                (*loc, "file"), f"variant '{variant.id}': {variant.file} has variants of its own"
+            )
         for name in variant.vars:
             if name not in spec.vars:
                 yield flow.error(

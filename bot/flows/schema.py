@@ -341,6 +341,17 @@ class VariantSpec(Model):
         default_factory=dict, description="state name: the whole state as this variant has it."
     )
     vars: dict[str, str] = Field(default_factory=dict, description="vars this variant changes.")
+    file: str | None = Field(
+        default=None,
+        description="A flow file beside this one that is this variant whole (same flow id), "
+        "instead of `states` and `vars`.",
+    )
+
+    @model_validator(mode="after")
+    def _whole_or_parts(self) -> VariantSpec:
+        if self.file is not None and (self.states or self.vars):
+            raise ValueError("a variant is either a 'file' or replaced 'states'/'vars', not both")
+        return self
 
 
 class FlowSpec(Model):
