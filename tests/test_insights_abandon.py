@@ -74,3 +74,18 @@ async def test_runs_left_idle_are_abandoned_once_where_they_stopped(store: SqlSt
     assert await insights.outcomes(period) == {"booked": 1}
     steps = await insights.steps(period)
     assert steps[("@handoff_requested", "")] == steps[("@handoff_claimed", "")] == 1
+
+
+async def test_a_users_facts_are_in_their_export_and_go_with_them(store: SqlStore) -> None:
+    service = ConversationService(
+        store=store, engines={"mini": Engine(load_flow(MINI))}, default_flow="mini"
+    )
+    key = ConversationKey(channel=Channel.LINE, address="U-facts")
+    await service.handle(key, StartIn())
+    await service.handle(key, ChoiceIn(choice="keiri", state="role"))
+    exported = await store.export_user(key, who="cli:test")
+    kinds_exported = [f["kind"] for f in exported["conversation"]["facts"]]
+    assert kinds_exported[:3] == ["entered", "entered", "entered"]  # hello, role, then pains
+    assert "answer" in kinds_exported
+    await store.forget_user(key, who="cli:test")
+    assert await kinds(store, "answer") == []

@@ -16,6 +16,7 @@ from bot.store.db import Database
 from bot.store.schema import (
     audit_log,
     conversations,
+    facts,
     handoffs,
     inbox,
     messages,
@@ -89,6 +90,13 @@ class Users(Database):
                         connection,
                         sa.select(outbox).where(outbox.c.conversation_id == conversation_id),
                         ("conversation_id", "address", "reply_token"),
+                    ),
+                    "facts": await _rows(
+                        connection,
+                        sa.select(facts)
+                        .where(facts.c.conversation_id == conversation_id)
+                        .order_by(facts.c.id),
+                        ("conversation_id",),
                     ),
                 }
             counts = {
