@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="When the bot never pushes by itself (follow-ups wait for the end); "
         "empty: never quiet.",
     )
+    agency_name: str = Field(
+        default="",
+        description="The agency's name in saved replies ({{agency}}); unset, the default flow's "
+        "vars.agency.",
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="Signs console session cookies; random per process if unset."
     )

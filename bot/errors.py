@@ -80,6 +80,10 @@ class HandoffClosed(HandoffError):
         super().__init__(f"handoff {handoff_id} is {status}", handoff_id=handoff_id)
 
 
+class CannedReplyError(BotError):
+    """A saved reply that cannot be saved or used as asked; the message says why, in Japanese."""
+
+
 class AgentExists(BotError):
     """An agent account with this name exists already."""
 

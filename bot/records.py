@@ -27,7 +27,7 @@ FactKind = Literal[
     "abandoned",
     "cross",
 ]
-"""What analytics records (see `bot.store.schema.facts`); `booking_made` waits for booking."""
+"""What analytics records (see `bot.store.schema.facts`)."""
 
 
 EVENT_KINDS: Final = ("handoff_requested", "handoff_claimed", "booking_made")
@@ -126,6 +126,27 @@ class HandoffStatus(StrEnum):
         return self in (HandoffStatus.WAITING, HandoffStatus.CLAIMED)
 
 
+class HandoffOutcome(StrEnum):
+    """How a request ended for the agency, chosen by the agent on release (counted in insights)."""
+
+    BOOKED = "booked"  # 面談予約済み
+    INFO_ONLY = "info_only"  # 情報提供のみ
+    DECLINED = "declined"  # 見送り
+    FOLLOW_UP = "follow_up"  # 要フォロー
+
+    @property
+    def label(self) -> str:
+        return OUTCOME_LABELS[self]
+
+
+OUTCOME_LABELS: Final[dict[HandoffOutcome, str]] = {
+    HandoffOutcome.BOOKED: "面談予約済み",
+    HandoffOutcome.INFO_ONLY: "情報提供のみ",
+    HandoffOutcome.DECLINED: "見送り",
+    HandoffOutcome.FOLLOW_UP: "要フォロー",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SurfaceRef:
     """Where a handoff shows on one agent surface, e.g. a Slack card: ref = its ts."""
@@ -151,6 +172,7 @@ class Handoff:
     agent_name: str | None = None  # the name the user sees
     closed_at: datetime | None = None
     timeout_notified_at: datetime | None = None
+    outcome: HandoffOutcome | None = None  # chosen on release (None: cancelled, or not said)
     refs: tuple[SurfaceRef, ...] = ()
 
     def ref(self, surface: str) -> SurfaceRef | None:
@@ -170,12 +192,29 @@ class ModeChange:
     at: datetime
 
 
+def brief_line(summary: dict[str, Any]) -> str:
+    """The one line an agent reads first (role, frustrations, fit, direction), or ""."""
+    return " ／ ".join(str(part) for part in summary.get("brief") or [])
+
+
+def summary_facts(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """What the flow worked out, in its words; a summary stored before briefs existed kept
+    raw slot keys there, which agents are not shown."""
+    facts = summary.get("facts")
+    return [f for f in facts if isinstance(f, dict)] if isinstance(facts, list) else []
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """The summary as short lines of text (Slack cards, plain-text views)."""
+    """The summary as short lines of text (Slack cards, plain-text views): answers by their
+    short labels, then the flow's facts and its last card."""
     lines = [f"理由: {summary.get('reason', '')}"]
     if summary.get("contact"):
         lines.append(f"連絡先: {summary['contact']}")
-    lines += [f"・{a['question']} → {a['answer']}" for a in summary.get("answers", [])]
+    lines += [
+        f"・{a.get('label') or a.get('question', '')}: {a.get('answer', '')}"
+        for a in summary.get("answers", [])
+    ]
+    lines += [f"・{f.get('label', '')}: {f.get('value', '')}" for f in summary_facts(summary)]
     outcome = summary.get("outcome")
     if outcome:
         lines.append(f"■ {outcome.get('title', '')}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -48,6 +48,7 @@ from bot.models import Channel
 from bot.nlu.classifier import build_understander, default_cache_dir
 from bot.nlu.understanding import Understander, Understanding
 from bot.store import BookingStore, SqlStore
+from bot.store.canned import CannedReplyStore
 from bot.store.handoffs import HandoffStore
 from bot.tracing import span
 
@@ -273,6 +274,8 @@ async def _build(
         spawn=worker.spawn,
         senders=senders,
         surfaces=all_surfaces,
+        canned=CannedReplyStore(engine=store.engine),
+        agency=settings.agency_name or _default_agency(flows, settings.default_flow),
     )
     service.hooks = desk
     service.listeners.append(desk.on_turn)
@@ -409,3 +412,9 @@ class _Traced:
             return self._understand(
                 text, choices=choices, commands=commands, multi=multi, faqs=faqs
             )
+
+
+def _default_agency(flows: Mapping[str, Flow], default_flow: str) -> str:
+    """{{agency}} in saved replies when AGENCY_NAME is unset: what the default flow calls it."""
+    flow = flows.get(default_flow)
+    return flow.spec.vars.get("agency", "") if flow is not None else ""

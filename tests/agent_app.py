@@ -72,13 +72,15 @@ class AgentApp:
         """Wait for background work (agent surface notifications) to finish."""
         self.run(self.runtime.worker.idle)
 
-    def add_agent(self, name: str, display_name: str) -> str:
+    def add_agent(self, name: str, display_name: str, *, admin: bool = False) -> str:
         """Create an agent with PASSWORD and an API token; returns the token."""
         agents = AgentStore(engine=self.runtime.store.engine)
         token, hashed = new_token()
 
         async def add() -> None:
-            await agents.add(name, password_hash=password_hash(), display_name=display_name)
+            await agents.add(
+                name, password_hash=password_hash(), display_name=display_name, admin=admin
+            )
             await agents.add_token(name, token_hash=hashed, label="test")
 
         self.run(add)

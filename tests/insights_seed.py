@@ -22,7 +22,7 @@ REACH: Final = {
 }
 ASKED: Final = {"a": {7, 8}, "b": {4, 5, 6, 7}}
 TALKED: Final = {"a": {7}, "b": {4, 5, 6}}
-OUTCOMES: Final = ["面談予約済み", "情報提供のみ", "面談予約済み", "要フォロー"]
+OUTCOMES: Final = ["booked", "info_only", "booked", "follow_up"]  # as the agents tagged them
 ROLES: Final = ["keiri", "jinji", "soumu", "jimu"]
 FITS: Final = ["good", "mixed", "low"]
 DIRECTIONS: Final = ["stay", "change", "unsure"]

@@ -188,7 +188,7 @@ def test_forms_work_without_javascript(app: AgentApp) -> None:
     assert refused.status_code == 422  # no store keeps U+0000; nothing was sent
     app.client.post(f"{url}/messages", data={"csrf": csrf, "text": "花子です", "kind": "reply"})
     app.client.post(f"{url}/messages", data={"csrf": csrf, "text": "メモ", "kind": "note"})
-    app.client.post(f"{url}/release", data={"csrf": csrf})
+    app.client.post(f"{url}/release", data={"csrf": csrf, "outcome": "info_only"})
 
     history = app.history(session)
     assert history["mode"] == "bot"
@@ -236,3 +236,64 @@ def test_openapi_describes_the_agent_api_with_its_security_scheme(app: AgentApp)
         for operation in schema["paths"][path].values():
             assert operation["security"] == [{"AgentToken": []}], path
     assert not [p for p in schema["paths"] if p.startswith("/console")]
+
+
+# ---------------------------------------------------------------- a shift's pages
+
+
+def test_admins_keep_saved_replies_and_unknown_variables_are_refused(tmp_path: Path) -> None:
+    with agent_app(tmp_path) as app:
+        app.add_agent("boss", "管理者", admin=True)
+        app.add_agent("hanako", "花子")
+        csrf = sign_in(app.client, "boss")
+
+        bad = app.client.post(
+            "/console/replies",
+            data={"csrf": csrf, "name": "挨拶", "body": "{{ user }}さん、{{name}}です"},
+        )
+        assert bad.status_code == 422
+        assert "使えない変数があります: user" in bad.text
+        assert "{{ user }}さん、{{name}}です" in bad.text  # the draft is kept, nothing lost
+        saved = app.client.post(
+            "/console/replies",
+            data={"csrf": csrf, "name": "挨拶", "body": "担当の{{name}}です。"},
+            follow_redirects=False,
+        )
+        assert saved.status_code == 303
+        assert "担当の{{name}}です。" in app.client.get("/console/replies").text
+
+        app.client.post("/console/logout", data={"csrf": csrf})
+        csrf = sign_in(app.client, "hanako")
+        refused = app.client.post("/console/replies", data={"csrf": csrf, "name": "x", "body": "y"})
+        assert refused.status_code == 403
+        # Every agent picks it in a request, filled in with their own name.
+        session = app.web_user()
+        handoff = app.waiting_handoff(session)
+        page = app.client.get(f"/console/handoffs/{handoff}", headers={"accept": "text/html"})
+        assert 'data-text="担当の花子です。"' in page.text
+
+
+def test_history_finds_finished_requests_by_agent_and_outcome(app: AgentApp) -> None:
+    done = []
+    for outcome in ("booked", "follow_up"):
+        handoff = app.waiting_handoff(app.web_user())
+        url = f"/api/v1/handoffs/{handoff}"
+        app.client.post(f"{url}/claim", headers=app.api("hanako"))
+        app.client.post(f"{url}/release", json={"outcome": outcome}, headers=app.api("hanako"))
+        done.append(handoff)
+    app.waiting_handoff(app.web_user())  # still open: not history
+    sign_in(app.client)
+
+    def found(**query: str) -> list[int]:
+        page = app.client.get("/console/history", params=query)
+        assert page.status_code == 200
+        return [int(i) for i in re.findall(r'<tr data-id="(\d+)"', page.text)]
+
+    assert found() == done[::-1]
+    assert found(outcome="booked") == [done[0]]
+    assert found(who="taro") == []
+    assert found(since="2025-04-01", until="2025-04-01") == done[::-1]  # the clock's Tuesday
+    assert found(since="2025-04-02") == []
+    assert found(since="", until="", who="", outcome="") == done[::-1]  # the form, left empty
+    assert app.client.get("/console/history", params={"since": "4月1日"}).status_code == 422
+    assert app.client.get("/console/history", params={"outcome": "bogus"}).status_code == 422

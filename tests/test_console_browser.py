@@ -125,9 +125,12 @@ def test_agent_signs_in_sees_a_handoff_live_takes_over_replies_and_hands_back(se
             page.screenshot(path=str(SCREENSHOT), animations="disabled")
 
             # Hand back: the bot resumes and tells the user.
+            page.locator("#outcome").select_option("follow_up")
             page.once("dialog", lambda dialog: dialog.accept())
             page.locator("#release").click()
             expect(page.locator("#status")).to_have_text(re.compile("ボットに戻した"))
+            # At once, not after a reload: the closed state and the outcome chosen.
+            expect(page.locator("#closed-status")).to_have_text("ボットに戻した・要フォロー")
             expect(page.locator("#lines li.bot").last).to_contain_text("おかえりなさい")
             back = user.get(f"/api/chat/sessions/{session}/messages", params={"after": 0}).json()
             assert back["mode"] == "bot"

@@ -359,3 +359,19 @@ def test_an_opposite_must_be_a_sibling_choice() -> None:
     assert lint_text(text + "    next: bye\n" + BYE) == [
         "f.yaml:9:43: choice 'good' in 'q': opposite 'awful' is not a choice of this question"
     ]
+
+
+def test_with_a_brief_every_question_has_a_short_label_and_the_brief_reads_known_slots() -> None:
+    brief = (
+        'brief:\n  line: ["{{ label.mood }}", "{{ mod }}"]\n'
+        '  facts:\n    - {label: 気分, value: "{{ mood }}"}\n'
+    )
+    text = HEAD + brief + "states:\n" + QUESTION + "    next: bye\n" + BYE
+    assert lint_text(text) == [
+        "f.yaml:4:30: the brief reads 'mod', which no state fills",
+        "f.yaml:9:5: question 'q' needs a short `label` for agents (brief)",
+    ]
+    labelled = text.replace("      text: どう？\n", "      text: どう？\n      label: 今日の気分\n")
+    assert lint_text(labelled) == ["f.yaml:4:30: the brief reads 'mod', which no state fills"]
+    long = labelled.replace("今日の気分", "今日のご気分はいかがでしょうか")
+    assert "agents' labels are at most 12" in lint_text(long.replace("{{ mod }}", ""))[0]

@@ -225,6 +225,12 @@ def test_timeout_tells_the_user_once_and_keeps_the_handoff_queued(app: AgentApp)
 
     told = app.history(session, after=last)
     assert [(m["sender"], m["text"]) for m in told["messages"]] == [("bot", timeout_text())]
+    # Nobody is signed in to the console here: the bot must not say agents are busy with others.
+    assert (
+        "ほかのご相談" not in timeout_text()
+        and "まだ担当者からお返事できていません" in timeout_text()
+    )
+    assert told["status"] == "担当者を呼んでいます…"  # within agent hours
     assert told["mode"] == "waiting"
     [queued] = app.desk_queue()
     assert (queued["id"], queued["status"], queued["timeout_notified"]) == (
@@ -247,6 +253,9 @@ def test_outside_agent_hours_the_user_learns_when_agents_are_back(tmp_path: Path
         notice = texts(asked["messages"])[-1]
         assert "対応時間外です（対応時間: 月〜金 9:00〜18:00）" in notice
         assert "4月7日（月）9:00から" in notice
+        # The chat's status line says whom the user waits for and when, not 「呼んでいます」.
+        assert asked["status"] == "担当者からの返信待ち（月曜9:00〜）"
+        assert app.history(session)["status"] == "担当者からの返信待ち（月曜9:00〜）"
         [queued] = app.desk_queue()
         # No timeout notice over the weekend: the clock starts when agents are back.
         app.clock.advance(days=1, hours=20)  # Monday 08:00 in Tokyo

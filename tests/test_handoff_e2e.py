@@ -26,10 +26,10 @@ from pydantic import SecretStr
 from bot.channels.line.adapter import WEBHOOK_PATH, LineChannel
 from bot.channels.slack.adapter import PATH as SLACK_PATH
 from bot.channels.slack.adapter import SlackChannel
-from bot.channels.slack.agents.blocks import CLAIM_LABEL, RELEASE_LABEL
+from bot.channels.slack.agents.blocks import CLAIM_LABEL, release_label
 from bot.config import Settings
 from bot.http.app import create_app
-from bot.store import HandoffStatus
+from bot.store import HandoffOutcome, HandoffStatus
 from bot.wiring import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,20 +145,24 @@ async def test_line_user_to_a_slack_agent_and_back_to_the_bot(served: Served) ->
     assert (await served.hooks.send(served.hooks.follow(user))).status_code == 200
     await served.settle()
     await served.user_taps(user, "経理")
+    await served.user_says(user, "毎日同じことの繰り返しで、面接も不安")
 
     # The user asks for a person: the bot says how long it takes, a card appears for agents.
     await served.user_says(user, "担当者と話したい")
     assert "ふだんは15分ほどで担当者からお返事します" in line.last(user).text
     card = served.card()
     shown = card.shown_text()
-    assert "*LINE* のユーザー" in shown and "経理" in shown
+    assert "*LINE* のユーザー" in shown
+    # The same brief as the console: in words, with the user's own, never slot keys.
+    assert "*経理*\n> 毎日同じことの繰り返しで、面接も不安" in shown
+    assert "・職種: 経理" in shown and "role" not in shown
     assert "https://yarigai.example.com/console/handoffs/" in shown
     assert [b["text"]["text"] for b in card.buttons()] == [CLAIM_LABEL]
 
     # An agent takes it over from Slack.
     await served.click(CLAIM_LABEL)
     assert f"*対応中:* <@{SATO}>" in card.shown_text()
-    assert [b["text"]["text"] for b in card.buttons()] == [RELEASE_LABEL]
+    assert [b["text"]["text"] for b in card.buttons()] == [release_label(o) for o in HandoffOutcome]
 
     # The user's next LINE message appears in the card's thread; the bot stays silent.
     seen = len(line.seen(user))
@@ -184,11 +188,11 @@ async def test_line_user_to_a_slack_agent_and_back_to_the_bot(served: Served) ->
     assert line.last(user).text == "担当の佐藤です。お話を聞かせてください。"
 
     # Hand back: the bot resumes, and says so.
-    await served.click(RELEASE_LABEL)
+    await served.click(release_label(HandoffOutcome.INFO_ONLY))
     resumed = line.last(user)
     assert (resumed.via, resumed.text) == ("push", RESUMED)
     assert "参考になった" in [b["label"] for b in resumed.buttons]
-    assert card.buttons() == [] and "*対応終了:*" in card.shown_text()
+    assert card.buttons() == [] and "*対応終了（情報提供のみ）:*" in card.shown_text()
     await served.user_taps(user, "参考になった")
     assert any("よかったです" in text for text in line.texts(user)[-4:])
 

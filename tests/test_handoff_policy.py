@@ -29,7 +29,7 @@ from bot.models import (
     TextIn,
     outbound_text,
 )
-from bot.records import summary_lines
+from bot.records import brief_line, summary_lines
 from bot.store import HandoffStatus, Orphan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,50 @@ def test_summary_of_a_career_conversation_has_answers_with_labels_and_the_outcom
     assert answers == {"role": "経理", "frustrations": "毎日同じことの繰り返し"}
     assert summary["answers"][0]["question"] == "まず、いまのお仕事を教えてください。"
     assert summary["reason"] == "相談希望" and summary["flow"] == "career"
+    assert summary["asked"] == ""  # 「これで全部」 is an answer, not their own words
     assert all(line["sender"] != "note" for line in summary["recent"])
     assert len(summary["recent"]) <= 12
     text = "\n".join(summary_lines(summary))
-    assert "理由: 相談希望" in text and "→ 経理" in text
+    assert "理由: 相談希望" in text and "・職種: 経理" in text
+
+
+def test_the_brief_speaks_the_flows_words_never_slot_keys() -> None:
+    engine = Engine(load_flow(ROOT / "flows" / "career.yaml"))
+    turn = engine.advance(None, StartIn())
+    lines = []
+    answers = ["経理で3年目", "毎日同じことの繰り返し", "これで全部"]
+    answers += ["いいえ", "はい", "いいえ", "はい", "いいえ", "はい", "いいえ", "はい"]
+    answers += ["今の職場で工夫したい", "面接が不安なので相談したいです", "担当者と話したい"]
+    for text in answers:
+        turn = engine.advance(turn.conversation, TextIn(text=text))
+        lines.append(
+            StoredMessage(
+                id=len(lines) + 1,
+                direction="in",
+                sender="user",
+                text=text,
+                body=TextIn(text=text).model_dump(mode="json"),
+                created_at=TUESDAY_10,
+            )
+        )
+    assert "fit_minus" in turn.conversation.slots and "m_improve" in turn.conversation.slots
+
+    summary = summarize(engine.spec, turn.conversation, lines, reason="相談希望")
+
+    assert summary["brief"] == [
+        "経理（3年目）",
+        "毎日同じことの繰り返し",
+        "相性: かなり良い",
+        "今の職場で工夫したい",
+    ]
+    assert brief_line(summary).startswith("経理（3年目） ／ 毎日同じこと")
+    # What they asked: their own words, not the request for a person that ends them.
+    assert summary["asked"] == "面接が不安なので相談したいです"
+    labels = [a["label"] for a in summary["answers"]]
+    assert labels[:4] == ["職種", "モヤモヤ", "目立ちたい", "裏方で支えたい"]
+    facts = {f["label"]: f["value"] for f in summary["facts"]}
+    assert facts["相性の内訳"] == "向いている特徴 4/4・合わないかもしれない特徴 0/4"
+    assert facts["話の進め方"] == "今の職場の工夫から"
+    text = "\n".join(summary_lines(summary))
+    for key in ("fit_minus", "fit_plus", "m_improve", "lean", "progress", "q_spotlight"):
+        assert key not in text

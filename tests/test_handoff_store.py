@@ -17,7 +17,15 @@ from bot.errors import (
     UnknownHandoff,
 )
 from bot.models import Channel, ConversationKey, ConversationState, Mode
-from bot.store import AgentStore, HandoffStatus, HandoffStore, SqlStore
+from bot.store import (
+    AgentStore,
+    CannedReplyStore,
+    HandoffOutcome,
+    HandoffStatus,
+    HandoffStore,
+    SqlStore,
+    TranscriptEntry,
+)
 
 T0 = datetime(2025, 4, 1, 0, 0, tzinfo=UTC)
 KEY = ConversationKey(channel=Channel.LINE, address="U0123456789abcdef")
@@ -273,3 +281,106 @@ async def test_tokens_stop_working_when_revoked_or_disabled(agents: AgentStore) 
     assert await agents.by_token("a" * 64) is None
     await agents.disable("taro")
     assert await agents.by_token("b" * 64) is None
+
+
+# ---------------------------------------------------------------- outcomes, history, reads
+
+
+async def _released(
+    store: SqlStore,
+    handoffs: HandoffStore,
+    address: str,
+    *,
+    agent: str,
+    outcome: HandoffOutcome | None,
+    at: datetime,
+) -> int:
+    cid = await waiting(store, ConversationKey(channel=Channel.WEB, address=address))
+    handoff, _ = await handoffs.open(cid, reason="r", summary={}, now=at)
+    await handoffs.claim(handoff.id, agent=agent, agent_name=agent.title(), now=at)
+    released = await handoffs.release(handoff.id, agent=agent, outcome=outcome, now=at)
+    return released.id
+
+
+async def test_release_keeps_the_outcome_and_says_it_in_the_record(
+    store: SqlStore, handoffs: HandoffStore
+) -> None:
+    cid = await waiting(store)
+    handoff, _ = await handoffs.open(cid, reason="r", summary={}, now=T0)
+    await handoffs.claim(handoff.id, agent="hanako", agent_name="花子", now=T0)
+
+    released = await handoffs.release(handoff.id, agent="hanako", outcome=HandoffOutcome.BOOKED)
+
+    assert released.outcome is HandoffOutcome.BOOKED
+    assert (await handoffs.get(handoff.id)).outcome is HandoffOutcome.BOOKED
+    assert (await handoffs.mode_changes(cid))[-1].why == "対応終了（面談予約済み）"
+
+
+async def test_history_filters_by_date_agent_and_outcome(
+    store: SqlStore, handoffs: HandoffStore
+) -> None:
+    day = timedelta(days=1)
+    booked = await _released(
+        store, handoffs, "a", agent="hanako", outcome=HandoffOutcome.BOOKED, at=T0
+    )
+    follow = await _released(
+        store, handoffs, "b", agent="taro", outcome=HandoffOutcome.FOLLOW_UP, at=T0 + day
+    )
+    silent = await _released(store, handoffs, "c", agent="hanako", outcome=None, at=T0 + 2 * day)
+    cid = await waiting(store, ConversationKey(channel=Channel.WEB, address="d"))
+    await handoffs.open(cid, reason="r", summary={}, now=T0)
+    cancelled = await handoffs.cancel(cid, now=T0 + 3 * day)
+    assert cancelled is not None
+
+    assert [h.id for h in await handoffs.history()] == [cancelled.id, silent, follow, booked]
+    assert [h.id for h in await handoffs.history(agent="hanako")] == [silent, booked]
+    assert [h.id for h in await handoffs.history(outcome=HandoffOutcome.FOLLOW_UP)] == [follow]
+    assert [h.id for h in await handoffs.history(outcome="none")] == [cancelled.id, silent]
+    assert [h.id for h in await handoffs.history(since=T0 + day, until=T0 + 2 * day)] == [follow]
+    assert await handoffs.agents_seen() == [("hanako", "Hanako"), ("taro", "Taro")]
+
+
+async def test_previews_show_the_last_user_line_unread_per_agent(
+    store: SqlStore, handoffs: HandoffStore
+) -> None:
+    cid = await waiting(store)
+    handoff, _ = await handoffs.open(cid, reason="r", summary={}, now=T0)
+    assert (await handoffs.previews([handoff.id], agent="hanako"))[handoff.id].unread is False
+
+    await store.save_turn(
+        KEY,
+        state=STATE,
+        expected_version=1,
+        inbound=[TranscriptEntry(direction="in", sender="user", text="面接が不安です")],
+        outbound=[],
+        mode=Mode.WAITING,
+        now=T0 + timedelta(minutes=1),
+    )
+    preview = (await handoffs.previews([handoff.id], agent="hanako"))[handoff.id]
+    assert (preview.last_user_text, preview.unread) == ("面接が不安です", True)
+
+    last = (await store.transcript(cid))[-1].id
+    await handoffs.mark_read(handoff.id, agent="hanako", message_id=last)
+    await handoffs.mark_read(handoff.id, agent="hanako", message_id=last - 1)  # never back
+    assert (await handoffs.previews([handoff.id], agent="hanako"))[handoff.id].unread is False
+    assert (await handoffs.previews([handoff.id], agent="taro"))[handoff.id].unread is True
+
+
+# ---------------------------------------------------------------- saved replies
+
+
+async def test_saved_replies_are_kept_by_keyword_replaced_and_deleted(store: SqlStore) -> None:
+    replies = CannedReplyStore(engine=store.engine)
+    assert await replies.all() == []
+
+    first = await replies.save("挨拶", "{{name}}です。", by="hanako", now=T0)
+    await replies.save("面談", "{{agency}}の面談は無料です。", by="hanako", now=T0)
+    again = await replies.save("挨拶", "担当の{{name}}です。", by="taro", now=T0 + timedelta(1))
+
+    assert again.id == first.id and again.body == "担当の{{name}}です。"
+    assert (again.updated_by, again.updated_at) == ("taro", T0 + timedelta(1))
+    assert [r.name for r in await replies.all()] == sorted(["挨拶", "面談"])
+    assert (await replies.get("面談")) is not None and await replies.get("ない") is None
+    assert await replies.delete("面談") is True
+    assert await replies.delete("面談") is False
+    assert [r.name for r in await replies.all()] == ["挨拶"]

@@ -117,3 +117,33 @@ def test_forgetting_the_user_deletes_their_facts(app: tuple[TestClient, Path]) -
     client.post(url, json={"text": "データを削除して"})
     client.post(url, json={"choice": "__forget_yes__", "state": "__forget__"})
     assert facts(database) == []
+
+
+def test_a_step_counts_once_per_run_and_a_restart_begins_another(
+    app: tuple[TestClient, Path],
+) -> None:
+    client, database = app
+    session = client.post("/api/chat/sessions", json={}).json()["session"]
+    url = f"/api/chat/sessions/{session}/messages"
+    client.post(url, json={"choice": "keiri", "state": "ask_role"})
+    client.post(url, json={"text": "戻る"})  # back to the role question
+    client.post(url, json={"choice": "jinji", "state": "ask_role"})
+    found = facts(database)
+    assert [f["value"] for f in found if f["kind"] == "answer"] == ["keiri", "jinji"]
+    assert [f["value"] for f in found if f["kind"] == "step"] == ["started", "role"]
+    with sqlite3.connect(database) as connection:
+        counted = dict(
+            connection.execute(
+                "SELECT value, sum(n) FROM fact_counts WHERE kind = 'step' GROUP BY value"
+            ).fetchall()
+        )
+    assert counted == {"started": 1, "role": 1}
+
+    client.post(url, json={"choice": "restart"})
+    client.post(url, json={"text": "はい"})  # ここまでの答えが消えてしまいますが…: はい
+    client.post(url, json={"choice": "soumu", "state": "ask_role"})
+    found = facts(database)
+    assert len({f["run_at"] for f in found}) == 2
+    assert [f["value"] for f in found if f["kind"] == "step"] == [
+        "started", "role", "started", "role",
+    ]  # fmt: skip

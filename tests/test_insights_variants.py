@@ -165,3 +165,84 @@ def test_a_web_chat_runs_in_its_variant_and_keeps_it(tmp_path: Path) -> None:
         assert (
             steps[(variant, "started")] == steps[(variant, "role")] == steps[(variant, "done")] == n
         )
+
+
+def test_the_insights_page_refuses_bad_periods_clearly(tmp_path: Path) -> None:
+    """Through the real console: dates, channel, flow and table names that are not there get a
+    clear 4xx, in the one error shape; a good period answers, and a CSV of every table."""
+    from agent_app import agent_app
+    from test_console import sign_in
+
+    flows = tmp_path / "declared"
+    flows.mkdir()
+    (flows / "mini.yaml").write_text(MINI + INSIGHTS, encoding="utf-8")
+    (flows / "plain.yaml").write_text(MINI.replace("flow: mini", "flow: plain"), encoding="utf-8")
+    with agent_app(tmp_path, flows_dir=flows) as served:
+        served.add_agent("boss", "管理者", admin=True)
+        client = served.client
+        sign_in(client, "boss")
+        page = client.get(
+            "/console/insights", params={"since": "2026-12-01", "until": "2026-12-07"}
+        )
+        assert page.status_code == 200 and "ファネル" in page.text
+        for params, status, words in [
+            ({"since": "2026-12-08", "until": "2026-12-07"}, 422, "'since' is after 'until'"),
+            ({"since": "2024-01-01", "until": "2026-12-07"}, 422, "at most 366 days"),
+            ({"since": "yesterday"}, 422, "since"),
+            ({"channel": "fax"}, 422, "unknown channel 'fax'"),
+            ({"flow": "nope"}, 422, "unknown flow 'nope'"),
+        ]:
+            answer = client.get("/console/insights", params=params)
+            assert answer.status_code == status, (params, answer.text)
+            assert words in answer.text and answer.json()["error"], answer.text
+        assert client.get("/console/insights/nothing.csv").status_code == 404
+        for name in ("funnel", "dropoff", "cross", "typed", "daily", "outcomes"):
+            csv_answer = client.get(f"/console/insights/{name}.csv")
+            assert csv_answer.status_code == 200, name
+            assert csv_answer.headers["content-type"].startswith("text/csv")
+            assert csv_answer.text.startswith("\ufeff")
+        # A flow that declares no funnel says so, and has no tables.
+        plain = client.get("/console/insights", params={"flow": "plain"})
+        assert plain.status_code == 200 and "insights:" in plain.text
+        assert (
+            client.get("/console/insights/funnel.csv", params={"flow": "plain"}).status_code == 404
+        )
+
+
+def test_a_second_file_can_be_a_variant_of_the_first(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli.flows import flows as flows_command
+    from bot.flows.loader import FlowErrors, load_flows
+
+    base = MINI + "variants:\n  - {id: a, weight: 1}\n  - {id: b, weight: 1, file: mini_b.yaml}\n"
+    (tmp_path / "mini.yaml").write_text(base, encoding="utf-8")
+    worded = MINI.replace("text: お仕事は？", "text: いまのお仕事は、どれに近いですか？")
+    (tmp_path / "mini_b.yaml").write_text(worded, encoding="utf-8")
+    loaded = load_flows(tmp_path)
+    assert list(loaded) == ["mini"]  # the variant file is no flow of its own
+    variants = resolve(loaded["mini"])
+    assert [v.id for v in variants] == ["a", "b"]
+    assert variants[1].flow.spec.states["role"].ask.text.startswith("いまのお仕事")  # type: ignore[union-attr]
+    checked = CliRunner().invoke(flows_command, ["check", str(tmp_path)])
+    assert checked.exit_code == 0, checked.output
+    assert "a variant, checked with the flow that names it" in checked.output
+
+    # Its problems name its own file and line; another flow id is refused.
+    broken = worded.replace("    next: pains", "    next: painz")
+    (tmp_path / "mini_b.yaml").write_text(broken, encoding="utf-8")
+    checked = CliRunner().invoke(flows_command, ["check", str(tmp_path)])
+    assert checked.exit_code == 1
+    assert (
+        f"mini_b.yaml:{line_of(broken, 'next: painz')}:11: variant 'b': "
+        "state 'role' goes to unknown state 'painz'"
+    ) in checked.output
+    (tmp_path / "mini_b.yaml").write_text(
+        worded.replace("flow: mini", "flow: other"), encoding="utf-8"
+    )
+    try:
+        load_flows(tmp_path)
+    except FlowErrors as error:
+        assert "variant 'b': mini_b.yaml is flow 'other', not 'mini'" in str(error)
+    else:
+        raise AssertionError("a variant of another flow id was accepted")

@@ -30,9 +30,9 @@ from fakes.slack_api import (
 from bot.channels.slack.agents.actions import REFUSED, AgentChannelConfig, SlackAgentNames
 from bot.channels.slack.agents.blocks import (
     CLAIM_LABEL,
-    RELEASE_LABEL,
     agent_said,
     card,
+    release_label,
     user_said,
 )
 from bot.channels.slack.agents.events import (
@@ -46,7 +46,7 @@ from bot.channels.slack.agents.events import (
 from bot.config import Settings
 from bot.handoff.desk import AgentRef
 from bot.models import Channel, ConversationKey, StoredMessage
-from bot.store import Handoff, HandoffStatus, SqlStore
+from bot.store import CannedReplyStore, Handoff, HandoffOutcome, HandoffStatus, SqlStore
 from bot.store.schema import inbox
 
 SIGNING_SECRET = "fake-signing-secret-agents"
@@ -174,7 +174,9 @@ def test_a_new_handoff_is_a_card_with_summary_link_and_take_over_button(
     text = shown.shown_text()
     assert f"担当者への相談 #{queued['id']}" in text
     assert "*Webチャット* のユーザー" in text and "*理由:* 相談希望" in text
-    assert "・お仕事は？ → 経理" in text  # the summary: what the user answered
+    assert (
+        "・お仕事は？: 経理" in text
+    )  # the summary: what the user answered (no label: the question)
     assert f"<{PUBLIC_URL}/console/handoffs/{queued['id']}|会話の全文をコンソールで見る>" in text
     assert "*受付待ち:*" in text
     assert [b["text"]["text"] for b in shown.buttons()] == [CLAIM_LABEL]
@@ -204,7 +206,9 @@ def test_a_slack_dm_user_handed_to_an_agent_in_the_agent_channel(agents: AgentCh
     agents.click(CLAIM_LABEL, user=SATO)
     assert shown.edits == 1
     assert f"*対応中:* <@{SATO}>" in shown.shown_text()
-    assert [b["text"]["text"] for b in shown.buttons()] == [RELEASE_LABEL]
+    assert [b["text"]["text"] for b in shown.buttons()] == [
+        release_label(o) for o in HandoffOutcome
+    ]
     assert f"<@{SATO}>さんが対応を始めました" in agents.thread()[-1]
 
     agents.dm("転職も考えています")
@@ -219,16 +223,18 @@ def test_a_slack_dm_user_handed_to_an_agent_in_the_agent_channel(agents: AgentCh
     agents.reply("// 転職意向あり", user=SATO)
     assert agents.api.dm(USER)[-1] is answer, "a note never reaches the user"
 
-    agents.click(RELEASE_LABEL, user=SATO)
+    # Handing back says how it ended: the outcome is kept, on the card and in the thread.
+    agents.click(release_label(HandoffOutcome.BOOKED), user=SATO)
     assert agents.api.dm(USER)[-1].text == "またね"
     assert "おかえりなさい" in [m.text for m in agents.api.dm(USER)[-3:]]
-    assert f"*対応終了:* <@{SATO}>さんがボットに戻しました" in shown.shown_text()
+    assert f"*対応終了（面談予約済み）:* <@{SATO}>さんがボットに戻しました" in shown.shown_text()
     assert shown.buttons() == []
-    assert f"<@{SATO}>さんがボットに戻しました" in agents.thread()[-1]
+    assert f"<@{SATO}>さんがボットに戻しました（結果: 面談予約済み）" in agents.thread()[-1]
 
     [closed] = agents.app.client.get(
         "/api/v1/handoffs", params={"status": "closed"}, headers=agents.app.api("hanako")
     ).json()
+    assert (closed["outcome"], closed["outcome_label"]) == ("booked", "面談予約済み")
     detail = agents.app.client.get(
         f"/api/v1/handoffs/{closed['id']}", headers=agents.app.api("hanako")
     ).json()
@@ -248,7 +254,7 @@ def test_the_users_web_chat_gets_the_reply_and_the_bot_resumes(agents: AgentChan
     assert agents.thread()[-1] == "👤 ユーザー（Webチャット）\nよろしくお願いします"
 
     agents.reply("鈴木です", user=SUZUKI)
-    agents.click(RELEASE_LABEL, user=SUZUKI)
+    agents.click(release_label(HandoffOutcome.INFO_ONLY), user=SUZUKI)
 
     lines = web_lines(agents, session)
     assert ("agent", "鈴木です") in lines
@@ -295,7 +301,7 @@ def test_a_second_agent_on_a_claimed_card_is_told_who_has_it(agents: AgentChanne
     assert agents.told(SUZUKI) == [f"<@{SATO}>さんが対応中です。"]
     assert agents.handoff(handoff).agent == f"slack:{SATO}"
     # Nor may the second agent hand it back.
-    agents.click(RELEASE_LABEL, user=SUZUKI)
+    agents.click(release_label(HandoffOutcome.INFO_ONLY), user=SUZUKI)
     assert agents.told(SUZUKI)[-1] == f"ボットに戻せるのは対応中の担当者（<@{SATO}>さん）だけです。"
     assert agents.handoff(handoff).status is HandoffStatus.CLAIMED
 
@@ -332,7 +338,7 @@ def test_a_reply_after_the_release_is_refused(agents: AgentChannel) -> None:
     session, _ = waiting(agents)
     agents.click(CLAIM_LABEL, user=SATO)
     card_before = agents.card()
-    agents.click(RELEASE_LABEL, user=SATO)
+    agents.click(release_label(HandoffOutcome.INFO_ONLY), user=SATO)
 
     agents.reply("言い忘れました", user=SATO, thread=card_before)
 
@@ -705,3 +711,34 @@ async def _inbox_ids(agents: AgentChannel) -> list[str]:
 
 def _client(agents: AgentChannel) -> Any:
     return agents.app.client.app.state.runtime.slack.bolt.client  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- saved replies
+
+
+def test_a_saved_reply_by_keyword_in_the_thread_goes_to_the_user_filled_in(
+    tmp_path: Path, api: FakeSlackApi
+) -> None:
+    with agent_app(tmp_path, **slack_settings(api), agency_name="やりがいキャリア") as app:
+        agents = AgentChannel(app=app, api=api, events=SlackEvents(SIGNING_SECRET))
+        replies = CannedReplyStore(engine=app.runtime.store.engine)
+        body = (
+            "担当の{{name}}です。{{role}}のお仕事、おつかれさまです。{{agency}}の面談は無料です。"
+        )
+        app.run(lambda: replies.save("挨拶", body, by="hanako"))
+        session = app.web_user()
+        app.say(session, "経理")
+        app.say(session, "担当者と話したい")
+        agents.click(CLAIM_LABEL, user=SATO)
+        assert "`!名前` で定型文を送れます" in agents.thread()[-1]
+
+        agents.reply("!挨拶", user=SATO)
+        agents.reply("！ない", user=SATO)
+
+        said = [text for sender, text in web_lines(agents, session) if sender == "agent"]
+        assert said == [
+            "担当の佐藤です。経理のお仕事、おつかれさまです。やりがいキャリアの面談は無料です。"
+        ]
+        assert agents.told(SATO)[-1] == (
+            "「ない」という定型文はありません。この返信はユーザーに届いていません。"
+        )

@@ -32,7 +32,9 @@ def agents() -> None:
 @click.argument("name")
 @click.option("--display-name", default=None, help="Shown to users as the sender (default NAME).")
 @click.option(
-    "--admin", is_flag=True, help="May export and delete users' data through the agent API."
+    "--admin",
+    is_flag=True,
+    help="May see insights (/console/insights) and export and delete users' data through the agent API.",
 )
 @click.password_option(
     "--password",

@@ -20,7 +20,7 @@ from bot.models import (
     Mode,
     StoredMessage,
 )
-from bot.records import Booking, Handoff, InboxEvent, OutboxItem
+from bot.records import Booking, Handoff, HandoffOutcome, InboxEvent, OutboxItem
 
 __all__ = [
     "AgentDesk",
@@ -265,8 +265,12 @@ class AgentDesk(Protocol):
 
     async def claim(self, handoff_id: int, agent: AgentRef) -> Handoff: ...
 
-    async def release(self, handoff_id: int, agent: AgentRef) -> tuple[Handoff, Reply]: ...
+    async def release(
+        self, handoff_id: int, agent: AgentRef, *, outcome: HandoffOutcome | None = None
+    ) -> tuple[Handoff, Reply]: ...
 
     async def reply(self, handoff_id: int, agent: AgentRef, text: str) -> StoredMessage: ...
 
     async def note(self, handoff_id: int, agent: AgentRef, text: str) -> StoredMessage: ...
+
+    async def canned_text(self, handoff_id: int, agent: AgentRef, name: str) -> str: ...

@@ -31,6 +31,8 @@ class Flow:
     version: str
     locations: Mapping[Loc, tuple[int, int]] = field(default_factory=dict)
     bare_booleans: frozenset[Loc] = frozenset()
+    variant_files: Mapping[str, Flow] = field(default_factory=dict)
+    """variant id: the flow of a variant given as a file of its own (`variants[].file`)."""
 
     @property
     def id(self) -> str:

@@ -23,12 +23,12 @@ def lint(flow: Flow) -> list[FlowError]:
     problems = _lint_one(flow)
     if flow.spec.variants:
         problems += list(_variants(flow))
-        seen = {(p.line, p.column, p.message) for p in problems}
+        seen = {(p.file, p.line, p.column, p.message) for p in problems}
         for variant in resolve(flow):
             for problem in _lint_one(variant.flow):
-                if (problem.line, problem.column, problem.message) in seen:
+                if (problem.file, problem.line, problem.column, problem.message) in seen:
                     continue  # the base flow's own problem, already said once
-                seen.add((problem.line, problem.column, problem.message))
+                seen.add((problem.file, problem.line, problem.column, problem.message))
                 problems.append(
                     FlowError(
                         f"variant '{variant.id}': {problem.message}",
@@ -37,7 +37,7 @@ def lint(flow: Flow) -> list[FlowError]:
                         column=problem.column,
                     )
                 )
-    return sorted(problems, key=lambda e: (e.line, e.column))
+    return sorted(problems, key=lambda e: (e.file != flow.path, e.file, e.line, e.column))
 
 
 def _lint_one(flow: Flow) -> list[FlowError]:
@@ -57,6 +57,7 @@ def _lint_one(flow: Flow) -> list[FlowError]:
         *_opposites(flow),
         *_booking_labels(flow),
         *_insights(flow),
+        *_brief(flow),
     ]
     return problems
 
@@ -475,6 +476,45 @@ def _booking_labels(flow: Flow) -> Iterator[FlowError]:
         yield from _label_limits(flow, ("booking", field), getattr(texts, field), f"'{field}'")
 
 
+MAX_AGENT_LABEL = 12  # a question's label for agents: a column of a narrow table
+
+
+def _brief(flow: Flow) -> Iterator[FlowError]:
+    """With a brief, agents read labels, never question texts or slot keys: every question
+    needs a short `label`, and the brief reads only slots the flow fills."""
+    spec = flow.spec
+    if spec.brief is None:
+        return
+    for name, state in spec.states.items():
+        if state.ask is None:
+            continue
+        label = (state.ask.label or "").strip()
+        loc: Loc = ("states", name, "ask")
+        if not label:
+            yield flow.error(loc, f"question '{name}' needs a short `label` for agents (brief)")
+        elif len(label) > MAX_AGENT_LABEL:
+            yield flow.error(
+                (*loc, "label"),
+                f"label '{label}' is {len(label)} characters; agents' labels are at most "
+                f"{MAX_AGENT_LABEL}",
+            )
+    every = {slot for state in spec.states.values() for slot in _fills(state)}
+    every |= {slot for state in spec.states.values() if state.ask for slot in state.ask.capture}
+    sources: list[tuple[Loc, str]] = [
+        (("brief", "line", i), part) for i, part in enumerate(spec.brief.line)
+    ]
+    sources += [(("brief", "facts", i, "value"), f.value) for i, f in enumerate(spec.brief.facts)]
+    for loc, source in sources:
+        try:
+            check_syntax(source)
+            unknown = names_read(source) - every
+        except ExpressionError as exc:
+            yield flow.error(loc, f"bad template: {exc}")
+            continue
+        for slot in sorted(unknown):
+            yield flow.error(loc, f"the brief reads '{slot}', which no state fills")
+
+
 def _fills(state: StateSpec) -> set[str]:
     return set(state.set) | ({state.ask.slot} if state.ask else set())
 
@@ -589,6 +629,16 @@ def _variants(flow: Flow) -> Iterator[FlowError]:
                     (*loc, "states", name),
                     f"variant '{variant.id}' replaces '{name}', which the flow does not have",
                 )
+        whole = flow.variant_files.get(variant.id)
+        if whole is not None and whole.id != spec.flow:
+            yield flow.error(
+                (*loc, "file"),
+                f"variant '{variant.id}': {variant.file} is flow '{whole.id}', not '{spec.flow}'",
+            )
+        if whole is not None and whole.spec.variants:
+            yield flow.error(
+                (*loc, "file"), f"variant '{variant.id}': {variant.file} has variants of its own"
+            )
         for name in variant.vars:
             if name not in spec.vars:
                 yield flow.error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ def load_flow(path: str | Path, *, check: bool = True) -> Flow:
     except OSError as exc:
         raise FlowErrors([FlowError(f"cannot read: {exc.strerror}", file=shown)]) from exc
     flow = parse_flow(text, path=shown)
+    flow = _with_variant_files(flow, path)
     if check:
         from bot.flows.lint import lint
 
@@ -69,6 +71,22 @@ def parse_flow(text: str, *, path: str = "<flow>") -> Flow:
     )
 
 
+def variant_files(files: list[Path]) -> set[Path]:
+    """The files among `files` that another file names as one of its variants (`file:`):
+    they are loaded with that flow, not as flows of their own."""
+    named: set[Path] = set()
+    for file in files:
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # its own load reports it
+        variants = data.get("variants") if isinstance(data, dict) else None
+        for variant in variants if isinstance(variants, list) else []:
+            if isinstance(variant, dict) and isinstance(variant.get("file"), str):
+                named.add((file.parent / variant["file"]).resolve())
+    return {file for file in files if file.resolve() in named}
+
+
 def load_flows(directory: str | Path) -> dict[str, Flow]:
     """Load every `*.yaml` flow in a directory, keyed by flow id; all problems at once."""
     directory = Path(directory)
@@ -77,7 +95,10 @@ def load_flows(directory: str | Path) -> dict[str, Flow]:
         raise FlowErrors([FlowError("no flow files (*.yaml) found", file=_display(directory))])
     flows: dict[str, Flow] = {}
     issues: list[FlowError] = []
+    variants = variant_files(files)
     for file in files:
+        if file in variants:
+            continue
         try:
             flow = load_flow(file)
         except FlowErrors as exc:
@@ -136,6 +157,25 @@ class _Builder:
         if isinstance(value, bool) and bare and node.value.lower() in _BOOL_WORDS:
             self.bare.add(loc)
         return value
+
+
+def _with_variant_files(flow: Flow, path: Path) -> Flow:
+    """Load the flows of the variants given as files of their own (beside `path`)."""
+    found: dict[str, Flow] = {}
+    issues: list[FlowError] = []
+    for index, variant in enumerate(flow.spec.variants):
+        if variant.file is None:
+            continue
+        where = ("variants", index, "file")
+        try:
+            text = (path.parent / variant.file).read_text(encoding="utf-8")
+        except OSError as exc:
+            issues.append(flow.error(where, f"variant '{variant.id}': cannot read {variant.file}: {exc.strerror}"))  # fmt: skip
+            continue
+        found[variant.id] = parse_flow(text, path=_display(path.parent / variant.file))
+    if issues:
+        raise FlowErrors(issues)
+    return dataclasses.replace(flow, variant_files=found) if found else flow
 
 
 def _dotted(loc: Loc) -> str:

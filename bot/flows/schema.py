@@ -72,6 +72,11 @@ class ChoiceSpec(Model):
 
 class QuestionSpec(Model):
     text: str = Field(description="The question. Templated.")
+    label: str | None = Field(
+        default=None,
+        description="The question's short name for agents (「職種」); the console and the Slack "
+        "card show it beside the answer instead of the whole question.",
+    )
     slot: str = Field(description="Slot the answer fills: a choice id, or a list for multi.")
     choices: tuple[ChoiceSpec, ...] = Field(min_length=1)
     multi: bool = Field(default=False, description="Several choices may be picked.")
@@ -340,6 +345,28 @@ class FaqSpec(Model):
     say: tuple[str, ...] = Field(min_length=1, description="The answer. Templated.")
 
 
+class BriefFactSpec(Model):
+    label: str = Field(description="What agents read as the fact's name (short).")
+    value: str = Field(description="Templated; an empty result hides the fact.")
+
+
+class BriefSpec(Model):
+    """What an agent reads first about a request (console, Slack card), in words, never slot
+    keys. Templates see the slots, `label` and `vars` as the flow's texts do; a slot the user
+    never reached renders empty, and an empty part is left out."""
+
+    line: tuple[str, ...] = Field(
+        min_length=1,
+        description="Parts of the one-line brief, in order (e.g. role, frustrations, fit, "
+        "direction). Templated.",
+    )
+    facts: tuple[BriefFactSpec, ...] = Field(
+        default=(),
+        description="What the flow worked out, as agents read it; computed slots not named "
+        "here are not shown.",
+    )
+
+
 class TextsSpec(Model):
     """What the bot says when the flow itself has nothing to say."""
 
@@ -434,6 +461,17 @@ class VariantSpec(Model):
         default_factory=dict, description="state name: the whole state as this variant has it."
     )
     vars: dict[str, str] = Field(default_factory=dict, description="vars this variant changes.")
+    file: str | None = Field(
+        default=None,
+        description="A flow file beside this one that is this variant whole (same flow id), "
+        "instead of `states` and `vars`.",
+    )
+
+    @model_validator(mode="after")
+    def _whole_or_parts(self) -> VariantSpec:
+        if self.file is not None and (self.states or self.vars):
+            raise ValueError("a variant is either a 'file' or replaced 'states'/'vars', not both")
+        return self
 
 
 class FlowSpec(Model):
@@ -445,6 +483,9 @@ class FlowSpec(Model):
         default_factory=dict, description="Constants for templates (e.g. agency name)."
     )
     texts: TextsSpec = Field(default_factory=TextsSpec)
+    brief: BriefSpec | None = Field(
+        default=None, description="What agents read first about a request (see BriefSpec)."
+    )
     commands: tuple[CommandSpec, ...] = ()
     booking: BookingTextsSpec | None = Field(
         default=None, description="Texts of the `book` steps (required when a state books)."

@@ -3,6 +3,7 @@ and the deterministic choice of a variant for a user (the engine never sees vari
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,13 @@ def resolve(flow: Flow) -> tuple[Variant, ...]:
         return (Variant(NO_VARIANT, 1, flow),)
     resolved = []
     for index, variant in enumerate(spec.variants):
+        whole = flow.variant_files.get(variant.id)
+        if whole is not None:  # a file of its own: the variant as it is written there
+            plain = whole.spec.model_copy(update={"variants": ()})
+            resolved.append(
+                Variant(variant.id, variant.weight, dataclasses.replace(whole, spec=plain))
+            )
+            continue
         locations: dict[Loc, tuple[int, int]] = dict(flow.locations)
         prefix: Loc = ("variants", index, "states")
         for loc, where in flow.locations.items():

@@ -22,9 +22,10 @@ from typing import Any, Final, Literal
 
 from bot.core.ports import AgentRef, AgentSurface, Reply, Sender
 from bot.core.service import ConversationService
-from bot.errors import AlreadyClaimed, DeliveryFailed
+from bot.errors import AlreadyClaimed, CannedReplyError, DeliveryFailed
 from bot.flows.schema import CommandSpec
-from bot.handoff.hours import AgentHours, when
+from bot.handoff.canned import VARIABLES, fill
+from bot.handoff.hours import AgentHours, short_when, when
 from bot.handoff.summary import summarize
 from bot.models import (
     Channel,
@@ -44,7 +45,16 @@ from bot.models import (
 )
 from bot.nlu.normalize import normalize
 from bot.records import Contact
-from bot.store import BookingStore, Handoff, HandoffStore, Orphan, SqlStore, StoredConversation
+from bot.store import (
+    BookingStore,
+    CannedReplyStore,
+    Handoff,
+    HandoffOutcome,
+    HandoffStore,
+    Orphan,
+    SqlStore,
+    StoredConversation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +136,22 @@ def contact_line(contact: Contact) -> str:
     return f"{contact.name}・{how}"
 
 
+def status_text(mode: Mode, hours: AgentHours, now: datetime) -> str:
+    """The web chat's line under the conversation: who the user waits for, and until when."""
+    if mode is Mode.AGENT:
+        return "担当者と話しています"
+    if mode is not Mode.WAITING:
+        return ""
+    if hours.is_open(now):
+        return "担当者を呼んでいます…"
+    return f"担当者からの返信待ち（{short_when(hours.next_open(now), now)}〜）"
+
+
 def timeout_text() -> str:
+    # Says only what the bot knows: nobody has answered yet. Whether agents are busy with
+    # others, or none is signed in at all, it cannot tell.
     return (
-        "お待たせしてすみません。いま担当者がほかのご相談に対応していて、すぐにはお返事できません。"
+        "お待たせしてすみません。まだ担当者からお返事できていません。"
         "このままお待ちいただくか、メッセージを残してください。担当者が確認しだいお返事します。"
         f"ボットとの相談に戻るときは「{BACK_TO_BOT_LABEL}」と送ってください。"
     )
@@ -176,6 +199,8 @@ class HandoffDesk:
     spawn: Spawn
     senders: Mapping[Channel, Sender]
     surfaces: Sequence[AgentSurface]  # the runtime's list, likewise
+    canned: CannedReplyStore | None = None
+    agency: str = ""  # {{agency}} in saved replies
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _watcher: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
@@ -277,13 +302,31 @@ class HandoffDesk:
         self._tell("agent_message", lambda s: s.agent_message(handoff, stored, agent))
         return stored
 
-    async def release(self, handoff_id: int, agent: AgentRef) -> tuple[Handoff, Reply]:
-        """Hand the conversation back: the bot resumes where the flow says, and says so."""
-        handoff = await self.handoffs.release(handoff_id, agent=agent.id, now=self.clock())
+    async def release(
+        self, handoff_id: int, agent: AgentRef, *, outcome: HandoffOutcome | None = None
+    ) -> tuple[Handoff, Reply]:
+        """Hand the conversation back with how it ended: the bot resumes where the flow says,
+        and says so."""
+        handoff = await self.handoffs.release(
+            handoff_id, agent=agent.id, outcome=outcome, now=self.clock()
+        )
         reply = await self._resume(handoff.key, idempotency_key=f"handoff-{handoff.id}-resume")
         log.info("handoff %d released by %s", handoff.id, agent.id)
         self._tell("released", lambda s: s.released(handoff))
         return handoff, reply
+
+    async def canned_text(self, handoff_id: int, agent: AgentRef, name: str) -> str:
+        """The saved reply `name` filled in for this request, as `agent` would send it.
+        CannedReplyError: no such reply, or it needs a value this request lacks."""
+        reply = await self.canned.get(name) if self.canned is not None else None
+        if reply is None:
+            raise CannedReplyError(f"「{name}」という定型文はありません。")
+        handoff = await self.handoffs.get(handoff_id)
+        text, missing = fill(reply.body, canned_values(handoff, agent, agency=self.agency))
+        if missing:
+            words = "、".join(VARIABLES.get(m, m) for m in missing)
+            raise CannedReplyError(f"定型文「{name}」に入れる値がありません（{words}）。")
+        return text
 
     # ------------------------------------------------------------ the watcher
 
@@ -438,6 +481,19 @@ class HandoffDesk:
             except Exception:  # the loop must outlive any one bad sweep
                 log.exception("handoff watcher: a sweep failed; trying again later")
             await asyncio.sleep(interval)
+
+
+def canned_values(handoff: Handoff, agent: AgentRef, *, agency: str) -> dict[str, str]:
+    """What a saved reply's variables stand for in this request."""
+    role = next(
+        (
+            str(a.get("answer", ""))
+            for a in handoff.summary.get("answers", [])
+            if a.get("slot") == "role"
+        ),
+        "",
+    )
+    return {"name": agent.name, "role": role, "agency": agency}
 
 
 def _minutes(span: timedelta) -> str:

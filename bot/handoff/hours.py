@@ -117,6 +117,18 @@ def when(moment: datetime, now: datetime) -> str:
     return f"{moment.month}月{moment.day}日（{DAY_LABELS[moment.weekday()]}）{clock}"
 
 
+def short_when(moment: datetime, now: datetime) -> str:
+    """A local moment in a status line: 「本日9:00」「明日9:00」「月曜9:00」 (within a week)."""
+    local_now = now.astimezone(moment.tzinfo)
+    days = (moment.date() - local_now.date()).days
+    clock = _clock(moment.time())
+    if days == 0:
+        return f"本日{clock}"
+    if days == 1:
+        return f"明日{clock}"
+    return f"{DAY_LABELS[moment.weekday()]}曜{clock}"
+
+
 def _window(days: str, span: str, text: str) -> Window:
     matched = _SPAN.fullmatch(span)
     if matched is None:

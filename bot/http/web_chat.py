@@ -13,13 +13,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 
 from bot.core.ports import Reply
+from bot.handoff.desk import status_text
 from bot.http.errors import refuse_unknown_query, responses
 from bot.http.rates import client_ip, rates, too_many
-from bot.models import Channel, ChoiceIn, ConversationKey, StartIn, StoredMessage, TextIn
+from bot.models import Channel, ChoiceIn, ConversationKey, Mode, StartIn, StoredMessage, TextIn
 from bot.storable_text import require_storable
 from bot.store import UnknownConversation
 from bot.wiring import Runtime
@@ -59,12 +60,16 @@ class SayRequest(BaseModel):
 class ChatReply(BaseModel):
     session: str
     mode: Literal["bot", "waiting", "agent"]
+    status: str = Field(
+        default="", description="Who the user waits for and until when (shown under the chat)."
+    )
     messages: list[dict[str, Any]]
     last_id: int = 0
 
 
 class HistoryReply(BaseModel):
     mode: Literal["bot", "waiting", "agent"]
+    status: str = Field(default="", description="As in ChatReply.")
     messages: list[dict[str, Any]]
     last_id: int
 
@@ -155,7 +160,7 @@ async def say(session: SessionId, body: SayRequest, request: Request) -> ChatRep
         )
     if reply.handoff is not None:
         await limits.hit("handoffs", ip, session)
-    return _chat_reply(session, reply)
+    return _chat_reply(session, reply, _status(runtime, reply.mode))
 
 
 @router.get(
@@ -176,7 +181,12 @@ async def history(
     lines = await runtime.store.transcript(stored.id, limit=500)
     shown = [_shown(line) for line in lines if line.id > after and line.sender != "note"]
     last = max((line.id for line in lines), default=after)
-    return HistoryReply(mode=stored.mode.value, messages=shown, last_id=last)
+    return HistoryReply(
+        mode=stored.mode.value,
+        status=_status(runtime, stored.mode),
+        messages=shown,
+        last_id=last,
+    )
 
 
 def _shown(line: StoredMessage) -> dict[str, Any]:
@@ -201,12 +211,17 @@ def _key(session: str) -> ConversationKey:
     return ConversationKey(channel=Channel.WEB, address=session)
 
 
-def _chat_reply(session: str, reply: Reply) -> ChatReply:
+def _status(runtime: Runtime, mode: Mode) -> str:
+    return status_text(mode, runtime.desk.hours, runtime.desk.clock())
+
+
+def _chat_reply(session: str, reply: Reply, status: str = "") -> ChatReply:
     # `last_id` comes from the saved turn: an agent's message written just after it is then
     # still newer than it, and the page's next poll shows it.
     return ChatReply(
         session=session,
         mode=reply.mode.value,
+        status=status,
         messages=[m.model_dump(mode="json") for m in reply.messages],
         last_id=reply.last_id,
     )

@@ -10,13 +10,12 @@ from typing import Final
 
 from bot.flows.schema import FlowSpec, FunnelStepSpec, QuestionSpec
 from bot.insights.stats import Proportion, two_sided_p
-from bot.records import event_step
+from bot.records import HandoffOutcome, event_step
 from bot.store.insights import InsightsStore, Period
 
 SIGNIFICANCE: Final = 0.05
-OUTCOMES: Final = ("面談予約済み", "情報提供のみ", "見送り", "要フォロー")
-"""The outcome tags agents give on release (counted as released facts' values)."""
 NO_OUTCOME: Final = "（未入力）"
+"""Handoffs released without an outcome tag."""
 AGENT_EVENT: Final = "handoff_requested"
 """The daily trend's second line: agents asked for."""
 
@@ -153,12 +152,8 @@ async def build_report(
             title="担当者の対応結果",
             headers=("結果", "件数"),
             rows=tuple(
-                [(tag, outcomes.get(tag, 0)) for tag in OUTCOMES]
-                + [
-                    (tag or NO_OUTCOME, n)
-                    for tag, n in sorted(outcomes.items())
-                    if tag not in OUTCOMES
-                ]
+                [(o.label, outcomes.get(o.value, 0)) for o in HandoffOutcome]
+                + [(NO_OUTCOME, outcomes.get("", 0))]
             ),
         )
     )

@@ -3,6 +3,7 @@ handoffs, agents) over one schema."""
 
 from bot.records import (
     Handoff,
+    HandoffOutcome,
     HandoffStatus,
     InboxEvent,
     InboxHealth,
@@ -14,6 +15,7 @@ from bot.records import (
 )
 from bot.store.agents import Agent, AgentStore, AgentToken
 from bot.store.bookings import BookingStore
+from bot.store.canned import CannedReply, CannedReplyStore
 from bot.store.conversations import (
     AlreadyHandled,
     ConcurrentUpdate,
@@ -25,7 +27,7 @@ from bot.store.conversations import (
     UnknownConversation,
 )
 from bot.store.db import create_engine, database_url, migrate
-from bot.store.handoffs import HandoffStore, Orphan
+from bot.store.handoffs import HandoffStore, Orphan, Preview
 from bot.store.sql import SqlStore
 
 __all__ = [
@@ -34,8 +36,11 @@ __all__ = [
     "AgentToken",
     "AlreadyHandled",
     "BookingStore",
+    "CannedReply",
+    "CannedReplyStore",
     "ConcurrentUpdate",
     "Handoff",
+    "HandoffOutcome",
     "HandoffStatus",
     "HandoffStore",
     "InboxEvent",
@@ -44,6 +49,7 @@ __all__ = [
     "NewEvent",
     "Orphan",
     "OutboxItem",
+    "Preview",
     "SavedTurn",
     "SqlStore",
     "StoredConversation",

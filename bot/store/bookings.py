@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.errors import SlotTaken, StoreError, UnknownAgent, UnknownBooking
 from bot.models import Channel, ConversationKey
-from bot.records import Booking, Contact, Rule
+from bot.records import Booking, Contact, Fact, Rule
+from bot.store.facts import record_fact
 from bot.store.schema import agents, availability, bookings, contacts, conversations
 from bot.store.tx import begin, insert, now_or
 
@@ -202,6 +203,8 @@ class BookingStore:
                         .returning(b.id)
                     )
                 ).scalar_one()
+                if replaces is None:  # analytics: the funnel's booking step (a move is not one)
+                    await record_fact(connection, conversation_id, Fact(kind="booking_made"), now)
                 return await _booking(connection, booking_id)
         except StoreError as error:
             if isinstance(error.__cause__, IntegrityError):

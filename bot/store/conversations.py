@@ -186,12 +186,12 @@ class Conversations(Database):
         either way a lost race raises ConcurrentUpdate and nothing is written. A `mode` other
         than AGENT clears the agent (the bot path never assigns one; see `set_mode`).
         """
-        conversation_id = None
+        conversation_id, variant, run_at = None, "", None
         if expected_version is not None:
             stored = await self.load(key)
             if stored is None:
                 raise ConcurrentUpdate(key, expected_version)
-            conversation_id = stored.id
+            conversation_id, variant, run_at = stored.id, stored.variant, stored.run_at
         write = TurnWrite(
             key=key,
             state=state,
@@ -202,6 +202,8 @@ class Conversations(Database):
             deliver=deliver,
             mode=mode,
             inbox_id=inbox_id,
+            variant=variant,  # kept as it was: this path records no facts
+            run_at=run_at,
         )
         (saved,) = await self.save_turns([write], now=now)
         if isinstance(saved, (ConcurrentUpdate, AlreadyHandled, TimerGone)):

@@ -10,18 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.errors import AlreadyClaimed, HandoffClosed, NotHolder, UnknownHandoff
 from bot.models import Channel, ConversationKey, Mode, StoredMessage
-from bot.records import Fact, Handoff, HandoffStatus, ModeChange, SurfaceRef
+from bot.records import Fact, Handoff, HandoffOutcome, HandoffStatus, ModeChange, SurfaceRef
 from bot.store.facts import record_fact
 from bot.store.schema import (
     OPEN_STATUSES,
     conversations,
+    handoff_reads,
     handoff_refs,
     handoffs,
     messages,
@@ -42,6 +43,15 @@ class Orphan:
     updated_at: datetime
     last_status: HandoffStatus | None
     last_closed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preview:
+    """A queue row's extras: the user's last words, and whether this agent has read them."""
+
+    last_user_text: str
+    last_user_at: datetime | None
+    unread: bool
 
 
 class HandoffStore:
@@ -121,6 +131,50 @@ class HandoffStore:
                 limit=limit,
             )
 
+    async def history(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        agent: str | None = None,
+        outcome: HandoffOutcome | Literal["none"] | None = None,
+        limit: int = 100,
+    ) -> list[Handoff]:
+        """Released and cancelled handoffs, newest first: closed in [since, until), held by
+        `agent`, ended with `outcome` ("none": released without one, or cancelled)."""
+        h = handoffs.c
+        where: list[sa.ColumnElement[bool]] = [
+            h.status.in_([HandoffStatus.RELEASED.value, HandoffStatus.CANCELLED.value])
+        ]
+        if since is not None:
+            where.append(h.closed_at >= since)
+        if until is not None:
+            where.append(h.closed_at < until)
+        if agent:
+            where.append(h.agent == agent)
+        if outcome == "none":
+            where.append(h.outcome.is_(None))
+        elif outcome is not None:
+            where.append(h.outcome == outcome.value)
+        async with begin(self._engine) as connection:
+            return await _many(
+                connection, where, order=(h.closed_at.desc(), h.id.desc()), limit=limit
+            )
+
+    async def agents_seen(self) -> list[tuple[str, str]]:
+        """Every (agent, agent_name) that has held a handoff, for the history's filter."""
+        h = handoffs.c
+        async with begin(self._engine) as connection:
+            rows = (
+                await connection.execute(
+                    sa.select(h.agent, sa.func.max(h.agent_name))
+                    .where(h.agent.is_not(None))
+                    .group_by(h.agent)
+                    .order_by(h.agent)
+                )
+            ).all()
+        return [(str(r[0]), str(r[1] or r[0])) for r in rows]
+
     async def for_conversation(self, conversation_id: int, *, limit: int = 20) -> list[Handoff]:
         """The conversation's handoffs, newest first."""
         h = handoffs.c
@@ -176,10 +230,17 @@ class HandoffStore:
         raise HandoffClosed(handoff_id, status=found.status.value)
 
     async def release(
-        self, handoff_id: int, *, agent: str, why: str = "対応終了", now: datetime | None = None
+        self,
+        handoff_id: int,
+        *,
+        agent: str,
+        outcome: HandoffOutcome | None = None,
+        why: str = "対応終了",
+        now: datetime | None = None,
     ) -> Handoff:
-        """Close a claimed handoff; only its holder may. The conversation stays in agent mode
-        until the bot's resume turn switches it back, so the user is never left between."""
+        """Close a claimed handoff with how it ended; only its holder may. The conversation
+        stays in agent mode until the bot's resume turn switches it back, so the user is never
+        left between."""
         now = now_or(now)
         h = handoffs.c
         async with begin(self._engine) as connection:
@@ -191,13 +252,20 @@ class HandoffStore:
                         h.status == HandoffStatus.CLAIMED.value,
                         h.agent == agent,
                     )
-                    .values(status=HandoffStatus.RELEASED.value, closed_at=now)
+                    .values(
+                        status=HandoffStatus.RELEASED.value,
+                        closed_at=now,
+                        outcome=outcome.value if outcome else None,
+                    )
                     .returning(h.conversation_id)
                 )
             ).scalar_one_or_none()
             if closed is not None:
+                if outcome is not None:
+                    why = f"{why}（{outcome.label}）"
                 await _record(connection, closed, handoff_id, Mode.AGENT, Mode.BOT, agent, why, now)
-                await record_fact(connection, closed, Fact(kind="handoff_released"), now)
+                released = Fact(kind="handoff_released", value=outcome.value if outcome else None)
+                await record_fact(connection, closed, released, now)
             found = await _one(connection, h.id == handoff_id)
         if found is None:
             raise UnknownHandoff(handoff_id)
@@ -417,6 +485,71 @@ class HandoffStore:
             for r in rows
         ]
 
+    # ------------------------------------------------------------ what agents have read
+
+    async def previews(self, handoff_ids: Sequence[int], *, agent: str) -> dict[int, Preview]:
+        """For each handoff: the user's last message and whether `agent` has read up to it."""
+        if not handoff_ids:
+            return {}
+        h, m, r = handoffs.c, messages.c, handoff_reads.c
+        last_user = (
+            sa.select(sa.func.max(m.id))
+            .where(m.conversation_id == h.conversation_id, m.sender == "user")
+            .correlate(handoffs)
+            .scalar_subquery()
+        )
+        read = (
+            sa.select(r.message_id)
+            .where(r.handoff_id == h.id, r.agent == agent)
+            .correlate(handoffs)
+            .scalar_subquery()
+        )
+        query = sa.select(h.id, last_user.label("last_user"), read.label("read")).where(
+            h.id.in_(list(handoff_ids))
+        )
+        async with begin(self._engine) as connection:
+            rows = (await connection.execute(query)).all()
+            ids = [row.last_user for row in rows if row.last_user is not None]
+            texts = (
+                {
+                    line.id: (line.text, line.created_at)
+                    for line in (
+                        await connection.execute(
+                            sa.select(m.id, m.text, m.created_at).where(m.id.in_(ids))
+                        )
+                    ).all()
+                }
+                if ids
+                else {}
+            )
+        found = {}
+        for row in rows:
+            text, at = texts.get(row.last_user, ("", None))
+            found[row.id] = Preview(
+                last_user_text=text,
+                last_user_at=at,
+                unread=row.last_user is not None and (row.read or 0) < row.last_user,
+            )
+        return found
+
+    async def mark_read(self, handoff_id: int, *, agent: str, message_id: int) -> None:
+        """`agent` has seen the handoff's transcript up to `message_id` (never moves back)."""
+        r = handoff_reads.c
+        async with begin(self._engine) as connection:
+            statement = insert(connection, handoff_reads).values(
+                handoff_id=handoff_id, agent=agent, message_id=message_id
+            )
+            await connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[r.handoff_id, r.agent],
+                    set_={"message_id": sa.func.max(r.message_id, statement.excluded.message_id)}
+                    if connection.dialect.name == "sqlite"
+                    else {
+                        "message_id": sa.func.greatest(r.message_id, statement.excluded.message_id)
+                    },
+                )
+            )
+
     # ------------------------------------------------------------ surfaces
 
     async def set_ref(
@@ -498,6 +631,7 @@ def _handoff(row: sa.RowMapping, refs: tuple[SurfaceRef, ...]) -> Handoff:
         agent_name=row["agent_name"],
         closed_at=row["closed_at"],
         timeout_notified_at=row["timeout_notified_at"],
+        outcome=HandoffOutcome(row["outcome"]) if row["outcome"] else None,
         refs=refs,
     )
 

@@ -220,7 +220,7 @@ FACT_KINDS: Final = (
     "handoff_requested",
     "handoff_claimed",
     "handoff_released",  # value: the outcome tag, when the agent gave one
-    "booking_made",  # ready for booking: recorded by whatever books (not built yet)
+    "booking_made",  # a booking made (in the booking's transaction; a reschedule is not one)
     "ended",  # state: the end state reached
     "abandoned",  # state: where the conversation sat ABANDON_AFTER_HOURS without a message
     "cross",  # state: the rows question; value: "row answer|column answer" (insights.cross)
@@ -316,6 +316,8 @@ handoffs: Final = sa.Table(
     sa.Column("agent_name", sa.String(255), nullable=True),  # shown to the user as the sender
     sa.Column("closed_at", UtcDateTime(), nullable=True),  # released or cancelled
     sa.Column("timeout_notified_at", UtcDateTime(), nullable=True),
+    # How it ended for the agency, chosen on release (`HandoffOutcome`; migration 0011_console).
+    sa.Column("outcome", sa.String(32), nullable=True),
     sa.CheckConstraint("status IN ('waiting', 'claimed', 'released', 'cancelled')", name="status"),
     # At most one open handoff per conversation, enforced by the database: a request
     # repeated by a retry or by two processes finds the existing one (ON CONFLICT).
@@ -328,6 +330,7 @@ handoffs: Final = sa.Table(
     ),
     sa.Index(None, "conversation_id", "id"),
     sa.Index(None, "status", "requested_at"),
+    sa.Index(None, "closed_at"),  # the console's history, newest first
 )
 
 # Where a handoff shows on an agent surface (e.g. surface "slack", ref = the card's ts).
@@ -347,6 +350,20 @@ handoff_refs: Final = sa.Table(
     sa.Column("ref", sa.String(255), nullable=False),
     sa.Column("data", sa.JSON(), nullable=False),
     sa.UniqueConstraint("surface", "ref"),
+)
+
+# What an agent read last of a handoff's transcript: the console's unread marker, per agent.
+handoff_reads: Final = sa.Table(
+    "handoff_reads",
+    metadata,
+    sa.Column(
+        "handoff_id",
+        Id,
+        sa.ForeignKey("handoffs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("agent", sa.String(255), primary_key=True),
+    sa.Column("message_id", Id, nullable=False),  # the last transcript line the agent saw
 )
 
 mode_changes: Final = sa.Table(
@@ -421,6 +438,19 @@ console_sessions: Final = sa.Table(
     sa.Column("expires_at", UtcDateTime(), nullable=False),
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
     sa.Index(None, "agent_id"),
+)
+
+
+# Saved replies agents pick in the console or call by name in Slack (`/t 名前`); admins keep them.
+canned_replies: Final = sa.Table(
+    "canned_replies",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),  # the short keyword
+    sa.Column("body", sa.Text(), nullable=False),  # with {{name}}, {{role}}, {{agency}}
+    sa.Column("updated_by", sa.String(255), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("name"),
 )
 
 

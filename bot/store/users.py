@@ -18,6 +18,7 @@ from bot.store.schema import (
     bookings,
     contacts,
     conversations,
+    facts,
     handoffs,
     inbox,
     messages,
@@ -101,6 +102,13 @@ class Users(Database):
                         connection,
                         sa.select(outbox).where(outbox.c.conversation_id == conversation_id),
                         ("conversation_id", "address", "reply_token"),
+                    ),
+                    "facts": await _rows(
+                        connection,
+                        sa.select(facts)
+                        .where(facts.c.conversation_id == conversation_id)
+                        .order_by(facts.c.id),
+                        ("conversation_id",),
                     ),
                 }
             counts = {

@@ -18,7 +18,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.config import Settings
-from bot.http.console import api, bookings, events, insights, pages
+from bot.http.console import api, bookings, events, insights, pages, shift
 from bot.http.console.auth import SignInRequired
 from bot.http.console.feed import ConsoleFeed
 from bot.http.console.pages import SESSION_HOURS
@@ -108,6 +108,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
     app.include_router(pages.public)
     app.include_router(pages.router)
     app.include_router(insights.router)
+    app.include_router(shift.router)
     app.include_router(events.router)
     app.include_router(api.router)
     app.include_router(bookings.page)

@@ -28,7 +28,7 @@ from bot.http.console.views import (
 )
 from bot.http.errors import Problem, http_error, refuse_unknown_query, responses
 from bot.models import Channel, ConversationKey, outbound_text
-from bot.store import Agent, Handoff, HandoffStatus
+from bot.store import Agent, Handoff, HandoffOutcome, HandoffStatus
 
 if TYPE_CHECKING:
     from bot.handoff.desk import HandoffDesk
@@ -72,6 +72,14 @@ class MessageOut(BaseModel):
     message: LineView
 
 
+class ReleaseIn(BaseModel):
+    outcome: HandoffOutcome | None = Field(
+        default=None,
+        description="How it ended: booked (面談予約済み), info_only (情報提供のみ), declined "
+        "(見送り), follow_up (要フォロー).",
+    )
+
+
 class ReleaseOut(BaseModel):
     handoff: HandoffView
     resumed_with: list[str] = Field(description="What the bot said to the user on resuming.")
@@ -86,12 +94,16 @@ async def me(agent: TokenAgent) -> AgentOut:
 @router.get("/handoffs", response_model=list[HandoffView])
 async def list_handoffs(
     request: Request,
+    agent: TokenAgent,
     status: Annotated[Literal["open", "waiting", "claimed", "closed", "all"], Query()] = "open",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[HandoffView]:
-    """Handoffs, longest waiting first (default: waiting and claimed)."""
-    found = await _desk(request).handoffs.queue(statuses=_STATUSES[status], limit=limit)
-    return [handoff_view(h) for h in found]
+    """Handoffs, longest waiting first (default: waiting and claimed), each with the user's
+    last message and whether this token's agent has read it in the console."""
+    handoffs = _desk(request).handoffs
+    found = await handoffs.queue(statuses=_STATUSES[status], limit=limit)
+    previews = await handoffs.previews([h.id for h in found], agent=agent.name)
+    return [handoff_view(h, previews.get(h.id)) for h in found]
 
 
 @router.get("/handoffs/{handoff_id}", response_model=HandoffDetail, responses=_ERRORS)
@@ -147,11 +159,19 @@ async def add_note(
     return MessageOut(message=line_view(stored))
 
 
-@router.post("/handoffs/{handoff_id}/release", response_model=ReleaseOut, responses=_ERRORS)
-async def release(request: Request, handoff_id: HandoffId, agent: TokenAgent) -> ReleaseOut:
-    """Hand the conversation back to the bot, which resumes with a message to the user."""
+@router.post(
+    "/handoffs/{handoff_id}/release",
+    response_model=ReleaseOut,
+    responses={**_ERRORS, **_WITH_BODY},
+)
+async def release(
+    request: Request, handoff_id: HandoffId, agent: TokenAgent, body: ReleaseIn | None = None
+) -> ReleaseOut:
+    """Hand the conversation back to the bot, which resumes with a message to the user; the
+    body may say how it ended (`outcome`)."""
+    outcome = body.outcome if body is not None else None
     try:
-        handoff, reply = await _desk(request).release(handoff_id, _ref(agent))
+        handoff, reply = await _desk(request).release(handoff_id, _ref(agent), outcome=outcome)
     except HandoffError as error:
         raise _http(error) from error
     return ReleaseOut(

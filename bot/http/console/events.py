@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from bot.errors import UnknownHandoff
-from bot.http.console.auth import session_agent
+from bot.http.console.auth import SessionAgent, session_agent
+from bot.http.console.pages import queue_views
 from bot.http.console.views import handoff_view, line_view
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ router = APIRouter(
 @router.get("/events", response_class=EventSourceResponse)
 async def stream(
     request: Request,
+    agent: SessionAgent,
     handoff: Annotated[int | None, Query(ge=1)] = None,
     after: Annotated[int, Query(ge=0)] = 0,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -50,7 +52,7 @@ async def stream(
     yield ServerSentEvent(comment="live", retry=RETRY_MS)
     while not feed.closed and loop.time() < deadline:
         moment = feed.moment()
-        queue = [handoff_view(h).model_dump(mode="json") for h in await desk.handoffs.queue()]
+        queue = [v.model_dump(mode="json") for v in await queue_views(desk.handoffs, agent.name)]
         if queue != sent_queue:
             yield ServerSentEvent(event="queue", data=queue)
             sent_queue = queue
@@ -68,6 +70,8 @@ async def stream(
             new = [line_view(line) for line in lines if line.id > after]
             if new:
                 after = new[-1].id
+                # Shown on the open page: read (the queue's unread marker clears).
+                await desk.handoffs.mark_read(handoff, agent=agent.name, message_id=after)
                 data = [line.model_dump(mode="json") for line in new]
                 yield ServerSentEvent(event="lines", data=data, id=str(after))
         if await request.is_disconnected():

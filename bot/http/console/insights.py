@@ -76,6 +76,7 @@ async def insights_page(
             "steps": [(s.id, s.label) for s in (spec.insights.funnel if spec.insights else ())],
             "step": report.comparison.step if report.comparison else (step or ""),
             "query": request.url.query,
+            "declared": spec.insights is not None,
             "funnel_svg": funnel_chart(report.funnel),
             "daily_svg": daily_chart(report.daily),
         },

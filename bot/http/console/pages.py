@@ -12,7 +12,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator
 
@@ -25,6 +25,8 @@ from bot.errors import (
     NotHolder,
     UnknownHandoff,
 )
+from bot.handoff.canned import VARIABLES, fill
+from bot.handoff.desk import canned_values
 from bot.http.console.auth import (
     SessionAgent,
     check_csrf,
@@ -33,11 +35,11 @@ from bot.http.console.auth import (
     login_wait,
     session_agent,
 )
-from bot.http.console.views import detail_view, handoff_view
+from bot.http.console.views import HandoffView, detail_view, handoff_view
 from bot.http.errors import http_error
 from bot.http.rates import client_ip, rates
 from bot.storable_text import require_storable
-from bot.store import Agent
+from bot.store import Agent, Handoff, HandoffOutcome, HandoffStore
 
 if TYPE_CHECKING:
     from bot.http.console import Console
@@ -140,14 +142,24 @@ async def logout(request: Request) -> Response:
 # ---------------------------------------------------------------- pages
 
 
+Show = Literal["all", "mine", "waiting"]
+
+
 @router.get("", response_class=HTMLResponse)
-async def queue_page(request: Request, agent: SessionAgent) -> Response:
-    handoffs = await _console(request).runtime.desk.handoffs.queue()
-    return render(
-        request,
-        "queue.html",
-        {"me": agent, "handoffs": [handoff_view(h) for h in handoffs]},
-    )
+async def queue_page(
+    request: Request, agent: SessionAgent, show: Annotated[Show, Query()] = "all"
+) -> Response:
+    """The open requests, longest waiting first; `show` narrows to mine or the unclaimed."""
+    views = await queue_views(_console(request).runtime.desk.handoffs, agent.name)
+    return render(request, "queue.html", {"me": agent, "handoffs": views, "show": show})
+
+
+async def queue_views(handoffs: HandoffStore, agent: str) -> list[HandoffView]:
+    """The queue as `agent` sees it: each request with the user's last words and whether
+    this agent has read them."""
+    found = await handoffs.queue()
+    previews = await handoffs.previews([h.id for h in found], agent=agent)
+    return [handoff_view(h, previews.get(h.id)) for h in found]
 
 
 @router.get("/handoffs/{handoff_id}", response_class=HTMLResponse)
@@ -160,6 +172,17 @@ async def handoff_page(request: Request, handoff_id: HandoffId, agent: SessionAg
     transcript = await runtime.store.transcript(handoff.conversation_id, limit=500)
     changes_ = await runtime.desk.handoffs.mode_changes(handoff.conversation_id)
     detail = detail_view(handoff, transcript, changes_)
+    if transcript:  # opening the request reads it (the queue's unread marker)
+        await runtime.desk.handoffs.mark_read(
+            handoff_id, agent=agent.name, message_id=transcript[-1].id
+        )
+    canned = []
+    if runtime.desk.canned is not None:
+        values = canned_values(handoff, _ref(agent), agency=runtime.desk.agency)
+        for reply in await runtime.desk.canned.all():
+            text, missing = fill(reply.body, values)
+            said = "、".join(VARIABLES.get(m, m) for m in missing)
+            canned.append({"name": reply.name, "text": text, "missing": said})
     return render(
         request,
         "handoff.html",
@@ -167,6 +190,8 @@ async def handoff_page(request: Request, handoff_id: HandoffId, agent: SessionAg
             "me": agent,
             "h": detail,
             "last_id": max((line.id for line in detail.transcript), default=0),
+            "outcomes": [(o.value, o.label) for o in HandoffOutcome],
+            "canned": canned,
         },
     )
 
@@ -177,10 +202,10 @@ async def handoff_page(request: Request, handoff_id: HandoffId, agent: SessionAg
 @router.post("/handoffs/{handoff_id}/claim", dependencies=changes)
 async def claim(request: Request, handoff_id: HandoffId, agent: SessionAgent) -> Response:
     try:
-        await _console(request).runtime.desk.claim(handoff_id, _ref(agent))
+        handoff = await _console(request).runtime.desk.claim(handoff_id, _ref(agent))
     except HandoffError as error:
         return _failed(request, handoff_id, error)
-    return _done(request, handoff_id, "対応を開始しました。")
+    return _done(request, handoff_id, "対応を開始しました。", handoff=handoff)
 
 
 @router.post("/handoffs/{handoff_id}/messages", dependencies=changes)
@@ -206,12 +231,26 @@ async def send(
 
 
 @router.post("/handoffs/{handoff_id}/release", dependencies=changes)
-async def release(request: Request, handoff_id: HandoffId, agent: SessionAgent) -> Response:
+async def release(
+    request: Request,
+    handoff_id: HandoffId,
+    agent: SessionAgent,
+    outcome: Annotated[HandoffOutcome, Form()],
+) -> Response:
+    """Hand back with how it ended (the form makes the agent pick one)."""
     try:
-        await _console(request).runtime.desk.release(handoff_id, _ref(agent))
+        handoff, _ = await _console(request).runtime.desk.release(
+            handoff_id, _ref(agent), outcome=outcome
+        )
     except HandoffError as error:
         return _failed(request, handoff_id, error)
-    return _done(request, handoff_id, "ボットに戻しました。ボットが会話を再開しています。")
+    # The page shows the released state at once from this, not on the next feed event.
+    return _done(
+        request,
+        handoff_id,
+        f"ボットに戻しました（{outcome.label}）。ボットが会話を再開しています。",
+        handoff=handoff,
+    )
 
 
 # ---------------------------------------------------------------- private
@@ -229,7 +268,7 @@ def _ref(agent: Agent) -> AgentRef:
 def render(
     request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
 ) -> Response:
-    """A console page from its template, with the CSRF token and any flash message."""
+    """A console page, with the CSRF token, the flash message and the security headers."""
     template = _console(request).templates.get_template(name)
     flash = request.session.pop("flash", None)
     html = template.render(**context, csrf=csrf_token(request), flash=flash)
@@ -241,10 +280,19 @@ def _wants_json(request: Request) -> bool:
 
 
 def _done(
-    request: Request, handoff_id: int, message: str, *, ok: bool = True, status: int = 200
+    request: Request,
+    handoff_id: int,
+    message: str,
+    *,
+    ok: bool = True,
+    status: int = 200,
+    handoff: Handoff | None = None,
 ) -> Response:
     if _wants_json(request):
-        return JSONResponse({"ok": ok, "message": message}, status_code=status)
+        answer: dict[str, Any] = {"ok": ok, "message": message}
+        if handoff is not None:
+            answer["handoff"] = handoff_view(handoff).model_dump(mode="json")
+        return JSONResponse(answer, status_code=status)
     request.session["flash"] = message
     return RedirectResponse(f"/console/handoffs/{handoff_id}", status_code=303)
 

@@ -10,7 +10,8 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel
 
 from bot.models import StoredMessage
-from bot.store import Handoff, ModeChange
+from bot.records import brief_line, summary_facts
+from bot.store import Handoff, ModeChange, Preview
 
 STATUS_LABELS: Final = {
     "waiting": "対応待ち",
@@ -36,12 +37,19 @@ class HandoffView(BaseModel):
     channel_label: str
     reason: str
     headline: str  # the first answers, e.g. 「経理 ／ 毎日同じことの繰り返し」
+    brief: str  # the one line agents read first (the flow's brief), else the headline
+    asked: str  # the user's last typed words before the request
+    preview: str = ""  # the user's last message (queue rows)
+    last_user_at: datetime | None = None
+    unread: bool = False  # the user wrote since this agent last opened the request
     requested_at: datetime
     claimed_at: datetime | None
     agent: str | None
     agent_name: str | None
     closed_at: datetime | None
     timeout_notified: bool
+    outcome: Literal["booked", "info_only", "declined", "follow_up"] | None = None
+    outcome_label: str | None = None
 
 
 class LineView(BaseModel):
@@ -62,14 +70,27 @@ class ModeChangeView(BaseModel):
     at: datetime
 
 
+class AnswerView(BaseModel):
+    label: str  # the question's short name (the flow's `label`), else its text
+    answer: str
+
+
+class FactView(BaseModel):
+    label: str
+    value: str
+
+
 class HandoffDetail(HandoffView):
     summary: dict[str, Any]
+    answers: list[AnswerView]
+    facts: list[FactView]
     transcript: list[LineView]
     mode_changes: list[ModeChangeView]
 
 
-def handoff_view(handoff: Handoff) -> HandoffView:
+def handoff_view(handoff: Handoff, preview: Preview | None = None) -> HandoffView:
     answers = handoff.summary.get("answers", [])
+    headline = " ／ ".join(str(a.get("answer", "")) for a in answers[:2])
     return HandoffView(
         id=handoff.id,
         status=handoff.status.value,
@@ -77,13 +98,20 @@ def handoff_view(handoff: Handoff) -> HandoffView:
         channel=handoff.key.channel.value,
         channel_label=CHANNEL_LABELS.get(handoff.key.channel.value, handoff.key.channel.value),
         reason=handoff.reason,
-        headline=" ／ ".join(str(a.get("answer", "")) for a in answers[:2]),
+        headline=headline,
+        brief=brief_line(handoff.summary) or headline,
+        asked=str(handoff.summary.get("asked") or ""),
+        preview=_clip(preview.last_user_text) if preview else "",
+        last_user_at=preview.last_user_at if preview else None,
+        unread=preview.unread if preview else False,
         requested_at=handoff.requested_at,
         claimed_at=handoff.claimed_at,
         agent=handoff.agent,
         agent_name=handoff.agent_name,
         closed_at=handoff.closed_at,
         timeout_notified=handoff.timeout_notified_at is not None,
+        outcome=handoff.outcome.value if handoff.outcome else None,
+        outcome_label=handoff.outcome.label if handoff.outcome else None,
     )
 
 
@@ -106,6 +134,17 @@ def detail_view(
     return HandoffDetail(
         **handoff_view(handoff).model_dump(),
         summary=handoff.summary,
+        answers=[
+            AnswerView(
+                label=str(a.get("label") or a.get("question") or ""),
+                answer=str(a.get("answer", "")),
+            )
+            for a in handoff.summary.get("answers", [])
+        ],
+        facts=[
+            FactView(label=str(f.get("label", "")), value=str(f.get("value", "")))
+            for f in summary_facts(handoff.summary)
+        ],
         transcript=[line_view(line) for line in transcript],
         mode_changes=[
             ModeChangeView(
@@ -114,3 +153,8 @@ def detail_view(
             for c in changes
         ],
     )
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

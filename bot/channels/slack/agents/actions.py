@@ -29,6 +29,7 @@ from typing import Any, Final
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack.agents.blocks import (
+    CANNED_MARKS,
     NOTE_MARK,
     SLACK_AGENT_PREFIX,
     agent_said,
@@ -53,7 +54,14 @@ from bot.channels.slack.blocks import SlackMessage
 from bot.channels.slack.web_api import SlackApiFailure, call
 from bot.config import Settings
 from bot.core.ports import AgentDesk, AgentRef, HandoffRefs, InboxEvent
-from bot.errors import AlreadyClaimed, DeliveryFailed, HandoffClosed, NotHolder, UnknownHandoff
+from bot.errors import (
+    AlreadyClaimed,
+    CannedReplyError,
+    DeliveryFailed,
+    HandoffClosed,
+    NotHolder,
+    UnknownHandoff,
+)
 from bot.models import StoredMessage
 from bot.records import Booking, Handoff, HandoffStatus
 
@@ -343,7 +351,7 @@ class SlackAgentActions:
             if click.action == "claim":
                 await self.desk.claim(click.handoff_id, agent)
             else:
-                await self.desk.release(click.handoff_id, agent)
+                await self.desk.release(click.handoff_id, agent, outcome=click.outcome)
         except AlreadyClaimed as taken:
             await tell(f"{mention(taken.agent, taken.agent_name)}さんが対応中です。")
         except NotHolder:
@@ -380,6 +388,12 @@ class SlackAgentActions:
         if note:
             await self.desk.note(post.handoff_id, agent, text)
             return
+        if text.startswith(CANNED_MARKS) and len(text.split()) == 1:
+            try:
+                text = await self.desk.canned_text(post.handoff_id, agent, text[1:].strip())
+            except CannedReplyError as error:
+                await tell(f"{error}{NOT_SENT}")
+                return
         try:
             await self.desk.reply(post.handoff_id, agent, text)
         except NotHolder:

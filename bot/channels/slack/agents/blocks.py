@@ -13,7 +13,7 @@ from typing import Any, Final
 from bot.channels.slack.blocks import MAX_BLOCKS, MAX_SECTION_TEXT, SlackMessage
 from bot.core.ports import AgentRef
 from bot.models import StoredMessage
-from bot.records import Booking, Handoff, HandoffStatus, summary_lines
+from bot.records import Booking, Handoff, HandoffOutcome, HandoffStatus, brief_line, summary_lines
 
 ACTION_PREFIX: Final = "yarigai.agent."
 """Agent buttons' `action_id`s start with this (not with the user buttons' prefix)."""
@@ -21,8 +21,12 @@ CLAIM_ACTION: Final = f"{ACTION_PREFIX}claim"
 RELEASE_ACTION: Final = f"{ACTION_PREFIX}release"
 CLAIM_LABEL: Final = "対応する"
 RELEASE_LABEL: Final = "Botに戻す"
+"""The release buttons read 「Botに戻す: <outcome>」 (see `release_label`)."""
 NOTE_MARK: Final = "//"
 """A thread reply starting with this is an internal note, never sent to the user."""
+CANNED_MARKS: Final = ("!", "！")
+"""A thread reply `!keyword` sends the saved reply of that keyword to the user (filled in).
+Not `/`: Slack takes a message starting with `/` for a slash command and never posts it."""
 SLACK_AGENT_PREFIX: Final = "slack:"
 """`AgentRef.id` of a Slack agent: this, then the Slack user id."""
 
@@ -46,14 +50,20 @@ def card(handoff: Handoff, *, link: str | None = None) -> SlackMessage:
             f"*{channel}* のユーザー ・ 依頼 {_date(handoff)}\n*理由:* {_escape(handoff.reason)}"
         ),
     ]
+    # The same brief the console opens with: who they are, what weighs on them, what they said.
+    brief = brief_line(handoff.summary)
+    asked = str(handoff.summary.get("asked") or "")
+    if brief or asked:
+        said = f"\n> {_escape(asked)}" if asked else ""
+        blocks.append(_mrkdwn(f"*{_escape(brief)}*{said}" if brief else said.lstrip("\n")))
     lines = [_escape(line) for line in summary_lines(handoff.summary)[1:]]  # reason: above
     blocks += [_mrkdwn(part) for part in _sections(lines)][:MAX_SUMMARY_SECTIONS]
     if link:
         blocks.append(_context(f"<{link}|会話の全文をコンソールで見る>", mrkdwn=True))
     blocks.append(_mrkdwn(status_line(handoff)))
-    button = _button(handoff)
-    if button is not None:
-        blocks.append({"type": "actions", "elements": [button]})
+    buttons = _buttons(handoff)
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
     text = f"{title}（{channel}）: {_plain_status(handoff)}"
     return SlackMessage(text=_clip(text, MAX_FALLBACK_TEXT), blocks=tuple(blocks[:MAX_BLOCKS]))
 
@@ -93,13 +103,15 @@ def agent_said(message: StoredMessage, agent: AgentRef) -> SlackMessage:
 def claimed_note(handoff: Handoff) -> SlackMessage:
     text = (
         f"{holder(handoff)}さんが対応を始めました。このスレッドへの返信はユーザーに届きます"
-        f"（`{NOTE_MARK}` で始めるとメモになり、ユーザーには届きません）。"
+        f"（`{NOTE_MARK}` で始めるとメモになり、ユーザーには届きません。"
+        f"`{CANNED_MARKS[0]}名前` で定型文を送れます）。"
     )
     return _note(text, fallback=f"{holder_plain(handoff)}さんが対応を始めました")
 
 
 def released_note(handoff: Handoff) -> SlackMessage:
-    text = f"{holder(handoff)}さんがボットに戻しました。ボットが会話を再開しています。"
+    how = f"（結果: {handoff.outcome.label}）" if handoff.outcome else ""
+    text = f"{holder(handoff)}さんがボットに戻しました{how}。ボットが会話を再開しています。"
     return _note(text, fallback=f"{holder_plain(handoff)}さんがボットに戻しました")
 
 
@@ -108,12 +120,18 @@ def cancelled_note(handoff: Handoff) -> SlackMessage:
     return _note(text, fallback=text)
 
 
+def release_label(outcome: HandoffOutcome) -> str:
+    """The button that hands back with this outcome."""
+    return f"{RELEASE_LABEL}: {outcome.label}"
+
+
 def status_line(handoff: Handoff) -> str:
     """The card's status, in mrkdwn."""
     if handoff.status is HandoffStatus.CLAIMED:
         return f"*対応中:* {holder(handoff)}"
     if handoff.status is HandoffStatus.RELEASED:
-        return f"*対応終了:* {holder(handoff)}さんがボットに戻しました"
+        how = f"（{handoff.outcome.label}）" if handoff.outcome else ""
+        return f"*対応終了{how}:* {holder(handoff)}さんがボットに戻しました"
     if handoff.status is HandoffStatus.CANCELLED:
         return "*取り消し:* ユーザーがボットに戻りました"
     return "*受付待ち:* 対応する担当者を待っています"
@@ -149,30 +167,39 @@ def channel_label(handoff: Handoff) -> str:
 # ---------------------------------------------------------------- private
 
 
-def _button(handoff: Handoff) -> Block | None:
+def _buttons(handoff: Handoff) -> list[Block]:
     if handoff.status is HandoffStatus.WAITING:
-        return {
-            "type": "button",
-            "text": _plain(CLAIM_LABEL),
-            "action_id": CLAIM_ACTION,
-            "value": str(handoff.id),
-            "style": "primary",
-        }
+        return [
+            {
+                "type": "button",
+                "text": _plain(CLAIM_LABEL),
+                "action_id": CLAIM_ACTION,
+                "value": str(handoff.id),
+                "style": "primary",
+            }
+        ]
     # Only a Slack agent can hand back from here; a console agent does it in the console.
+    # Handing back says how it ended: one button per outcome (a Slack menu would also do, but
+    # buttons are one click and their confirm names the outcome).
     if handoff.status is HandoffStatus.CLAIMED and slack_user(handoff.agent) is not None:
-        return {
-            "type": "button",
-            "text": _plain(RELEASE_LABEL),
-            "action_id": RELEASE_ACTION,
-            "value": str(handoff.id),
-            "confirm": {
-                "title": _plain("ボットに戻しますか？"),
-                "text": _plain("ボットが会話を再開し、ユーザーにそう伝えます。"),
-                "confirm": _plain("戻す"),
-                "deny": _plain("やめる"),
-            },
-        }
-    return None
+        return [
+            {
+                "type": "button",
+                "text": _plain(release_label(outcome)),
+                "action_id": f"{RELEASE_ACTION}.{outcome.value}",
+                "value": str(handoff.id),
+                "confirm": {
+                    "title": _plain("ボットに戻しますか？"),
+                    "text": _plain(
+                        f"結果「{outcome.label}」を記録し、ボットが会話を再開してユーザーにそう伝えます。"
+                    ),
+                    "confirm": _plain("戻す"),
+                    "deny": _plain("やめる"),
+                },
+            }
+            for outcome in HandoffOutcome
+        ]
+    return []
 
 
 def _plain_status(handoff: Handoff) -> str:

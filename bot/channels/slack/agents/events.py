@@ -17,6 +17,7 @@ from pydantic import Field
 from bot.channels.edge import event_time
 from bot.channels.slack.agents.blocks import CLAIM_ACTION, RELEASE_ACTION
 from bot.models import Frozen
+from bot.records import HandoffOutcome
 
 SURFACE: Final = "slack-agents"
 """Marks recorded agent requests in the inbox (they share the Slack channel's handler)."""
@@ -40,6 +41,7 @@ class AgentClick(Frozen):
     handoff_id: int
     channel: str
     card_ts: str
+    outcome: HandoffOutcome | None = None  # a release says how the request ended
 
 
 class AgentPost(Frozen):
@@ -112,7 +114,14 @@ def _click(body: Mapping[str, Any]) -> AgentRequest | None:
     if len(actions) != 1:
         return None
     action = actions[0]
-    kind = _ACTIONS.get(str(action.get("action_id", "")))
+    action_id = str(action.get("action_id", ""))
+    # A release button names its outcome: `yarigai.agent.release.<outcome>` (a card posted
+    # before outcomes existed has the bare release id, which hands back without one).
+    outcome: HandoffOutcome | None = None
+    if action_id.startswith(f"{RELEASE_ACTION}."):
+        action_id, _, named = action_id.rpartition(".")
+        outcome = HandoffOutcome(named)  # ValueError: not one of ours
+    kind = _ACTIONS.get(action_id)
     if kind is None:
         return None
     value = str(action.get("value", ""))
@@ -134,6 +143,7 @@ def _click(body: Mapping[str, Any]) -> AgentRequest | None:
             handoff_id=handoff_id,
             channel=channel,
             card_ts=card_ts,
+            outcome=outcome,
         ),
     )
 

@@ -44,8 +44,16 @@
     return `${Math.floor(minutes / 60)}時間${minutes % 60}分前から`;
   }
 
+  function waitedFor(iso) {
+    const minutes = Math.max(0, Math.floor((Date.now() - new Date(iso)) / 60000));
+    if (minutes < 1) return "1分未満";
+    if (minutes < 60) return `${minutes}分`;
+    return `${Math.floor(minutes / 60)}時間${minutes % 60}分`;
+  }
+
   function refreshSince() {
     for (const s of document.querySelectorAll("[data-since]")) s.textContent = since(s.dataset.since);
+    for (const s of document.querySelectorAll("[data-waited]")) s.textContent = waitedFor(s.dataset.waited);
   }
 
   // ------------------------------------------------------------ forms
@@ -69,6 +77,8 @@
         if (response.status === 401) { window.location.reload(); return; }
         const answer = await response.json().catch(() => ({ ok: false, message: "エラーが起きました。" }));
         toast(answer.message || answer.detail, !response.ok);
+        // The move's result shows at once; the feed confirms it a moment later.
+        if (response.ok && answer.handoff && conversation) applyHandoff(answer.handoff);
         if (response.ok && form.hasAttribute("data-reset")) {
           const text = form.querySelector("textarea");
           if (text) text.value = "";
@@ -95,21 +105,42 @@
   // ------------------------------------------------------------ live queue
 
   const queue = document.getElementById("queue");
+  const baseTitle = document.title.replace(/^\(\d+\) /, "");
+
+  function shown(h) {
+    const show = queue ? queue.dataset.show : "all";
+    if (show === "mine") return h.agent === me;
+    if (show === "waiting") return h.status === "waiting";
+    return true;
+  }
 
   function renderQueue(items) {
+    const waiting = items.filter((h) => h.status === "waiting").length;
+    alertNew(items);
+    document.title = (waiting ? `(${waiting}) ` : "") + baseTitle;
     if (!queue) return;
     const known = new Set([...queue.children].map((li) => li.dataset.id));
     queue.replaceChildren(...items.map((h) => {
-      const li = el("li", `item ${h.status}`);
+      const li = el("li", `item ${h.status}${h.unread ? " unread" : ""}`);
       li.dataset.id = String(h.id);
+      li.dataset.status = h.status;
+      li.dataset.agent = h.agent || "";
+      li.hidden = !shown(h);
       if (!known.has(String(h.id))) li.classList.add("fresh");
       const a = el("a");
       a.href = `/console/handoffs/${h.id}`;
+      const headline = el("span", "headline");
+      if (h.unread) {
+        const dot = el("span", "dot", "●");
+        dot.title = "未読";
+        headline.append(dot);
+      }
+      headline.append(h.brief || "（回答なし）");
       a.append(
         el("span", `badge ${h.status}`, h.status_label),
         el("span", "channel", h.channel_label),
-        el("span", "headline", h.headline || "（回答なし）"),
-        el("span", "reason", h.reason),
+        headline,
+        el("span", "preview", h.preview || h.reason),
       );
       const when = el("span", "since", since(h.requested_at));
       when.dataset.since = h.requested_at;
@@ -119,13 +150,113 @@
       li.append(a);
       return li;
     }));
-    const waiting = items.filter((h) => h.status === "waiting").length;
     const count = (id, n) => { const node = document.getElementById(id); if (node) node.textContent = String(n); };
     count("count-waiting", waiting);
     count("count-claimed", items.filter((h) => h.status === "claimed").length);
     const empty = document.getElementById("empty");
-    if (empty) empty.hidden = items.length > 0;
-    document.title = (waiting ? `(${waiting}) ` : "") + "相談の受付 | yarigai";
+    if (empty) empty.hidden = items.some(shown);
+  }
+
+  if (queue) {
+    for (const link of document.querySelectorAll(".filters a[data-show]")) {
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        queue.dataset.show = link.dataset.show;
+        for (const other of document.querySelectorAll(".filters a")) other.removeAttribute("aria-current");
+        link.setAttribute("aria-current", "true");
+        history.replaceState(null, "", link.href);
+        for (const li of queue.children) li.hidden = !shown({ status: li.dataset.status, agent: li.dataset.agent });
+        const empty = document.getElementById("empty");
+        if (empty) empty.hidden = [...queue.children].some((li) => !li.hidden);
+      });
+    }
+  }
+
+  // ------------------------------------------------------------ a new request: sound, notification
+
+  // Requests seen since the page opened; the first queue event only fills it (no alert for
+  // what was already waiting).
+  let seen = null;
+  const notifyButton = document.getElementById("notify");
+  const NOTIFY_KEY = "yarigai.console.notify";
+
+  function notifying() {
+    return "Notification" in window && Notification.permission === "granted" && localStorage.getItem(NOTIFY_KEY) === "on";
+  }
+
+  function showNotifyButton() {
+    if (!notifyButton || !("Notification" in window)) return;
+    notifyButton.hidden = false;
+    notifyButton.textContent = notifying() ? "通知: オン" : "通知を受け取る";
+  }
+
+  if (notifyButton) {
+    notifyButton.addEventListener("click", async () => {
+      if (notifying()) {
+        localStorage.setItem(NOTIFY_KEY, "off");
+        toast("新しい依頼の通知を止めました。");
+      } else {
+        const answer = await Notification.requestPermission();
+        if (answer === "granted") {
+          localStorage.setItem(NOTIFY_KEY, "on");
+          toast("新しい依頼が来たら、音と通知でお知らせします。");
+        } else {
+          toast("ブラウザーの設定で通知が許可されていません。", true);
+        }
+      }
+      showNotifyButton();
+    });
+  }
+
+  function chime() {
+    try {
+      const Audio = window.AudioContext || window.webkitAudioContext;
+      if (!Audio) return;
+      const audio = new Audio();
+      for (const [at, pitch] of [[0, 880], [0.18, 1320]]) {
+        const tone = audio.createOscillator();
+        const gain = audio.createGain();
+        tone.frequency.value = pitch;
+        gain.gain.setValueAtTime(0.15, audio.currentTime + at);
+        gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + at + 0.3);
+        tone.connect(gain).connect(audio.destination);
+        tone.start(audio.currentTime + at);
+        tone.stop(audio.currentTime + at + 0.3);
+      }
+    } catch (error) { /* no sound is no reason to miss the request */ }
+  }
+
+  function alertNew(items) {
+    const waiting = items.filter((h) => h.status === "waiting");
+    if (seen === null) { seen = new Set(items.map((h) => h.id)); return; }
+    const fresh = waiting.filter((h) => !seen.has(h.id));
+    for (const h of items) seen.add(h.id);
+    if (!fresh.length || localStorage.getItem(NOTIFY_KEY) !== "on") return;
+    chime();
+    if (!notifying()) return;
+    for (const h of fresh) {
+      try {
+        const note = new Notification(`新しい相談 #${h.id}（${h.channel_label}）`, {
+          body: [h.brief, h.asked ? `「${h.asked}」` : ""].filter(Boolean).join("\n") || h.reason,
+          tag: `yarigai-handoff-${h.id}`,
+        });
+        note.onclick = () => { window.focus(); window.location.href = `/console/handoffs/${h.id}`; };
+      } catch (error) { /* the queue still shows it */ }
+    }
+  }
+
+  // ------------------------------------------------------------ saved replies
+
+  const canned = document.getElementById("canned");
+  if (canned && composer) {
+    canned.addEventListener("change", () => {
+      const option = canned.selectedOptions[0];
+      if (!option || !option.value) return;
+      composer.value = option.dataset.text;
+      composer.focus();
+      if (option.dataset.missing) toast(`この相談には値がないため空欄です: ${option.dataset.missing}。直してから送ってください。`, true);
+      canned.value = "";
+    });
   }
 
   // ------------------------------------------------------------ live conversation
@@ -149,6 +280,10 @@
     status.textContent = h.status_label + (h.agent_name ? `（${h.agent_name}）` : "");
     const holder = document.getElementById("holder");
     if (holder) holder.textContent = h.agent_name || "";
+    const waited = document.getElementById("waited");
+    if (waited && h.status !== "waiting") waited.textContent = `依頼 ${dated.format(new Date(h.requested_at))}`;
+    const closed = document.getElementById("closed-status");
+    if (closed) closed.textContent = h.status_label + (h.outcome_label ? `・${h.outcome_label}` : "");
   }
 
   function appendLines(items) {
@@ -191,6 +326,7 @@
     }
   }
 
+  showNotifyButton();
   localTimes(document);
   refreshSince();
   setInterval(refreshSince, 30000);
