@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from agent_app import TUESDAY_10_JST, AgentApp, agent_app
 from career_path import TURNS
 from fakes.clock import FakeClock
 
 from bot.models import Channel, ChoiceIn, ConversationKey
 from bot.records import Timer
+from bot.store.schema import facts
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_URL = "https://bot.example.jp"
@@ -125,6 +127,20 @@ def reminders(app: AgentApp, booking_id: int) -> dict[str, Timer | None]:
     }
 
 
+def facts_of(app: AgentApp, kind: str) -> list[str | None]:
+    """The values of the analytics facts of `kind`, in the order recorded."""
+
+    async def read() -> list[str | None]:
+        async with app.runtime.store.engine.connect() as db:
+            rows = await db.execute(
+                sa.select(facts.c.value).where(facts.c.kind == kind).order_by(facts.c.id)
+            )
+            return [value for (value,) in rows]
+
+    found: list[str | None] = app.run(read)
+    return found
+
+
 def run_timers(app: AgentApp) -> int:
     done: int = app.run(app.runtime.timers.run_due)
     app.settle()
@@ -164,6 +180,9 @@ def test_a_web_user_books_reschedules_and_cancels(app: AgentApp, clock: FakeCloc
         "web",
     )
     assert booking["contact"] == "メール hanako@example.jp"
+    # Analytics: the booking is a fact of its own, and the funnel's booking step.
+    assert facts_of(app, "booking_made") == [None]
+    assert "@booking_made" in facts_of(app, "step")
     # Booked on the day: no reminder the day before, one an hour before.
     first = reminders(app, booking["id"])
     assert first["24h"] is None
@@ -182,6 +201,7 @@ def test_a_web_user_books_reschedules_and_cancels(app: AgentApp, clock: FakeCloc
         ("4月1日（火）19:30〜20:00", "cancelled"),
         ("4月5日（土）10:00〜10:30", "booked"),
     ]
+    assert facts_of(app, "booking_made") == [None]  # a move is not another booking
     # The old booking's reminder is cancelled; the new one has both.
     old = reminders(app, booking["id"])["1h"]
     assert old is not None and old.cancelled_at is not None

@@ -2,7 +2,7 @@
 has read of a request (the unread marker), and the saved replies agents pick from.
 
 Revision ID: 0011_console
-Revises: 0007
+Revises: 0010_facts
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_console"
-down_revision: str | None = "0007"
+down_revision: str | None = "0010_facts"
 branch_labels: str | None = None
 depends_on: str | None = None
 
