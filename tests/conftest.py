@@ -22,6 +22,11 @@ POSTGRES_URL: Final = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI: Final = os.environ.get("CI", "").lower() == "true"
+# Apps built in a test's own process (create_app) run LINE and Slack turns themselves: the
+# default, WORKER_MODE=separate, leaves them to `yarigai worker` processes, which the process
+# tests (test_worker_process.py, test_faults.py) start and check. Processes a test starts get
+# the mode it sets, or this one.
+os.environ.setdefault("WORKER_MODE", "inline")
 BACKENDS: Final = ("sqlite", "postgresql")
 
 _postgres_problem: dict[str, str | None] = {}  # probed once per run, not once per test
