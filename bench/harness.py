@@ -191,21 +191,34 @@ class Replies:
         self.http = http
         self.fake = fake
         self.seen: list[list[Any]] = []
+        # Messages pushed, [chat, arrived]: a reply whose token went stale behind a backlog is
+        # pushed; it answers a message too (without a token's age to measure latency by).
+        self.pushed: list[list[Any]] = []
 
     async def stats(self) -> dict[str, Any]:
-        async with self.http.get(f"{self.fake}/_fake/stats?since={len(self.seen)}") as answer:
+        query = f"since={len(self.seen)}&pushed_since={len(self.pushed)}"
+        async with self.http.get(f"{self.fake}/_fake/stats?{query}") as answer:
             stats: dict[str, Any] = await answer.json()
         self.seen += stats["replied"]
+        self.pushed += stats["pushed"]
         return stats
 
+    @property
+    def answered(self) -> int:
+        return len(self.seen) + len(self.pushed)
+
     async def until(self, count: int, patience: float) -> list[list[Any]]:
-        """All replies so far, once there are `count` (or `patience` seconds have passed)."""
+        """All replies so far, once `count` messages are answered, by reply or by push (or
+        `patience` seconds have passed)."""
         deadline = time.monotonic() + patience
         while True:
             await self.stats()
-            if len(self.seen) >= count or time.monotonic() > deadline:
+            if self.answered >= count or time.monotonic() > deadline:
                 return self.seen
             await asyncio.sleep(0.1)
+
+    def pushed_since(self, started: float) -> list[list[Any]]:
+        return [p for p in self.pushed if p[1] >= started]
 
     def since(self, started: float) -> list[list[Any]]:
         return [r for r in self.seen if r[1] >= started]

@@ -129,14 +129,14 @@ async def bench(
 
         steady = list(walk(users(args.users), int(args.rate * args.paced_seconds)))
         at_rate = await paced(http, bot_url, steady, args.rate)
-        await replies.until(len(replies.seen) + at_rate.ok, args.timeout)
+        await replies.until(replies.answered + at_rate.ok, args.timeout)
         paced_replies = replies.since(at_rate.started)
 
         calm_rate = max(10.0, e2e / 2)
         cpu_before = cpu_seconds(bot_pids)
         quiet = list(walk(users(args.users), int(calm_rate * args.calm_seconds)))
         calm = await paced(http, bot_url, quiet, calm_rate)
-        await replies.until(len(replies.seen) + calm.ok, args.timeout)
+        await replies.until(replies.answered + calm.ok, args.timeout)
         calm_cpu = cpu_seconds(bot_pids) - cpu_before
         calm_replies = replies.since(calm.started)
         stats = await replies.stats()

@@ -763,10 +763,11 @@ class FakeLineApi:
         """For the benchmark: replies (chat, token minted, arrived) from the `since`-th on (a
         poll need not fetch thousands again), their total, pushes, statuses."""
         since = int(request.query.get("since", "0"))
+        pushed_since = int(request.query.get("pushed_since", "0"))
         with self._lock:
             replied = [list(r) for r in self.replies[since:]]
             total = len(self.replies)
-            pushed = [[d.chat_id, d.at] for d in self.delivered if d.via == "push"]
+            pushed = [[d.chat_id, d.at] for d in self.delivered if d.via == "push"][pushed_since:]
             invalid = len([c for c in self.calls if c.errors])
             statuses: dict[str, int] = {}
             for call in self.calls:
