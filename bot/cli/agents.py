@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final, NoReturn, TypeVar
+from typing import Final, TypeVar
 
 import click
 
-from bot.config import Settings
-from bot.errors import BadInput, BotError, UnknownAgent
+from bot.cli.store import fail, run_with_store
+from bot.errors import BadInput, UnknownAgent
 from bot.store import AgentStore, BookingStore, SqlStore
 
 NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -47,7 +45,7 @@ def add(name: str, display_name: str | None, admin: bool, password: str) -> None
 
     _check_name(name)
     if len(password) < MIN_PASSWORD:
-        _fail(f"the password needs at least {MIN_PASSWORD} characters")
+        fail(f"the password needs at least {MIN_PASSWORD} characters")
     hashed = hash_password(password)
     agent = _run(
         lambda s: s.add(name, password_hash=hashed, display_name=display_name or name, admin=admin)
@@ -133,7 +131,7 @@ def hours(name: str, rule: tuple[str, ...], remove: int | None) -> None:
     from bot.booking.slots import describe_rule, parse_rule
 
     if rule and not 2 <= len(rule) <= 3:
-        _fail("give KIND DAY [HOURS], e.g. 'weekly Tue 18:00-21:00' or 'off 2026-12-24'")
+        fail("give KIND DAY [HOURS], e.g. 'weekly Tue 18:00-21:00' or 'off 2026-12-24'")
 
     async def act(store: SqlStore) -> list[str]:
         bookings = BookingStore(engine=store.engine)
@@ -146,7 +144,7 @@ def hours(name: str, rule: tuple[str, ...], remove: int | None) -> None:
             await bookings.add_rule(name, parse_rule(agent.id, *rule))
         return [f"{i}\t{describe_rule(r)}" for i, r in await bookings.rule_rows(name)]
 
-    lines = _run_store(act)
+    lines = run_with_store(act)
     for line in lines:
         click.echo(line)
     if not lines:
@@ -154,30 +152,9 @@ def hours(name: str, rule: tuple[str, ...], remove: int | None) -> None:
 
 
 def _run(action: Callable[[AgentStore], Awaitable[T]]) -> T:
-    return _run_store(lambda store: action(AgentStore(engine=store.engine)))
-
-
-def _run_store(action: Callable[[SqlStore], Awaitable[T]]) -> T:
-    settings = Settings()
-
-    async def main() -> T:
-        store = await SqlStore.open(settings.database_url)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except BotError as error:
-        _fail(str(error))
+    return run_with_store(lambda store: action(AgentStore(engine=store.engine)))
 
 
 def _check_name(name: str) -> None:
     if not NAME.fullmatch(name):
-        _fail("NAME must be lowercase letters, digits, '.', '_' or '-' (up to 64)")
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+        fail("NAME must be lowercase letters, digits, '.', '_' or '-' (up to 64)")

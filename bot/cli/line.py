@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
 from bot.channels.line.richmenu import MENU, Applied, RichMenus, apply
 from bot.channels.line.richmenu_image import draw, image_size
+from bot.cli.store import fail
 from bot.config import Settings
 from bot.errors import BotError
 
@@ -48,22 +47,22 @@ def apply_command(font: Path | None, image: Path | None, save: Path | None) -> N
     settings = Settings()
     token = settings.line_channel_access_token
     if token is None:
-        _fail("LINE_CHANNEL_ACCESS_TOKEN is not set")
+        fail("LINE_CHANNEL_ACCESS_TOKEN is not set")
     try:
         if image is not None:
             data = image.read_bytes()
             content_type = _TYPES.get(image.suffix.lower())
             if content_type is None:
-                _fail(f"{image}: the image must be .png or .jpg")
+                fail(f"{image}: the image must be .png or .jpg")
             if image_size(data) != (MENU.width, MENU.height):
-                _fail(f"{image}: the image must be {MENU.width}x{MENU.height}, as the menu")
+                fail(f"{image}: the image must be {MENU.width}x{MENU.height}, as the menu")
         else:
             data, content_type = draw(MENU, font), "image/png"
         if save is not None:
             save.write_bytes(data)
         applied = asyncio.run(_apply(settings, token.get_secret_value(), data, content_type))
     except BotError as error:
-        _fail(str(error))
+        fail(str(error))
     click.echo(f"rich menu {applied.menu_id} is the default for every user")
     if applied.removed:
         click.echo(f"deleted the menus it replaces: {', '.join(applied.removed)}")
@@ -79,8 +78,3 @@ async def _apply(settings: Settings, token: str, image: bytes, content_type: str
         return await apply(menus, MENU, image, content_type)
     finally:
         await menus.close()
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)

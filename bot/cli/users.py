@@ -3,19 +3,14 @@ and deleting it all. Each use is recorded in the audit log (who ran it, when, wh
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
-import sys
-from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import click
 
-from bot.config import Settings
-from bot.errors import BotError
+from bot.cli.store import fail, run_with_store
 from bot.models import Channel, ConversationKey
-from bot.store import SqlStore
 
 T = TypeVar("T")
 
@@ -30,7 +25,7 @@ def users() -> None:
 def export(user: str) -> None:
     """Print everything stored about USER as JSON (e.g. line:U0123..., web:SESSION)."""
     key = _key(user)
-    document = _run(lambda store: store.export_user(key, who=_who()))
+    document = run_with_store(lambda store: store.export_user(key, who=_who()))
     click.echo(json.dumps(document, ensure_ascii=False, indent=2))
 
 
@@ -43,7 +38,7 @@ def forget(user: str, yes: bool) -> None:
     key = _key(user)
     if not yes:
         click.confirm(f"Delete everything stored about {user}?", abort=True)
-    counts = _run(lambda store: store.forget_user(key, who=_who()))
+    counts = run_with_store(lambda store: store.forget_user(key, who=_who()))
     click.echo(
         f"deleted {counts['conversations']} conversation(s), {counts['transcript']} transcript "
         f"line(s); blanked {counts['inbox']} inbox event(s)"
@@ -53,12 +48,12 @@ def forget(user: str, yes: bool) -> None:
 def _key(user: str) -> ConversationKey:
     channel, _, address = user.partition(":")
     if not address:
-        _fail(f"{user!r} names no ID: CHANNEL:ID")
+        fail(f"{user!r} names no ID: CHANNEL:ID")
     try:
         return ConversationKey(channel=Channel(channel), address=address)
     except ValueError:
         names = ", ".join(c.value for c in Channel)
-        _fail(f"{user!r} is not CHANNEL:ID with CHANNEL one of {names}")
+        fail(f"{user!r} is not CHANNEL:ID with CHANNEL one of {names}")
 
 
 def _who() -> str:
@@ -66,24 +61,3 @@ def _who() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
-
-
-def _run(action: Callable[[SqlStore], Awaitable[T]]) -> T:
-    settings = Settings()
-
-    async def main() -> T:
-        store = await SqlStore.open(settings.database_url)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except BotError as error:
-        _fail(str(error))
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
