@@ -43,6 +43,7 @@ FOLLOW_IDLE: Final = 0.05  # ... once none came for FOLLOW_QUIET_AFTER seconds
 FOLLOW_QUIET_AFTER: Final = 2.0
 FOLLOW_RESCAN: Final = 3.0  # seconds between looks at every pending event, old ones too
 FOLLOW_BACKLOG: Final = 2000  # queued events above which it stops reading more for a moment
+FOLLOW_RESCAN_PAGE: Final = 5000  # ids read at once by the rescan
 
 
 class Worker:
@@ -215,16 +216,19 @@ class Worker:
         return FOLLOW_IDLE
 
     async def _all_pending(self) -> list[InboxEvent]:
-        """Every pending event, page by page in the order recorded (so stragglers behind a
-        long backlog of other workers' events are found too)."""
-        found: list[InboxEvent] = []
+        """Every pending event this worker does not know yet, in the order recorded (so
+        stragglers behind a long backlog of other workers' events are found too). Ids first,
+        page by page: behind a backlog most are queued here already, and reading their
+        payloads again every few seconds cost a sixth of a busy worker's time."""
+        fresh: list[int] = []
         after = 0
         while True:
-            page = await self.store.pending_events(limit=FOLLOW_BATCH, after_id=after)
-            found += page
-            if len(page) < FOLLOW_BATCH:
-                return found
-            after = page[-1].id
+            page = await self.store.pending_ids(limit=FOLLOW_RESCAN_PAGE, after_id=after)
+            fresh += [inbox_id for inbox_id in page if inbox_id not in self._known]
+            if len(page) < FOLLOW_RESCAN_PAGE:
+                break
+            after = page[-1]
+        return await self.store.pending_by_id(fresh) if fresh else []
 
     def backlog(self) -> int:
         """Events queued or running here."""

@@ -24,7 +24,6 @@ from bot.store.tx import IN_LIST, by_channel, insert, now_or
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
 _PURGE_BATCH: Final = 500  # stays well under SQLite's and asyncpg's bound-parameter limits
-_CREATE_BATCH: Final = 125  # conversations per INSERT (17 parameters each): under the same limits
 
 Direction = Literal["in", "out"]
 Sender = Literal["user", "bot", "agent", "note", "system"]
@@ -504,28 +503,32 @@ async def _create_many(
     loser finds its key missing, not an IntegrityError)."""
     c = conversations.c
     created: dict[ConversationKey, int] = {}
-    for start in range(0, len(writes), _CREATE_BATCH):
-        rows = [
-            {
-                **_state_values(write, now),
-                "run_at": now if write.new_run else None,
-                "mode": (write.mode or Mode.BOT).value,
-                "agent": None,
-                "channel": write.key.channel.value,
-                "address": write.key.address,
-                "version": 1,
-                "created_at": now,
-            }
-            for write in writes[start : start + _CREATE_BATCH]
-        ]
-        inserted = await connection.execute(
-            insert(connection, conversations)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[c.channel, c.address])
-            .returning(c.id, c.channel, c.address)
-        )
-        for row in inserted:
-            created[ConversationKey(channel=Channel(row.channel), address=row.address)] = row.id
+    if not writes:
+        return created
+    rows = [
+        {
+            **_state_values(write, now),
+            "run_at": now if write.new_run else None,
+            "mode": (write.mode or Mode.BOT).value,
+            "agent": None,
+            "channel": write.key.channel.value,
+            "address": write.key.address,
+            "version": 1,
+            "created_at": now,
+        }
+        for write in writes
+    ]
+    # The rows as parameters, not `.values(rows)`: SQLAlchemy compiles the statement once and
+    # sends the rows as multi-row INSERTs under the driver's limits (its "insertmanyvalues");
+    # a `.values()` list was compiled anew for every batch, a tenth of a worker's time.
+    inserted = await connection.execute(
+        insert(connection, conversations)
+        .on_conflict_do_nothing(index_elements=[c.channel, c.address])
+        .returning(c.id, c.channel, c.address),
+        rows,
+    )
+    for row in inserted:
+        created[ConversationKey(channel=Channel(row.channel), address=row.address)] = row.id
     return created
 
 

@@ -134,6 +134,36 @@ class Inbox(Database):
             ).all()
         return [_event(row._mapping) for row in rows]
 
+    async def pending_ids(self, *, limit: int = 500, after_id: int = 0) -> list[int]:
+        """Ids of unprocessed events recorded after `after_id`, in the order recorded: a cheap
+        look over a long backlog (no payloads), for a worker that knows most of them already."""
+        i = inbox.c
+        async with self._begin() as connection:
+            rows = await connection.execute(
+                sa.select(i.id)
+                .where(i.processed_at.is_(None), i.id > after_id)
+                .order_by(i.id)
+                .limit(limit)
+            )
+            return list(rows.scalars())
+
+    async def pending_by_id(self, inbox_ids: Sequence[int]) -> list[InboxEvent]:
+        """These events where still unprocessed, in the order recorded."""
+        found: list[InboxEvent] = []
+        unique = sorted(set(inbox_ids))
+        async with self._begin() as connection:
+            for start in range(0, len(unique), IN_LIST):
+                rows = await connection.execute(
+                    sa.select(inbox)
+                    .where(
+                        inbox.c.id.in_(unique[start : start + IN_LIST]),
+                        inbox.c.processed_at.is_(None),
+                    )
+                    .order_by(inbox.c.id)
+                )
+                found += [_event(row._mapping) for row in rows]
+        return found
+
     async def pending_event(self, inbox_id: int) -> InboxEvent | None:
         """The event if it is still unprocessed, else None."""
         async with self._begin() as connection:
