@@ -125,14 +125,14 @@ class Conversations(Database):
     """Conversations and their turns; each method is one transaction."""
 
     async def load(self, key: ConversationKey) -> StoredConversation | None:
-        async with self._begin() as connection:
+        async with self._read() as connection:
             row = (
                 await connection.execute(sa.select(conversations).where(*_is(key)))
             ).one_or_none()
         return None if row is None else _conversation(row._mapping)
 
     async def load_by_id(self, conversation_id: int) -> StoredConversation | None:
-        async with self._begin() as connection:
+        async with self._read() as connection:
             row = (
                 await connection.execute(
                     sa.select(conversations).where(conversations.c.id == conversation_id)
@@ -149,7 +149,7 @@ class Conversations(Database):
         if not wanted:
             return found
         c = conversations.c
-        async with self._begin() as connection:
+        async with self._read() as connection:
             for channel, addresses in by_channel(wanted).items():
                 for start in range(0, len(addresses), IN_LIST):
                     rows = await connection.execute(
@@ -377,7 +377,7 @@ class Conversations(Database):
             .limit(limit)
             .subquery()
         )
-        async with self._begin() as connection:
+        async with self._read() as connection:
             rows = (await connection.execute(sa.select(newest).order_by(newest.c.id))).all()
         return [StoredMessage.model_validate(row._asdict()) for row in rows]
 
@@ -436,7 +436,7 @@ class Conversations(Database):
         return len(gone)
 
     async def _count_by(self, column: sa.Column[Any]) -> dict[str, int]:
-        async with self._begin() as connection:
+        async with self._scan() as connection:
             rows = await connection.execute(sa.select(column, sa.func.count()).group_by(column))
             return {value: count for value, count in rows}
 

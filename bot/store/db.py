@@ -16,12 +16,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import event, func, select
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 
 from bot.errors import StoreError
+from bot.store import sqlite_inline
+from bot.store.file_turn import share_file
 from bot.store.tx import begin
 
 ALEMBIC_INI: Final = Path(__file__).with_name("alembic.ini")
@@ -70,15 +73,23 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
             # queueing here (in order, without threads) is cheaper than connections contending
             # for the file lock (busy_timeout polling, "database is locked" under load).
             pool = {"pool_size": 1, "max_overflow": 0}
+        args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
         engine = create_async_engine(
             parsed,
             json_serializer=_dumps,
             hide_parameters=True,
-            # The pool's ROLLBACK on every check-in is a trip to the driver's thread even after
-            # a COMMIT; `_sqlite_reset` rolls back only a transaction still open.
+            # The pool's ROLLBACK on every check-in is a needless call even after a COMMIT;
+            # `_sqlite_reset` rolls back only a transaction still open.
             pool_reset_on_return=None,
+            async_creator=sqlite_inline.creator(args, kwargs),
             **pool,
         )
+        if (
+            parsed.database
+            and parsed.database != ":memory:"
+            and not parsed.database.startswith("file:")
+        ):
+            share_file(engine.sync_engine, parsed.database)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "reset", _sqlite_reset)
         return engine
@@ -229,4 +240,16 @@ class Database:
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
         async with begin(self._engine) as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _scan(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that only reads, and may take long (on SQLite: in a thread)."""
+        async with begin(self._engine, scanning=True) as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that only reads (on SQLite it does not wait for writers)."""
+        async with begin(self._engine, reading=True) as connection:
             yield connection

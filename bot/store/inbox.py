@@ -126,7 +126,7 @@ class Inbox(Database):
             where.append(i.channel == Channel(channel).value)
         if address is not None:
             where.append(i.address == address)
-        async with self._begin() as connection:
+        async with self._read() as connection:
             rows = (
                 await connection.execute(
                     sa.select(inbox).where(*where).order_by(*order).limit(limit)
@@ -138,7 +138,7 @@ class Inbox(Database):
         """Ids of unprocessed events recorded after `after_id`, in the order recorded: a cheap
         look over a long backlog (no payloads), for a worker that knows most of them already."""
         i = inbox.c
-        async with self._begin() as connection:
+        async with self._read() as connection:
             rows = await connection.execute(
                 sa.select(i.id)
                 .where(i.processed_at.is_(None), i.id > after_id)
@@ -151,7 +151,7 @@ class Inbox(Database):
         """These events where still unprocessed, in the order recorded."""
         found: list[InboxEvent] = []
         unique = sorted(set(inbox_ids))
-        async with self._begin() as connection:
+        async with self._read() as connection:
             for start in range(0, len(unique), IN_LIST):
                 rows = await connection.execute(
                     sa.select(inbox)
@@ -166,7 +166,7 @@ class Inbox(Database):
 
     async def pending_event(self, inbox_id: int) -> InboxEvent | None:
         """The event if it is still unprocessed, else None."""
-        async with self._begin() as connection:
+        async with self._read() as connection:
             row = (
                 await connection.execute(
                     sa.select(inbox).where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
@@ -183,7 +183,7 @@ class Inbox(Database):
     async def inbox_health(self) -> InboxHealth:
         """How the inbox drains: unprocessed events, when the oldest came, failed events."""
         i = inbox.c
-        async with self._begin() as connection:
+        async with self._read() as connection:
             pending = (
                 await connection.execute(
                     sa.select(sa.func.count()).select_from(inbox).where(i.processed_at.is_(None))

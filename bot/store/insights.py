@@ -112,7 +112,7 @@ class InsightsStore:
         if where is not None:
             conditions.append(where)
         query = sa.select(*columns, sa.func.sum(c.n)).where(*conditions).group_by(*columns)
-        async with begin(self._engine) as connection:
+        async with begin(self._engine, scanning=True) as connection:
             rows = (await connection.execute(query)).all()
         return {tuple(row[:-1]): int(row[-1]) for row in rows}
 

@@ -34,7 +34,7 @@ class Outbox(Database):
             where.append(o.channel == channel.value)
         if conversation_ids is not None:
             where.append(o.conversation_id.in_(sorted(set(conversation_ids))[:IN_LIST]))
-        async with self._begin() as connection:
+        async with self._read() as connection:
             rows = (
                 await connection.execute(
                     sa.select(outbox).where(*where).order_by(o.id).limit(limit)

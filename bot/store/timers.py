@@ -69,7 +69,7 @@ class Timers(Database):
             return len(result.all())
 
     async def timer(self, key: str) -> Timer | None:
-        async with self._begin() as connection:
+        async with self._read() as connection:
             row = (
                 await connection.execute(sa.select(timers).where(timers.c.key == key))
             ).one_or_none()
@@ -77,7 +77,7 @@ class Timers(Database):
 
     async def timers_of(self, conversation_id: int) -> list[Timer]:
         """A conversation's timers, pending or not, by due time."""
-        async with self._begin() as connection:
+        async with self._read() as connection:
             rows = await connection.execute(
                 sa.select(timers)
                 .where(timers.c.conversation_id == conversation_id)
@@ -88,7 +88,7 @@ class Timers(Database):
     async def due_timers(self, now: datetime, *, limit: int = 100) -> list[Timer]:
         """Pending timers due at `now`, earliest first. Finding one claims nothing: it is
         settled by the turn it causes (`TurnWrite.timer`) or by `settle_timer`."""
-        async with self._begin() as connection:
+        async with self._read() as connection:
             rows = await connection.execute(
                 sa.select(timers)
                 .where(*_pending(), timers.c.due_at <= now)
@@ -99,7 +99,7 @@ class Timers(Database):
 
     async def next_due(self) -> datetime | None:
         """When the earliest pending timer is due."""
-        async with self._begin() as connection:
+        async with self._read() as connection:
             due: datetime | None = await connection.scalar(
                 sa.select(sa.func.min(timers.c.due_at)).where(*_pending())
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Final
 
@@ -13,6 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.errors import BotError, StoreError
+from bot.store.file_turn import turn_of
+from bot.store.sqlite_inline import InlineConnection
 from bot.tracing import span
 
 IN_LIST: Final = 500
@@ -20,12 +22,38 @@ IN_LIST: Final = 500
 
 
 @asynccontextmanager
-async def begin(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One transaction; database failures come out as StoreError, our own errors unchanged."""
+async def begin(
+    engine: AsyncEngine, *, reading: bool = False, scanning: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """One transaction; database failures come out as StoreError, our own errors unchanged.
+
+    A SQLite file shared by several processes is written in turns (`file_turn`); `reading`:
+    this transaction only reads, and needs no turn (WAL lets it read beside a writer).
+    `scanning`: it reads and may take long (a report over many rows): on SQLite its statements
+    run in a thread (`sqlite_inline`), so the event loop goes on meanwhile."""
+    turn = None if reading or scanning else turn_of(engine.sync_engine)
     try:
         with span("store"):
-            async with engine.begin() as connection:
-                yield connection
+            if turn is None and not scanning:
+                async with engine.begin() as connection:
+                    yield connection
+                return
+            # The connection first, then the turn: the one connection of this process is what
+            # its own callers queue for, and the turn is held only while it is used.
+            async with engine.connect() as connection:
+                driver = (await connection.get_raw_connection()).driver_connection
+                inline = driver if scanning and isinstance(driver, InlineConnection) else None
+                if inline is not None:
+                    inline.offloading = True
+                try:
+                    async with AsyncExitStack() as held:
+                        if turn is not None:
+                            await held.enter_async_context(turn.held())
+                        async with connection.begin():
+                            yield connection
+                finally:
+                    if inline is not None:
+                        inline.offloading = False
     except BotError:
         raise
     except (SQLAlchemyError, OSError, TimeoutError) as error:
