@@ -566,7 +566,7 @@ class _TurnBuilder:
                 self.fill(slot, evaluate(expression, self.context()))
             self.schedule_followups(entered=name)
             for message in state.messages():
-                if not holds(message.if_, self.context()):
+                if message.if_ is not None and not holds(message.if_, self.context()):
                     continue
                 if message.text is not None:
                     self.say(message.text)
@@ -636,7 +636,9 @@ class _TurnBuilder:
         )
 
     def render(self, source: str, **extra: Any) -> str:
-        return render(source, {**self.context(), **extra})
+        if "{" not in source:
+            return source  # plain text: no context to build
+        return render(source, {**self.context(), **extra} if extra else self.context())
 
     def say(self, source: str, **extra: Any) -> None:
         text = self.render(source, **extra)

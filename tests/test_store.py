@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from bot.core.leases import LeaseKeeper
 from bot.errors import StoreError
 from bot.models import Channel, ConversationKey, ConversationState, Mode, Status
 from bot.store import (
@@ -744,3 +745,25 @@ async def test_racing_takers_never_share_a_lease(store: SqlStore) -> None:
     name = ["job:purge"]
     won = await asyncio.gather(*(store.take(name, holder=f"p{n}", ttl=10) for n in range(8)))
     assert sum(bool(w) for w in won) == 1
+
+
+async def test_a_lease_no_longer_used_is_kept_a_moment_then_given_back_with_others(
+    store: SqlStore,
+) -> None:
+    first = LeaseKeeper(store=store, linger=0.3)
+    other = LeaseKeeper(store=store, linger=0.3)
+    names = ["conversation:line:U1", "conversation:line:U2", "conversation:line:U3"]
+    assert await first.acquire(names) == set(names)
+    await first.release(names[:2])
+    # Not used here any more, but still this process's for a moment: a user's next message
+    # finds it held, and another worker cannot take it meanwhile.
+    assert await other.acquire(names) == set()
+    assert await first.acquire(names[:1]) == {names[0]}  # used again: kept
+    await asyncio.sleep(0.6)
+    held = await store.holders(names)
+    assert held == {names[0]: first.holder, names[2]: first.holder}
+    assert await other.acquire(names) == {names[1]}
+    await first.close()  # gives back what it holds and what it was letting go
+    assert await store.holders(names) == {names[1]: other.holder}
+    await other.close()
+    assert await store.holders(names) == {}

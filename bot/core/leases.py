@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS: Final = 10.0
 """How long a lease lasts unless renewed: a dead worker's conversations wait at most this."""
+LINGER_SECONDS: Final = 1.0
+"""How long a lease nobody here uses any more is kept before it is given back: a user's next
+message within it needs no database call, and the leases given back meanwhile go in one."""
 
 
 def conversation_lease(channel: Channel | str, address: str) -> str:
@@ -46,13 +49,18 @@ class LeaseKeeper:
         *,
         store: SqlStore,
         ttl: float = LEASE_SECONDS,
+        linger: float = LINGER_SECONDS,
         on_lost: Callable[[set[str]], None] | None = None,
     ) -> None:
         self.store = store
         self.ttl = ttl
         self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.on_lost = on_lost
+        self.linger = linger
         self._uses: Counter[str] = Counter()
+        self._letting_go: set[str] = set()  # held in the database, used by nobody here
+        self._giving_back: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         # One database call at a time: a give-back is never overtaken by a later take.
         self._calls = asyncio.Lock()
         self._renewing: asyncio.Task[None] | None = None
@@ -64,8 +72,13 @@ class LeaseKeeper:
         if self._renewing is not None:
             self._renewing.cancel()
             await asyncio.gather(self._renewing, return_exceptions=True)
-        held = list(self._uses)
+        if self._giving_back is not None:
+            self._giving_back.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        held = [*self._uses, *self._letting_go]
         self._uses.clear()
+        self._letting_go.clear()
         if held:
             try:
                 async with self._calls:
@@ -79,7 +92,8 @@ class LeaseKeeper:
     async def acquire(self, names: Iterable[str]) -> set[str]:
         """One more use of each name this process holds or can take now; the names granted."""
         wanted = set(names)
-        held = {name for name in wanted if self._uses[name] > 0}
+        held = {name for name in wanted if self._uses[name] > 0 or name in self._letting_go}
+        self._letting_go -= held
         new = wanted - held
         if new:
             async with self._calls:
@@ -90,24 +104,35 @@ class LeaseKeeper:
         return granted
 
     async def release(self, names: Iterable[str]) -> None:
-        """One use less of each; a name no longer used is given back."""
-        free: list[str] = []
+        """One use less of each; a name no longer used is given back after `linger` seconds,
+        unless used again meanwhile."""
         for name in names:
             if self._uses[name] <= 0:
                 continue
             self._uses[name] -= 1
             if self._uses[name] == 0:
                 del self._uses[name]
-                free.append(name)
-        if free:
-            try:
-                async with self._calls:
-                    # Taken again meanwhile (a new event came): keep those.
-                    still_free = [name for name in free if self._uses[name] == 0]
-                    if still_free:
-                        await self.store.release(still_free, holder=self.holder)
-            except StoreError as exc:  # they expire by themselves
-                log.info("leases not given back (%s); they expire", type(exc).__name__)
+                self._letting_go.add(name)
+        if self._letting_go and self._giving_back is None:
+            loop = asyncio.get_running_loop()
+            self._giving_back = loop.call_later(self.linger, self._give_back_later)
+
+    def _give_back_later(self) -> None:
+        self._giving_back = None
+        task = asyncio.get_running_loop().create_task(self._give_back())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _give_back(self) -> None:
+        try:
+            async with self._calls:
+                # Used again meanwhile (a new event came): `acquire` took those out.
+                free = sorted(self._letting_go)
+                self._letting_go.clear()
+                if free:
+                    await self.store.release(free, holder=self.holder)
+        except StoreError as exc:  # they expire by themselves
+            log.info("leases not given back (%s); they expire", type(exc).__name__)
 
     async def _renew_forever(self) -> None:
         while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final, cast
 
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import TemplateError
@@ -34,19 +34,112 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     """Render a `{{ templated }}` text; an undefined name renders as nothing."""
     if "{" not in source:
         return source
+    key = _memo_key(source, False, context)
+    if key is not None and key in _MEMO:
+        return cast(str, _MEMO[key])
     try:
-        return _compiled(source, False).render(context).strip()
+        text = _compiled(source, False).render(context).strip()
     except TemplateError:
-        return source
+        text = source
+    _remember(key, text)
+    return text
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """Evaluate an expression; errors (e.g. comparing an unset slot) give None."""
+    key = _memo_key(source, True, context)
+    if key is not None and key in _MEMO:
+        return _MEMO[key]
     try:
         value = _compiled(source, True).render(context)
     except (TemplateError, TypeError):
-        return None
+        value = None
+    _remember(key, value)
     return value
+
+
+# Rendering is a pure function of the values a template reads, and most turns render the same
+# questions and test the same conditions on the same few answers (a role, a yes or no): the
+# result is remembered by those values, which is a tenth of the cost of a Jinja render (a new
+# context, the sandbox's checks). Free text a user typed makes new keys; the memo is bounded.
+_MEMO: dict[tuple[Any, ...], Any] = {}
+_MEMO_SIZE: Final = 8192
+_UNSURE: Final = frozenset({"random", "shuffle"})  # filters whose result is not the input's alone
+
+
+class _Unfrozen(Exception):
+    """A value read has no stable hashable form: that render is not remembered."""
+
+
+def _remember(key: tuple[Any, ...] | None, value: Any) -> None:
+    if key is None:
+        return
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.clear()
+    _MEMO[key] = value
+
+
+def _memo_key(source: str, expression: bool, context: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    reads = _reads(source, expression)
+    if reads is None:
+        return None
+    try:
+        values = tuple(_frozen(_read(context, name, attr)) for name, attr in reads)
+    except _Unfrozen:
+        return None
+    return (source, expression, values)
+
+
+_ABSENT: Final = object()
+
+
+def _read(context: Mapping[str, Any], name: str, attr: str | None) -> Any:
+    value = context.get(name, _ABSENT)
+    if attr is None or value is _ABSENT:
+        return value
+    if not isinstance(value, Mapping):
+        raise _Unfrozen
+    return value.get(attr, _ABSENT)
+
+
+def _frozen(value: Any) -> Any:
+    if value is _ABSENT or value is None:
+        return value
+    if isinstance(value, str | int | float | bool):
+        return (type(value), value)  # True, 1 and 1.0 render differently
+    if isinstance(value, list | tuple):
+        return (list, tuple(_frozen(v) for v in value))
+    if isinstance(value, Mapping):
+        return (dict, tuple((k, _frozen(v)) for k, v in sorted(value.items())))
+    raise _Unfrozen
+
+
+@lru_cache(maxsize=4096)
+def _reads(source: str, expression: bool) -> tuple[tuple[str, str | None], ...] | None:
+    """The (name, attribute) pairs a template reads from its context (`vars` and `label` by
+    attribute, other names whole); None when that cannot be told (a name read by a computed
+    key, a filter whose result is not its input's alone)."""
+    try:
+        ast = _ENV.parse(_as_template(source, expression))
+    except TemplateSyntaxError:
+        return ()  # it always renders the same (its source, or None)
+    if any(f.name in _UNSURE for f in ast.find_all(nodes.Filter)):
+        return None
+    reads: dict[tuple[str, str | None], None] = {}
+    for name in sorted(meta.find_undeclared_variables(ast)):
+        if name not in {"vars", "label"}:
+            reads[(name, None)] = None
+            continue
+        uses = [n for n in ast.find_all(nodes.Name) if n.name == name]
+        by_attribute = [
+            g.attr
+            for g in ast.find_all(nodes.Getattr)
+            if isinstance(g.node, nodes.Name) and g.node.name == name
+        ]
+        if len(by_attribute) != len(uses):
+            return None
+        reads.update(((name, attr), None) for attr in by_attribute)
+    return tuple(reads)
 
 
 def holds(source: str | None, context: Mapping[str, Any]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Self
 
@@ -188,9 +188,7 @@ def _match_command(
         terms = _command_terms(command, read)
         if norm in terms.examples:
             return command.id
-        if len(norm) <= terms.longest + 4 and any(
-            key in norm and len(norm) <= len(key) + 4 for key in terms.words
-        ):
+        if len(norm) <= terms.longest + 4 and terms.word_in(norm):
             return command.id
         if terms.any_phrase is not None and terms.any_phrase.search(norm):
             segmented = segment(text, read=read)
@@ -210,6 +208,7 @@ class _CommandTerms:
     examples: frozenset[str]
     longest: int
     phrases: tuple[str, ...]
+    by_length: Mapping[int, tuple[str, ...]]  # the words by their length
     # `{a|b}` alternatives expand to hundreds of phrases; one compiled alternation scans a
     # message for all of them in C, ten times faster than testing each in turn.
     any_phrase: re.Pattern[str] | None
@@ -224,8 +223,21 @@ class _CommandTerms:
             examples=frozenset(examples),
             longest=max(map(len, kept), default=0),
             phrases=unique,
+            by_length={
+                length: tuple(w for w in kept if len(w) == length) for length in map(len, kept)
+            },
             any_phrase=re.compile("|".join(map(re.escape, longest_first))) if unique else None,
         )
+
+    def word_in(self, norm: str) -> bool:
+        """Whether a word of the command is in `norm`, and `norm` at most 4 longer: a short
+        message that says little else. Only words of those lengths can be, so only they are
+        looked for (a command has hundreds of words; a message is a few characters)."""
+        for length in range(max(1, len(norm) - 4), min(len(norm), self.longest) + 1):
+            for word in self.by_length.get(length, ()):
+                if word in norm:
+                    return True
+        return False
 
 
 @by_identity
