@@ -20,7 +20,7 @@ from bot.store.facts import RETURNED, add_counts
 from bot.store.inbox import claim_events, unclaim_events
 from bot.store.schema import conversations, facts, inbox, messages, outbox
 from bot.store.timers import arm_timers, claim_timers, timer_row, unclaim_timers
-from bot.store.tx import IN_LIST, by_channel, insert, now_or
+from bot.store.tx import IN_LIST, built_once, by_channel, insert_for, now_or
 
 _STATE_FIELDS: Final = tuple(ConversationState.model_fields)
 _PURGE_BATCH: Final = 500  # stays well under SQLite's and asyncpg's bound-parameter limits
@@ -309,10 +309,7 @@ class Conversations(Database):
                         for new in write.timers
                     ]
                 if lines:
-                    line_ids = await connection.execute(
-                        sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
-                        lines,
-                    )
+                    line_ids = await connection.execute(_INSERT_LINES, lines)
                     for index, line_id in zip(line_owners, line_ids.scalars(), strict=True):
                         saved = answers[index]
                         assert isinstance(saved, SavedTurn)
@@ -324,14 +321,11 @@ class Conversations(Database):
                     for row in _fact_rows(answer.conversation_id, write, now)
                 ]
                 if fact_rows:
-                    inserted = await connection.execute(
-                        _insert_facts(connection).returning(*RETURNED), fact_rows
-                    )
+                    inserted = await connection.execute(_insert_facts(connection), fact_rows)
                     await add_counts(connection, inserted.all())
                 if deliveries:
                     ids = await connection.execute(
-                        sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
-                        [row for _, row in deliveries],
+                        _INSERT_DELIVERIES, [row for _, row in deliveries]
                     )
                     for (index, _), outbox_id in zip(deliveries, ids.scalars(), strict=True):
                         saved = answers[index]
@@ -501,7 +495,6 @@ async def _create_many(
 ) -> dict[ConversationKey, int]:
     """Create conversations; the ids of those created (whoever created one first wins: the
     loser finds its key missing, not an IntegrityError)."""
-    c = conversations.c
     created: dict[ConversationKey, int] = {}
     if not writes:
         return created
@@ -521,12 +514,7 @@ async def _create_many(
     # The rows as parameters, not `.values(rows)`: SQLAlchemy compiles the statement once and
     # sends the rows as multi-row INSERTs under the driver's limits (its "insertmanyvalues");
     # a `.values()` list was compiled anew for every batch, a tenth of a worker's time.
-    inserted = await connection.execute(
-        insert(connection, conversations)
-        .on_conflict_do_nothing(index_elements=[c.channel, c.address])
-        .returning(c.id, c.channel, c.address),
-        rows,
-    )
+    inserted = await connection.execute(_create_conversations(connection), rows)
     for row in inserted:
         created[ConversationKey(channel=Channel(row.channel), address=row.address)] = row.id
     return created
@@ -539,13 +527,32 @@ def _state_values(write: TurnWrite, now: datetime) -> dict[str, Any]:
     return row
 
 
-def _insert_facts(connection: AsyncConnection) -> sa.Insert:
+@built_once
+def _insert_facts(dialect: str) -> sa.Insert:
     """INSERT of facts where a funnel step already reached in the run is skipped."""
     f = facts.c
-    return insert(connection, facts).on_conflict_do_nothing(
-        index_elements=[f.conversation_id, f.run_at, f.value],
-        index_where=sa.text("kind = 'step'"),
+    return (
+        insert_for(dialect, facts)
+        .on_conflict_do_nothing(
+            index_elements=[f.conversation_id, f.run_at, f.value],
+            index_where=sa.text("kind = 'step'"),
+        )
+        .returning(*RETURNED)
     )
+
+
+@built_once
+def _create_conversations(dialect: str) -> sa.Insert:
+    c = conversations.c
+    return (
+        insert_for(dialect, conversations)
+        .on_conflict_do_nothing(index_elements=[c.channel, c.address])
+        .returning(c.id, c.channel, c.address)
+    )
+
+
+_INSERT_LINES: Final = sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+_INSERT_DELIVERIES: Final = sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
 
 
 def _fact_rows(conversation_id: int, write: TurnWrite, now: datetime) -> list[dict[str, Any]]:

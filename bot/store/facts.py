@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.records import EVENT_KINDS, Fact, event_step
 from bot.store.db import Database
 from bot.store.schema import conversations, fact_counts, facts
-from bot.store.tx import insert, now_or
+from bot.store.tx import built_once, insert, insert_for, now_or
 
 COUNT_DAYS: Final = timezone(timedelta(hours=9), "JST")
 """Facts are counted per Japanese day of their run (Japan keeps no summer time)."""
@@ -63,18 +63,22 @@ def count_deltas(rows: Iterable[Sequence[Any]]) -> dict[tuple[Any, ...], int]:
     return deltas
 
 
+@built_once
+def _add_to_counts(dialect: str) -> sa.Insert:
+    statement = insert_for(dialect, fact_counts)
+    return statement.on_conflict_do_update(
+        index_elements=list(_KEY), set_={"n": fact_counts.c.n + statement.excluded.n}
+    )
+
+
 async def add_counts(connection: AsyncConnection, rows: Iterable[Sequence[Any]]) -> None:
     """Add inserted facts to the daily counts, in the facts' own transaction."""
     deltas = count_deltas(rows)
     if not deltas:
         return
-    statement = insert(connection, fact_counts)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(_KEY), set_={"n": fact_counts.c.n + statement.excluded.n}
-    )
     # In one order everywhere: two transactions never wait for each other's rows crosswise.
     await connection.execute(
-        statement,
+        _add_to_counts(connection),
         [{**dict(zip(_KEY, key, strict=True)), "n": n} for key, n in sorted(deltas.items())],
     )
 

@@ -14,7 +14,16 @@ from bot.records import InboxEvent, InboxHealth, NewEvent
 from bot.store.db import Database
 from bot.store.notify import ring
 from bot.store.schema import inbox
-from bot.store.tx import IN_LIST, insert, now_or
+from bot.store.tx import IN_LIST, built_once, insert, insert_for, now_or
+
+
+@built_once
+def _record_new(dialect: str) -> sa.Insert:
+    return (
+        insert_for(dialect, inbox)
+        .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
+        .returning(inbox.c.id, inbox.c.channel, inbox.c.event_id)
+    )
 
 
 class Inbox(Database):
@@ -75,9 +84,7 @@ class Inbox(Database):
             # come back, in no promised order, so the losers of a race, here or in another
             # process, learn it without an error.
             inserted = await connection.execute(
-                insert(connection, inbox)
-                .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
-                .returning(inbox.c.id, inbox.c.channel, inbox.c.event_id),
+                _record_new(connection),
                 [_new_event(key, new, received_at) for key, new in first.items()],
             )
             for row in inserted:
