@@ -24,7 +24,7 @@ from sqlalchemy.pool import PoolResetState
 
 from bot.errors import StoreError
 from bot.store import sqlite_inline
-from bot.store.file_turn import share_file
+from bot.store.file_turn import WAL_KEPT, share_file
 from bot.store.tx import begin
 
 ALEMBIC_INI: Final = Path(__file__).with_name("alembic.ini")
@@ -84,13 +84,14 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
             async_creator=sqlite_inline.creator(args, kwargs),
             **pool,
         )
-        if (
+        shared = bool(
             parsed.database
             and parsed.database != ":memory:"
             and not parsed.database.startswith("file:")
-        ):
+        )
+        if shared:
             share_file(engine.sync_engine, parsed.database)
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "connect", partial(_sqlite_on_connect, shared=shared))
         event.listen(engine.sync_engine, "reset", _sqlite_reset)
         return engine
     connect_args: dict[str, Any] = {}
@@ -196,7 +197,7 @@ def _sqlite_reset(dbapi_connection: Any, _record: Any, reset_state: PoolResetSta
         dbapi_connection.rollback()
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any, *, shared: bool) -> None:
     cursor = dbapi_connection.cursor()
     # Writers queue for up to 5 s instead of failing at once with "database is locked".
     cursor.execute("PRAGMA busy_timeout=5000")
@@ -205,6 +206,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # crash or power loss may roll back the last transactions; the database stays consistent.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite, per connection
+    if not shared:
+        cursor.close()
+        return
+    # No checkpoint inside a commit: the commit that crossed SQLite's threshold (a webhook's,
+    # say) would copy the WAL into the database and sync it, holding up everyone waiting. The
+    # writers' turn starts one in a thread once the WAL has grown (`file_turn`); a checkpoint
+    # then resets the WAL, which is cut back to the limit.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_KEPT}")
     cursor.close()
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
@@ -25,6 +27,12 @@ from bot.errors import StoreError
 
 PATIENCE: Final = 5.0
 """Seconds to wait for the file (SQLite's own busy_timeout is the same): then 'locked'."""
+CHECKPOINT_AT: Final = 4 * 1024 * 1024
+"""Bytes of WAL after which a checkpoint is started (SQLite's own default: 1,000 pages)."""
+WAL_KEPT: Final = 1024 * 1024
+"""Bytes the WAL is cut back to once checkpointed (`PRAGMA journal_size_limit`)."""
+
+log = logging.getLogger(__name__)
 
 _turns: WeakKeyDictionary[Engine, FileTurn] = WeakKeyDictionary()
 
@@ -34,7 +42,10 @@ class FileTurn:
 
     def __init__(self, database: str, *, patience: float = PATIENCE) -> None:
         self.path = f"{database}-turn"
+        self.database = database
         self.patience = patience
+        self._wal = f"{database}-wal"
+        self._checkpointing: asyncio.Task[None] | None = None
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def close(self) -> None:
@@ -48,6 +59,28 @@ class FileTurn:
             yield
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._checkpoint_when_grown()
+
+    def _checkpoint_when_grown(self) -> None:
+        if self._checkpointing is not None:
+            return
+        try:
+            grown = os.stat(self._wal).st_size >= CHECKPOINT_AT
+        except OSError:
+            return
+        if grown:
+            loop = asyncio.get_running_loop()
+            self._checkpointing = loop.create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        """PASSIVE: copies what it can without waiting for anyone, on a connection of its own
+        and in a thread (the file I/O lets go of the GIL), so no writer or reader waits."""
+        try:
+            await asyncio.to_thread(_checkpoint, self.database)
+        except sqlite3.Error as error:
+            log.info("WAL checkpoint skipped (%s)", error)
+        finally:
+            self._checkpointing = None
 
     async def _take(self) -> None:
         try:
@@ -71,6 +104,14 @@ class FileTurn:
     def _let_go(self, waiting: asyncio.Future[None]) -> None:
         if not waiting.cancelled() and waiting.exception() is None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _checkpoint(database: str) -> None:
+    connection = sqlite3.connect(database, timeout=PATIENCE)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        connection.close()
 
 
 def share_file(engine: Engine, database: str) -> None:
