@@ -8,6 +8,7 @@ reverse order (an AsyncExitStack).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -101,6 +102,7 @@ class Runtime:
 
     async def start(self) -> None:
         """Start delivering and running events (a web-only process does neither)."""
+        _settle_the_heap()
         if self.quota is not None and self.role != "worker":  # the processes serving /metrics
             self.quota.start()
             self._exit.push_async_callback(self.quota.close)
@@ -418,3 +420,11 @@ def _default_agency(flows: Mapping[str, Flow], default_flow: str) -> str:
     """{{agency}} in saved replies when AGENCY_NAME is unset: what the default flow calls it."""
     flow = flows.get(default_flow)
     return flow.spec.vars.get("agency", "") if flow is not None else ""
+
+
+def _settle_the_heap() -> None:
+    """What start-up built (flows, the NLU's tables, SDK models) lives as long as the process:
+    moved out of the garbage collector's sight, so its collections, which run every few hundred
+    allocations under load, no longer walk it (a tenth of a web server's time per webhook)."""
+    gc.collect()
+    gc.freeze()

@@ -84,13 +84,10 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
             async_creator=sqlite_inline.creator(args, kwargs),
             **pool,
         )
-        shared = bool(
-            parsed.database
-            and parsed.database != ":memory:"
-            and not parsed.database.startswith("file:")
-        )
+        database = parsed.database or ""
+        shared = database not in {"", ":memory:"} and not database.startswith("file:")
         if shared:
-            share_file(engine.sync_engine, parsed.database)
+            share_file(engine.sync_engine, database)
         event.listen(engine.sync_engine, "connect", partial(_sqlite_on_connect, shared=shared))
         event.listen(engine.sync_engine, "reset", _sqlite_reset)
         return engine
