@@ -69,6 +69,10 @@ engine's own: never shown to agents."""
 PENDING: Final = "_pending_command"
 """Slot of a command waiting for the user's yes before it forgets or ends anything."""
 _MAX_HISTORY: Final = 40
+_CONTEXT_NAMES: Final = frozenset(
+    {"vars", "label", "booking", "contact", "policy_url", "form", PROGRESS}
+)
+"""Template names that are not a slot's alone: a slot of such a name rebuilds the context."""
 _MAX_HOPS = 100  # a flow whose `next` loops without asking would otherwise never return
 
 Message = TextOut | ChoicesOut | CardOut
@@ -707,7 +711,24 @@ class _TurnBuilder:
         return self.spec.states[self.conv.state]
 
     def fill(self, slot: str, value: Any) -> None:
-        self.update(slots={**self.conv.slots, slot: value})
+        before = self.conv.slots
+        self.update(slots={**before, slot: value})
+        cached = self._context
+        if cached is None or cached[0] is not before or slot in _CONTEXT_NAMES:
+            return
+        # The template context of the slots before, with this one changed: a turn fills a few
+        # slots in a row and renders between them, and rebuilding it whole each time (every
+        # slot's label) was a tenth of a turn.
+        context = {**cached[1], slot: value}
+        names = self.engine._labels.get(slot)
+        if names is not None:
+            shown = (
+                [names.get(v, v) for v in value]
+                if isinstance(value, list)
+                else names.get(value, value)
+            )
+            context["label"] = {**context["label"], slot: shown}
+        self._context = (self.conv.slots, context)
 
     def update(self, **changes: Any) -> None:
         self.conv = self.conv.model_copy(update=changes)
