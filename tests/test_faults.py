@@ -13,9 +13,9 @@ each import the app and load the NLU encoder), and a serve per scenario would do
 time. Scenarios that kill serve leave the supervisor's next one running; the first scenario
 uses the first start, killing it while its workers start.
 
-Scenarios 8 and 9 (issue 12) run what several hosts would instead: two `serve --no-worker` web
+Scenarios 8 to 11 (issue 12) run what several hosts would instead: two `serve --no-worker` web
 processes behind a round-robin balancer and three `yarigai worker`s on a PostgreSQL database of
-their own, killed and started again by the scenario.
+their own, killed and started again by the scenario, or cut from their database.
 
 Run with `-s` to see each scenario's counts (turns, deliveries, duplicates, out of order).
 """
@@ -42,7 +42,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -321,6 +321,7 @@ class Line:
         self.users: list[str] = []
         self.texts: Counter[str] = Counter()  # user -> text events acknowledged
         self.refused = 0  # posts not answered 200 (refused, cut, nobody listening)
+        self.answers: Counter[int] = Counter()  # status -> posts answered so (0: no answer)
         self._talking: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Line:
@@ -338,10 +339,12 @@ class Line:
         while True:
             url = None if self.route is None else self.route() + WEBHOOK_PATH
             try:
-                if (await self.hooks.post(body, url=url)).status_code == 200:
-                    break
+                status = (await self.hooks.post(body, url=url)).status_code
             except httpx.TransportError:
-                pass
+                status = 0
+            self.answers[status] += 1
+            if status == 200:
+                break
             self.refused += 1
             if redelivered is None:
                 redelivered = self.hooks.body(*events, redelivery=True, ascii_only=ascii_only)
@@ -656,7 +659,7 @@ async def test_3_postgresql_stopped_under_load_then_everything_answered_once(
     database = cluster.url
     with FakeLineApi(require_spec()) as fake:
         env = environment(database, fake)
-        async with Serve(env, tmp_path) as serve, Readiness(serve, database) as readiness:
+        async with Serve(env, tmp_path) as serve, Readiness(serve.url, database) as readiness:
             bot = Bot(database, fake, serve, env, tmp_path)
             async with bot.line() as line:
                 await answering(serve, line, fake)
@@ -834,7 +837,8 @@ class Fleet:
         self.cwd = cwd
         self.log = cwd / "fleet.log"
         self.ports = [free_port() for _ in range(webs)]
-        self.url = f"http://127.0.0.1:{self.ports[0]}"
+        self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
+        self.url = self.urls[0]
         self.webs: list[subprocess.Popen[bytes] | None] = [None] * webs
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
         self._next = 0
@@ -858,6 +862,17 @@ class Fleet:
 
     def start_worker(self, index: int) -> None:
         self.workers[index] = self._spawn("worker", "--nice", "0")
+
+    def exited(self) -> list[str]:
+        """The processes that are not running (exited, or killed and not started again)."""
+        named = [*(f"web {i}" for i in range(len(self.webs)))]
+        named += [f"worker {i}" for i in range(len(self.workers))]
+        processes = [*self.webs, *self.workers]
+        return [
+            name
+            for name, p in zip(named, processes, strict=True)
+            if p is None or p.poll() is not None
+        ]
 
     def kill_web(self, chooser: random.Random) -> int:
         """kill -9 a web process chosen by `chooser`; its index, to start it again."""
@@ -1020,6 +1035,58 @@ async def test_10_fleet_rolling_restart_by_sigterm_loses_and_doubles_nothing(fle
     )
 
 
+async def test_11_fleet_postgresql_away_ten_seconds_then_every_process_recovers_by_itself(
+    cluster: PgCluster, tmp_path: Path
+) -> None:
+    """2 web + 3 workers on a PostgreSQL cluster of the test's own, stopped for 10 s while users
+    write: meanwhile webhooks are refused (LINE redelivers) and every web process's /readyz says
+    not ready; after, every process carries on by itself (none exits, none is restarted) and
+    everything is answered once, in order."""
+    database = cluster.url
+    with FakeLineApi(require_spec()) as fake:
+        env = environment(database, fake)
+        with Fleet(env, tmp_path, webs=2, workers=3) as processes:
+            bot = Bot(database, fake, processes, env, tmp_path)
+            async with AsyncExitStack() as polling:
+                readiness = [
+                    await polling.enter_async_context(Readiness(url, database))
+                    for url in processes.urls
+                ]
+                async with bot.line() as line:
+                    await answering(processes, line, fake)
+                    # Slow replies keep events queued in the workers when the database goes.
+                    fake.slow("reply", 0.3, times=10**6)
+                    line.start(USERS, TEXTS, pause=2.0)  # through the outage and after it
+                    await asyncio.sleep(2.0)  # traffic flowing: turns and deliveries under way
+                    answers_before = line.answers.copy()
+                    cluster.stop()
+                    stopped = [len(web.seen) for web in readiness]
+                    await asyncio.sleep(DATABASE_OUTAGE)
+                    cluster.start()
+                    restarted = time.monotonic()
+                    await line.finished(120)
+                    await settle(database, fake, line, SETTLE_WITHIN)
+                    answered = time.monotonic() - restarted
+                    for web in readiness:
+                        await until(lambda web=web: web.latest == 200, 10, what="/readyz 200")
+            exited = processes.exited()
+            tally = await exactly_once(bot, line, "11 fleet, PostgreSQL stopped/postgresql")
+    during = line.answers - answers_before
+    not_ready = [
+        sum(status == 503 for status, _ in web.seen[since:])
+        for web, since in zip(readiness, stopped, strict=True)
+    ]
+    print(
+        f"[faults]   posts from the stop on answered {dict(during)} (0: no answer); all "
+        f"{tally.events} events answered {answered:.1f} s after the restart; /readyz 503s "
+        f"per web process: {not_ready}"
+    )
+    assert not exited, f"processes gone after the outage: {exited}"
+    assert during[503], "no webhook was answered 503 while the database was away"
+    assert all(not_ready), f"a web process's /readyz never said 503: {not_ready}"
+    assert not any(web.ready_while_stalled for web in readiness), "/readyz 200 while stalled"
+
+
 # ------------------------------------------------------------------ helpers of scenarios
 
 WEB_TEXTS = (*["経理です"] * 8, "経理\x00です", "経理\ud800です")
@@ -1061,11 +1128,11 @@ async def first_words(database: str, users: Sequence[str]) -> dict[str, str]:
 
 
 class Readiness:
-    """/readyz polled in the background: every (status, body) seen, in order, and every 200
+    """A web process's /readyz (at `url`) polled in the background: every (status, body) seen, in order, and every 200
     given while the database held an event waiting longer than INBOX_STALL_SECONDS."""
 
-    def __init__(self, serve: Serve, database: str) -> None:
-        self.serve = serve
+    def __init__(self, url: str, database: str) -> None:
+        self.url = url
         self.database = database
         self.seen: list[tuple[int, str]] = []
         self.ready_while_stalled: list[float] = []  # how long the oldest event had waited
@@ -1092,7 +1159,7 @@ class Readiness:
                 while True:
                     asked = datetime.now(UTC)
                     try:
-                        answer = await client.get(self.serve.url + "/readyz")
+                        answer = await client.get(self.url + "/readyz")
                         self.seen.append((answer.status_code, answer.text))
                     except httpx.TransportError as error:
                         self.seen.append((0, type(error).__name__))
