@@ -46,6 +46,7 @@ from bot.models import (
     TextOut,
     Turn,
 )
+from bot.nlu.memo import by_identity
 from bot.nlu.normalize import normalize
 from bot.nlu.reading import reading
 from bot.nlu.understanding import (
@@ -610,9 +611,11 @@ class _TurnBuilder:
         self, name: str, ask: QuestionSpec, *, prompt: bool = True, offer_agent: bool = False
     ) -> ChoicesOut:
         picked = set(self.conv.selection) if ask.multi else set()
-        choices = [Choice(id=c.id, label=c.label, selected=c.id in picked) for c in ask.choices]
-        if ask.multi:
-            choices.append(Choice(id=DONE, label=ask.done_label))
+        choices = list(_buttons(ask))
+        if picked:
+            choices = [
+                c.model_copy(update={"selected": True}) if c.id in picked else c for c in choices
+            ]
         agent = self.engine._agent_command
         if offer_agent and agent and self._accepts(ask, agent.id):
             choices.append(Choice(id=agent.id, label=agent.label))
@@ -731,7 +734,11 @@ class _TurnBuilder:
         self._context = (self.conv.slots, context)
 
     def update(self, **changes: Any) -> None:
-        self.conv = self.conv.model_copy(update=changes)
+        # A third of the updates of a turn change nothing (a guess dropped that was never made,
+        # the version it already has): no copy for those.
+        conv = self.conv
+        if any(getattr(conv, name) != value for name, value in changes.items()):
+            self.conv = conv.model_copy(update=changes)
 
     def _commands_for(self, ask: QuestionSpec | None) -> tuple[CommandSpec, ...]:
         if ask is None or not ask.accepts:
@@ -783,9 +790,22 @@ def _says_it(typed: str, choice: ChoiceSpec) -> bool:
     """Whether the typed text holds the choice's own label, keyword or example, so the answer
     needs no restating (「経理です」, 「うん」); 「もう限界」 read as 「転職も考えたい」 does."""
     norm, read = normalize(typed), reading(typed)
+    return any(t in norm or t in read for t in _choice_terms(choice))
+
+
+@by_identity
+def _buttons(ask: QuestionSpec) -> tuple[Choice, ...]:
+    """A question's buttons, none picked (and 'done' for a multi-select): built once per question,
+    as they are the same for everyone (the models are frozen)."""
+    buttons = tuple(Choice(id=c.id, label=c.label) for c in ask.choices)
+    return (*buttons, Choice(id=DONE, label=ask.done_label)) if ask.multi else buttons
+
+
+@by_identity
+def _choice_terms(choice: ChoiceSpec) -> frozenset[str]:
+    """A choice's label, keywords and examples, as written and as read: once per choice."""
     words = [w for w in (choice.label, *choice.keywords, *choice.examples) if w]
-    terms = {normalize(w) for w in words} | {reading(w) for w in words}
-    return any(t and (t in norm or t in read) for t in terms)
+    return frozenset(t for t in {normalize(w) for w in words} | {reading(w) for w in words} if t)
 
 
 def _fit_bubbles(messages: list[Message]) -> tuple[Message, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Self
 
@@ -184,11 +184,12 @@ _QUESTION_ENDINGS = tuple(
 def _match_command(
     text: str, norm: str, commands: Sequence[CommandSpec], *, read: bool
 ) -> str | None:
+    parts = _nearly_whole(norm)
     for command in commands:
         terms = _command_terms(command, read)
         if norm in terms.examples:
             return command.id
-        if len(norm) <= terms.longest + 4 and terms.word_in(norm):
+        if not terms.words.isdisjoint(parts):
             return command.id
         if terms.any_phrase is not None and terms.any_phrase.search(norm):
             segmented = segment(text, read=read)
@@ -199,45 +200,41 @@ def _match_command(
     return None
 
 
+def _nearly_whole(norm: str) -> frozenset[str]:
+    """Every part of `norm` at most 4 characters shorter than it (at most 15): a command's word
+    found among them is in a short message that says little else."""
+    size = len(norm)
+    return frozenset(
+        norm[start : start + length]
+        for length in range(max(1, size - 4), size + 1)
+        for start in range(size - length + 1)
+    )
+
+
 @dataclass(frozen=True)
 class _CommandTerms:
-    """A command's words, normalised (or read) once: label and keywords, examples, the longest
-    word's length, and its phrases with one pattern finding any of them."""
+    """A command's words, normalised (or read) once: label and keywords, examples, and its
+    phrases with one pattern finding any of them."""
 
-    words: tuple[str, ...]
+    # A set, looked up with a message's nearly whole parts: a command has hundreds of words and
+    # testing each for `in message` was a tenth of the engine's time.
+    words: frozenset[str]
     examples: frozenset[str]
-    longest: int
     phrases: tuple[str, ...]
-    by_length: Mapping[int, tuple[str, ...]]  # the words by their length
     # `{a|b}` alternatives expand to hundreds of phrases; one compiled alternation scans a
     # message for all of them in C, ten times faster than testing each in turn.
     any_phrase: re.Pattern[str] | None
 
     @classmethod
     def of(cls, words: Iterable[str], examples: Iterable[str], phrases: Iterable[str]) -> Self:
-        kept = tuple(w for w in words if w)
         unique = tuple(p for p in dict.fromkeys(phrases) if p)
         longest_first = sorted(unique, key=len, reverse=True)
         return cls(
-            words=kept,
+            words=frozenset(w for w in words if w),
             examples=frozenset(examples),
-            longest=max(map(len, kept), default=0),
             phrases=unique,
-            by_length={
-                length: tuple(w for w in kept if len(w) == length) for length in map(len, kept)
-            },
             any_phrase=re.compile("|".join(map(re.escape, longest_first))) if unique else None,
         )
-
-    def word_in(self, norm: str) -> bool:
-        """Whether a word of the command is in `norm`, and `norm` at most 4 longer: a short
-        message that says little else. Only words of those lengths can be, so only they are
-        looked for (a command has hundreds of words; a message is a few characters)."""
-        for length in range(max(1, len(norm) - 4), min(len(norm), self.longest) + 1):
-            for word in self.by_length.get(length, ()):
-                if word in norm:
-                    return True
-        return False
 
 
 @by_identity
