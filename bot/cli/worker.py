@@ -1,9 +1,10 @@
 """`yarigai worker`: runs the LINE and Slack events that web servers in WORKER_MODE=separate
 record, and the background jobs (delivery sweeps, retention purges, handoff timeouts).
 
-Only one worker may run per database: events of one user must be run one at a time, in order.
-It talks to LINE and Slack itself, with the same channel set-up as a web server, and finds new
-events by reading the inbox (see `Worker.follow`).
+Any number of workers, on any hosts, may share a database: a worker runs the events of the
+conversations it holds a lease on, so one user's events still run one at a time, in order. It
+talks to LINE and Slack itself, with the same channel set-up as a web server, and finds new
+events as `Worker.follow` says (woken by NOTIFY on PostgreSQL, reading the SQLite inbox).
 """
 
 from __future__ import annotations
