@@ -101,6 +101,13 @@ class Engine:
         )
         self._back_command = next((c for c in self.spec.commands if c.goto == BACK), None)
         self._faqs: dict[str, FaqSpec] = {f.id: f for f in self.spec.faq}
+        # The commands each question accepts, as one tuple kept for every turn: the NLU keeps
+        # its word tables per tuple of commands. By identity (the question, kept here too).
+        self._accepted = {
+            id(s.ask): (s.ask, _accepted(s.ask, self.spec.commands))
+            for s in self.spec.states.values()
+            if s.ask is not None and s.ask.accepts
+        }
         self._answer_slots = frozenset(self._labels)
         # Where booking steps lead: about the booking, not a place to come back to later.
         self._after_booking = frozenset(
@@ -741,7 +748,10 @@ class _TurnBuilder:
     def _commands_for(self, ask: QuestionSpec | None) -> tuple[CommandSpec, ...]:
         if ask is None or not ask.accepts:
             return self.spec.commands
-        return tuple(c for c in self.spec.commands if c.id in ask.accepts or c.everywhere)
+        known = self.engine._accepted.get(id(ask))
+        if known is not None and known[0] is ask:
+            return known[1]
+        return _accepted(ask, self.spec.commands)
 
     def _accepts(self, ask: QuestionSpec, command_id: str) -> bool:
         command = self.spec.command(command_id)
@@ -757,6 +767,10 @@ class _TurnBuilder:
             effects=tuple(self.effects),
             entered=tuple(self.entered),
         )
+
+
+def _accepted(ask: QuestionSpec, commands: tuple[CommandSpec, ...]) -> tuple[CommandSpec, ...]:
+    return tuple(c for c in commands if c.id in ask.accepts or c.everywhere)
 
 
 class _Draft:

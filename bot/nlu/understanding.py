@@ -127,15 +127,13 @@ def match_faq(text: str, faqs: Sequence[FaqSpec], *, named: bool) -> str | None:
     asking = is_question(text)
     read = reading(text, fold=False)
     for faq in faqs:
-        written, kana = _faq_terms(faq)
+        terms = _faq_terms(faq)
         if faq.kind == "question":
-            if (asking or not named) and (
-                any(t in norm for t in written) or any(t in read for t in kana)
-            ):
+            if (asking or not named) and terms.anywhere(norm, read):
                 return faq.id
         elif not named and (
-            any(t in norm and len(norm) <= len(t) + 4 for t in written)
-            or any(t in read and len(read) <= len(t) + 4 for t in kana)
+            any(t in norm and len(norm) <= len(t) + 4 for t in terms.written)
+            or any(t in read and len(read) <= len(t) + 4 for t in terms.kana)
         ):
             return faq.id
     return None
@@ -147,8 +145,7 @@ def small_talk(text: str, faqs: Sequence[FaqSpec]) -> str | None:
     for faq in faqs:
         if faq.kind != "small_talk":
             continue
-        written, kana = _faq_terms(faq)
-        if any(t in norm for t in written) or any(t in read for t in kana):
+        if _faq_terms(faq).anywhere(norm, read):
             return faq.id
     return None
 
@@ -185,19 +182,36 @@ def _match_command(
     text: str, norm: str, commands: Sequence[CommandSpec], *, read: bool
 ) -> str | None:
     parts = _nearly_whole(norm)
-    for command in commands:
-        terms = _command_terms(command, read)
+    for command_id, terms in _terms_of(commands, read):
         if norm in terms.examples:
-            return command.id
+            return command_id
         if not terms.words.isdisjoint(parts):
-            return command.id
+            return command_id
         if terms.any_phrase is not None and terms.any_phrase.search(norm):
             segmented = segment(text, read=read)
             for phrase in terms.phrases:
                 start = segmented.text.find(phrase)
                 if start >= 0 and not negated(segmented, start, start + len(phrase)):
-                    return command.id
+                    return command_id
     return None
+
+
+def _terms_of(commands: Sequence[CommandSpec], read: bool) -> tuple[tuple[str, _CommandTerms], ...]:
+    """(id, terms) of each command, in order: looked up once per tuple of commands (the same
+    few tuples every turn), not once per command."""
+    if not isinstance(commands, tuple):  # a list may change: worked out each time
+        return tuple((c.id, _command_terms(c, read)) for c in commands)
+    return _read_terms_of(commands) if read else _written_terms_of(commands)
+
+
+@by_identity
+def _written_terms_of(commands: tuple[CommandSpec, ...]) -> tuple[tuple[str, _CommandTerms], ...]:
+    return tuple((c.id, _command_terms_written(c)) for c in commands)
+
+
+@by_identity
+def _read_terms_of(commands: tuple[CommandSpec, ...]) -> tuple[tuple[str, _CommandTerms], ...]:
+    return tuple((c.id, _command_terms_read(c)) for c in commands)
 
 
 def _nearly_whole(norm: str) -> frozenset[str]:
@@ -261,15 +275,41 @@ def _command_terms(command: CommandSpec, read: bool) -> _CommandTerms:
     return _command_terms_read(command) if read else _command_terms_written(command)
 
 
+@dataclass(frozen=True)
+class _FaqTerms:
+    """An entry's keywords: written (normalised) and the kana readings of those with kanji,
+    with one pattern each finding any of them in a message."""
+
+    written: tuple[str, ...]
+    kana: tuple[str, ...]
+    any_written: re.Pattern[str] | None
+    any_kana: re.Pattern[str] | None
+
+    @classmethod
+    def of(cls, written: Iterable[str], kana: Iterable[str]) -> Self:
+        words, readings = tuple(written), tuple(kana)
+        return cls(words, readings, _any_of(words), _any_of(readings))
+
+    def anywhere(self, norm: str, read: str) -> bool:
+        """A keyword anywhere in the message, as written or as read."""
+        return bool(
+            (self.any_written is not None and self.any_written.search(norm))
+            or (self.any_kana is not None and self.any_kana.search(read))
+        )
+
+
+def _any_of(words: Sequence[str]) -> re.Pattern[str] | None:
+    return re.compile("|".join(map(re.escape, words))) if words else None
+
+
 @by_identity
-def _faq_terms(faq: FaqSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(written terms, kana readings of the ones with kanji), normalised once per entry.
-    Readings are matched against the message's unfolded reading (long vowels kept): folded,
-    「有料」 would be found in 「入力」."""
+def _faq_terms(faq: FaqSpec) -> _FaqTerms:
+    """Normalised once per entry. Readings are matched against the message's unfolded reading
+    (long vowels kept): folded, 「有料」 would be found in 「入力」."""
     keywords = expand(faq.keywords)
-    written = tuple(t for t in dict.fromkeys(normalize(k) for k in keywords) if len(t) >= 2)
+    written = (t for t in dict.fromkeys(normalize(k) for k in keywords) if len(t) >= 2)
     kana = (reading(k, fold=False) for k in keywords if has_kanji(k))
-    return written, tuple(t for t in dict.fromkeys(kana) if len(t) >= 3)
+    return _FaqTerms.of(written, (t for t in dict.fromkeys(kana) if len(t) >= 3))
 
 
 _ALTERNATIVES = re.compile(r"\{([^{}]*)\}")
