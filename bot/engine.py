@@ -22,6 +22,7 @@ from bot.flows.schema import (
     CommandSpec,
     FaqSpec,
     FlowSpec,
+    MessageSpec,
     QuestionSpec,
     StateSpec,
 )
@@ -578,7 +579,7 @@ class _TurnBuilder:
             for slot, expression in state.set.items():
                 self.fill(slot, evaluate(expression, self.context()))
             self.schedule_followups(entered=name)
-            for message in state.messages():
+            for message in _said(state):
                 if message.if_ is not None and not holds(message.if_, self.context()):
                     continue
                 if message.text is not None:
@@ -832,6 +833,12 @@ def _says_it(typed: str, choice: ChoiceSpec) -> bool:
     needs no restating (「経理です」, 「うん」); 「もう限界」 read as 「転職も考えたい」 does."""
     norm, read = normalize(typed), reading(typed)
     return any(t in norm or t in read for t in _choice_terms(choice))
+
+
+@by_identity
+def _said(state: StateSpec) -> tuple[MessageSpec, ...]:
+    """A state's messages as models: once per state, not at each entry."""
+    return state.messages()
 
 
 @by_identity
