@@ -17,7 +17,8 @@ Phases (all by default):
 - curve: the same burst on PostgreSQL with 1, 2 and 4 workers;
 - open: open loop, each message from a new user (a conversation created): 50/s (goal: reply
   p50 <= 30 ms, p99 <= 100 ms, event in -> reply request at the LINE API) and 0.1x bare acks/s
-  for 30 s (goal: every message answered, p99 <= 1 s, no growing backlog);
+  for 30 s (goal: every message answered, p99 <= 1 s, no growing backlog); and, without a
+  goal, at each of --open-rates (default 250/s: 0.1x the bare endpoint the goals were set with);
 - idle: CPU of an idle worker on PostgreSQL over 10 s (goal: < 0.5 % of a core);
 - engine: `Engine.advance` alone over the whole career conversation (goal: >= 10,000 steps/s);
 - size: CPU per message with 1,000 and with 1,000,000 stored conversations on PostgreSQL
@@ -216,6 +217,7 @@ class Bench:
         self.replies = Replies(http, lab.fake)
         self.verdicts = Verdicts()
         self.bare_rate = 0.0
+        self.open_rates: tuple[float, ...] = ()
 
     async def warm(self, bot: Bot) -> None:
         """First requests (imports, connections, NLU) before anything is measured."""
@@ -277,6 +279,15 @@ class Bench:
             )
             rate = 0.1 * self.bare_rate
             busy = await self._open(bot, rate, self.sizes.slow_rate_seconds)
+            for extra in self.open_rates:  # where the bot keeps up, for capacity planning
+                at = await self._open(bot, extra, self.sizes.slow_rate_seconds)
+                self.verdicts.goal(
+                    f"open loop {extra:,.0f} new users/s for {self.sizes.slow_rate_seconds:.0f} s",
+                    f"reply p50 {percentile(at.latencies, 50) * 1000:.0f} ms, p99 "
+                    f"{percentile(at.latencies, 99) * 1000:.0f} ms, {at.answered}/{at.sent} "
+                    f"answered, backlog {'growing' if at.growing(extra) else 'steady'}",
+                    None,
+                )
         p50, p99 = percentile(busy.latencies, 50), percentile(busy.latencies, 99)
         growing = busy.growing(rate)
         self.verdicts.goal(
@@ -447,6 +458,7 @@ async def run(args: argparse.Namespace) -> None:
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector) as http:
             bench = Bench(lab, http, sizes)
+            bench.open_rates = tuple(float(r) for r in args.open_rates.split(",") if r)
             # Every ratio needs the bare endpoint's rate of this run.
             await bench.acks() if "acks" in phases else await _bare_only(bench)
             for phase in phases:
@@ -482,6 +494,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, same goals")
     parser.add_argument("--only", default="", help=f"comma-separated phases of {PHASES}")
+    parser.add_argument(
+        "--open-rates",
+        default="250",
+        help="comma-separated rates (new users/s) also run in the open phase, without a goal: "
+        "where the bot keeps up (default 250: 0.1x the bare endpoint the goals were set with)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
