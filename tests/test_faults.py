@@ -865,7 +865,7 @@ class Fleet:
 
     def exited(self) -> list[str]:
         """The processes that are not running (exited, or killed and not started again)."""
-        named = [*(f"web {i}" for i in range(len(self.webs)))]
+        named = [f"web {i}" for i in range(len(self.webs))]
         named += [f"worker {i}" for i in range(len(self.workers))]
         processes = [*self.webs, *self.workers]
         return [
