@@ -210,14 +210,20 @@ async def postgres_answers() -> str | None:
 
 
 class Bench:
-    def __init__(self, lab: Lab, http: aiohttp.ClientSession, sizes: Sizes) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        http: aiohttp.ClientSession,
+        sizes: Sizes,
+        open_rates: tuple[float, ...] = (),
+    ) -> None:
         self.lab = lab
         self.http = http
         self.sizes = sizes
         self.replies = Replies(http, lab.fake)
         self.verdicts = Verdicts()
         self.bare_rate = 0.0
-        self.open_rates: tuple[float, ...] = ()
+        self.open_rates = open_rates  # open-loop rates run without a goal
 
     async def warm(self, bot: Bot) -> None:
         """First requests (imports, connections, NLU) before anything is measured."""
@@ -283,20 +289,15 @@ class Bench:
                 at = await self._open(bot, extra, self.sizes.slow_rate_seconds)
                 self.verdicts.goal(
                     f"open loop {extra:,.0f} new users/s for {self.sizes.slow_rate_seconds:.0f} s",
-                    f"reply p50 {percentile(at.latencies, 50) * 1000:.0f} ms, p99 "
-                    f"{percentile(at.latencies, 99) * 1000:.0f} ms, {at.answered}/{at.sent} "
-                    f"answered, backlog {'growing' if at.growing(extra) else 'steady'}",
+                    at.described(extra),
                     None,
                 )
-        p50, p99 = percentile(busy.latencies, 50), percentile(busy.latencies, 99)
-        growing = busy.growing(rate)
         self.verdicts.goal(
             f"open loop 0.1x bare = {rate:,.0f} new users/s for {self.sizes.slow_rate_seconds:.0f} s",
-            f"reply p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-            f"{busy.answered}/{busy.sent} answered, backlog {busy.backlog_mid:,} halfway and "
-            f"{busy.backlog_end:,} at the end of sending: {'growing' if growing else 'steady'} "
-            "(goal: all, p99 <= 1 s, steady)",
-            busy.answered == busy.sent and p99 <= 1.0 and not growing,
+            f"{busy.described(rate)} (goal: all, p99 <= 1 s, steady)",
+            busy.answered == busy.sent
+            and percentile(busy.latencies, 99) <= 1.0
+            and not busy.growing(rate),
         )
 
     async def idle(self) -> None:
@@ -427,6 +428,15 @@ class OpenLoop:
         answers hardly anything until the sending stops: then they all wait about as long.)"""
         return self.backlog_end - self.backlog_mid > max(rate * 0.5, 1)
 
+    def described(self, rate: float) -> str:
+        p50, p99 = percentile(self.latencies, 50), percentile(self.latencies, 99)
+        return (
+            f"reply p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+            f"{self.answered}/{self.sent} answered, backlog {self.backlog_mid:,} halfway and "
+            f"{self.backlog_end:,} at the end of sending: "
+            f"{'growing' if self.growing(rate) else 'steady'}"
+        )
+
 
 async def seed(database: str, count: int) -> None:
     """`count` conversations of past LINE users, mid-flow, straight into the table."""
@@ -471,8 +481,8 @@ async def run(args: argparse.Namespace) -> None:
         lab = Lab(Path(work), stack)
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector) as http:
-            bench = Bench(lab, http, sizes)
-            bench.open_rates = tuple(float(r) for r in args.open_rates.split(",") if r)
+            rates = tuple(float(r) for r in args.open_rates.split(",") if r)
+            bench = Bench(lab, http, sizes, rates)
             # Every ratio needs the bare endpoint's rate of this run.
             await bench.acks() if "acks" in phases else await _bare_only(bench)
             for phase in phases:

@@ -320,7 +320,6 @@ class Line:
         self.hooks = Webhooks(url + WEBHOOK_PATH, fake=fake, client=self.client)
         self.users: list[str] = []
         self.texts: Counter[str] = Counter()  # user -> text events acknowledged
-        self.refused = 0  # posts not answered 200 (refused, cut, nobody listening)
         self.answers: Counter[int] = Counter()  # status -> posts answered so (0: no answer)
         self._talking: list[asyncio.Task[None]] = []
 
@@ -345,7 +344,6 @@ class Line:
             self.answers[status] += 1
             if status == 200:
                 break
-            self.refused += 1
             if redelivered is None:
                 redelivered = self.hooks.body(*events, redelivery=True, ascii_only=ascii_only)
             body = redelivered
@@ -380,6 +378,11 @@ class Line:
     async def finished(self, within: float = 60.0) -> None:
         """Until every conversation started is acknowledged to its end."""
         await asyncio.wait_for(asyncio.gather(*self._talking), within)
+
+    @property
+    def refused(self) -> int:
+        """Posts not answered 200 (refused, cut, nobody listening)."""
+        return sum(count for status, count in self.answers.items() if status != 200)
 
     @property
     def events(self) -> int:

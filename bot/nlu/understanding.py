@@ -247,7 +247,7 @@ class _CommandTerms:
             words=frozenset(w for w in words if w),
             examples=frozenset(examples),
             phrases=unique,
-            any_phrase=re.compile("|".join(map(re.escape, longest_first))) if unique else None,
+            any_phrase=_any_of(longest_first),
         )
 
 
@@ -299,6 +299,7 @@ class _FaqTerms:
 
 
 def _any_of(words: Sequence[str]) -> re.Pattern[str] | None:
+    """One pattern finding any of `words` (the first listed wins where two start together)."""
     return re.compile("|".join(map(re.escape, words))) if words else None
 
 
