@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.models import ConversationKey
 from bot.store.db import Database
+from bot.store.inbox import pending_of_user
 from bot.store.schema import (
     audit_log,
     bookings,
@@ -65,7 +66,11 @@ class Users(Database):
                 "channel": key.channel.value,
                 "address": key.address,
                 "conversation": None,
-                "inbox": await _rows(connection, _inbox_of(key), ("id", "address")),
+                "inbox": [
+                    event
+                    for query in _inbox_of(key)
+                    for event in await _rows(connection, query, ("id", "address"))
+                ],
             }
             if row is not None:
                 conversation_id = row.id
@@ -142,15 +147,16 @@ class Users(Database):
                     )
                 ).scalar_one()
                 await connection.execute(sa.delete(conversations).where(c.id == conversation_id))
-            blanked = await connection.execute(
-                sa.update(inbox)
-                .where(inbox.c.channel == key.channel.value, inbox.c.address == key.address)
-                .values(payload=sa.null(), address="")
-            )
+            blanked = 0
+            for where in _by_user(key):
+                result = await connection.execute(
+                    sa.update(inbox).where(*where).values(payload=sa.null(), address="")
+                )
+                blanked += int(result.rowcount or 0)
             counts = {
                 "conversations": 0 if conversation_id is None else 1,
                 "transcript": int(lines),
-                "inbox": int(blanked.rowcount or 0),
+                "inbox": blanked,
             }
             await _audit(connection, who=who, action="forget", key=key, detail=counts, now=now)
         return counts
@@ -163,9 +169,23 @@ class Users(Database):
             return [AuditEntry(**row._mapping) for row in rows]
 
 
-def _inbox_of(key: ConversationKey) -> sa.Select[Any]:
+def _inbox_of(key: ConversationKey) -> tuple[sa.Select[Any], ...]:
+    """The user's inbox events: those run in the order recorded, then those pending in the
+    order they happened (each order its index's, so neither query sorts or scans)."""
+    run, pending = _by_user(key)
     i = inbox.c
-    return sa.select(inbox).where(i.channel == key.channel.value, i.address == key.address)
+    return (
+        sa.select(inbox).where(*run).order_by(i.id),
+        sa.select(inbox).where(*pending).order_by(i.occurred_at, i.id),
+    )
+
+
+def _by_user(key: ConversationKey) -> tuple[tuple[sa.ColumnElement[bool], ...], ...]:
+    """The user's inbox rows as two sets, each found by an index: those run (by user) and
+    those pending (among the few pending rows); no index holds both (`schema.inbox`)."""
+    i = inbox.c
+    run = (i.processed_at.is_not(None), i.channel == key.channel.value, i.address == key.address)
+    return run, pending_of_user(key.channel, key.address)
 
 
 async def _rows(
