@@ -116,10 +116,10 @@ inbox: Final = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
     sa.UniqueConstraint("channel", "event_id"),
     # A user's events once run: what forgetting a user or purging a conversation looks up.
-    # Rows enter it when run, not when recorded: the webhook's insert then only adds keys that
-    # grow at the end (id, event id, time), never a page of a by-user index at random, which
-    # was a fifth of an acknowledgement's cost. A user's pending events are found among the
-    # few pending rows (`ix_inbox_pending`).
+    # Rows enter it when run, not when recorded: the webhook's insert then adds keys that grow
+    # at the end (id, time; LINE's event ids are time-ordered too), not an entry at a random
+    # page of a by-user index, which was a fifth of an acknowledgement's CPU. A user's pending
+    # events are found in `ix_inbox_pending`.
     sa.Index(
         "ix_inbox_done_by_address",
         "channel",
@@ -127,10 +127,15 @@ inbox: Final = sa.Table(
         sqlite_where=sa.text("processed_at IS NOT NULL"),
         postgresql_where=sa.text("processed_at IS NOT NULL"),
     ),
+    # Pending events in the order they happened. It also holds channel and address, so a
+    # user's pending events are picked out of it without reading the rows (1.8 ms instead of
+    # 5.5 ms for 30,000 pending), and it stays small: rows leave it once run.
     sa.Index(
         "ix_inbox_pending",
         "occurred_at",
         "id",
+        "channel",
+        "address",
         sqlite_where=sa.text("processed_at IS NULL"),
         postgresql_where=sa.text("processed_at IS NULL"),
     ),

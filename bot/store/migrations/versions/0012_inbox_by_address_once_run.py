@@ -1,5 +1,6 @@
 """The inbox's by-user index holds events once run: recording an event (the webhook's own
-write) no longer inserts into it at a random place (see `schema.inbox`).
+write) no longer inserts into it at a random place; the pending index holds channel and
+address instead, to find a user's pending events (see `schema.inbox`).
 
 Revision ID: 0012_inbox_by_address_once_run
 Revises: 0011_console
@@ -16,6 +17,7 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 RUN = sa.text("processed_at IS NOT NULL")
+PENDING = sa.text("processed_at IS NULL")
 
 
 def upgrade() -> None:
@@ -27,8 +29,17 @@ def upgrade() -> None:
         sqlite_where=RUN,
         postgresql_where=RUN,
     )
+    _pending_index(["occurred_at", "id", "channel", "address"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_inbox_done_by_address", table_name="inbox")
     op.create_index("ix_inbox_channel_address", "inbox", ["channel", "address"])
+    _pending_index(["occurred_at", "id"])
+
+
+def _pending_index(columns: list[str]) -> None:
+    op.drop_index("ix_inbox_pending", table_name="inbox")
+    op.create_index(
+        "ix_inbox_pending", "inbox", columns, sqlite_where=PENDING, postgresql_where=PENDING
+    )
