@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,15 +13,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.models import Channel
 from bot.records import InboxEvent, InboxHealth, NewEvent
 from bot.store.db import Database
-from bot.store.notify import ring
+from bot.store.notify import ring, ring_now
 from bot.store.schema import inbox
-from bot.store.tx import IN_LIST, built_once, insert, insert_for, now_or
+from bot.store.sqlite_rows import insert_each
+from bot.store.tx import IN_LIST, built_once, in_one_go, insert, insert_for, now_or
+
+_RECORDED: Final = ("channel", "event_id", "address", "payload", "occurred_at", "received_at")
 
 
 @built_once
 def _record_new(dialect: str) -> sa.Insert:
     return (
         insert_for(dialect, inbox)
+        .values(
+            {**{name: sa.bindparam(name) for name in _RECORDED}, "attempts": sa.literal_column("0")}
+        )
         .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
         .returning(inbox.c.id, inbox.c.channel, inbox.c.event_id)
     )
@@ -75,22 +82,10 @@ class Inbox(Database):
         first: dict[tuple[str, str], NewEvent] = {}
         for new in events:
             first.setdefault((Channel(new.channel).value, new.event_id), new)
-        recorded: dict[tuple[str, str], int] = {}  # (channel, event_id) -> inbox id
         if not first:
             return []
-        async with self._begin() as connection:
-            # One INSERT ... ON CONFLICT DO NOTHING RETURNING for the lot (SQLAlchemy sends it
-            # as multi-row statements from one cached compilation): only the rows inserted now
-            # come back, in no promised order, so the losers of a race, here or in another
-            # process, learn it without an error.
-            inserted = await connection.execute(
-                _record_new(connection),
-                [_new_event(key, new, received_at) for key, new in first.items()],
-            )
-            for row in inserted:
-                recorded[(row.channel, row.event_id)] = row.id
-            if recorded:
-                await ring(connection)  # workers waiting for events wake at commit
+        rows = [_new_event(key, new, received_at) for key, new in first.items()]
+        recorded = await in_one_go(self._engine, partial(_record, rows))
         answers: list[InboxEvent | None] = []
         for new in events:
             key = (Channel(new.channel).value, new.event_id)
@@ -266,6 +261,28 @@ def pending_of_user(
     return *where, i.channel.concat("") == Channel(channel).value
 
 
+def _record(rows: list[dict[str, Any]], connection: sa.Connection) -> dict[tuple[str, str], int]:
+    """Insert the rows not seen before: their inbox ids by (channel, event_id).
+
+    INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows inserted now come back, so the
+    losers of a race, here or in another process, learn it without an error. On SQLite row by
+    row on the driver (`sqlite_rows`); elsewhere SQLAlchemy sends the lot as multi-row
+    statements, returned in no promised order."""
+    recorded: dict[tuple[str, str], int] = {}
+    each = insert_each(connection, _record_new(connection), rows)
+    if each is None:
+        for row in connection.execute(_record_new(connection), rows):
+            recorded[(row.channel, row.event_id)] = row.id
+    else:
+        for returned in each:
+            if returned is not None:
+                inbox_id, channel, event_id = returned
+                recorded[(channel, event_id)] = inbox_id
+    if recorded:
+        ring_now(connection)  # workers waiting for events wake at commit
+    return recorded
+
+
 def _new_event(key: tuple[str, str], new: NewEvent, received_at: datetime) -> dict[str, Any]:
     channel, event_id = key
     return {
@@ -275,7 +292,6 @@ def _new_event(key: tuple[str, str], new: NewEvent, received_at: datetime) -> di
         "payload": dict(new.payload),
         "occurred_at": new.occurred_at,
         "received_at": received_at,
-        "attempts": 0,
     }
 
 

@@ -15,12 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 log = logging.getLogger(__name__)
 
 INBOX_CHANNEL: Final = "yarigai_inbox"
+_NOTIFY: Final = sa.select(sa.func.pg_notify(INBOX_CHANNEL, ""))
 
 
 async def ring(connection: AsyncConnection) -> None:
     """In the transaction that records events: PostgreSQL delivers it at commit."""
     if connection.dialect.name == "postgresql":
-        await connection.execute(sa.select(sa.func.pg_notify(INBOX_CHANNEL, "")))
+        await connection.execute(_NOTIFY)
+
+
+def ring_now(connection: sa.Connection) -> None:
+    """`ring`, in a transaction run in one go (`tx.in_one_go`)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_NOTIFY)
 
 
 class InboxBell:

@@ -107,6 +107,11 @@ class InlineConnection:
             return await asyncio.to_thread(function, *args)
         return function(*args)
 
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The sqlite3 connection, for a statement run without SQLAlchemy (`sqlite_rows`)."""
+        return self._conn
+
     def cursor(self) -> InlineCursor:
         return InlineCursor(self)
 
