@@ -54,12 +54,35 @@ class FileTurn:
 
     @asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
-        await self._take()
+        await self.take()
         try:
             yield
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            self._checkpoint_when_grown()
+            self.give_back()
+
+    async def take(self) -> None:
+        """Wait for the file (`patience` seconds at most, then StoreError)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no thread needed
+            return
+        except BlockingIOError:
+            pass
+        # Held by another process: wait for it in a thread, so the event loop goes on.
+        waiting = asyncio.get_running_loop().run_in_executor(
+            None, fcntl.flock, self._fd, fcntl.LOCK_EX
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), self.patience)
+        except BaseException as error:
+            # Cancelled or out of patience: the thread may still get the lock; let it go then.
+            waiting.add_done_callback(self._let_go)
+            if isinstance(error, TimeoutError):
+                raise StoreError("database is locked (another process kept it)") from error
+            raise
+
+    def give_back(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._checkpoint_when_grown()
 
     def _checkpoint_when_grown(self) -> None:
         if self._checkpointing is not None:
@@ -81,25 +104,6 @@ class FileTurn:
             log.info("WAL checkpoint skipped (%s)", error)
         finally:
             self._checkpointing = None
-
-    async def _take(self) -> None:
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no thread needed
-            return
-        except BlockingIOError:
-            pass
-        # Held by another process: wait for it in a thread, so the event loop goes on.
-        waiting = asyncio.get_running_loop().run_in_executor(
-            None, fcntl.flock, self._fd, fcntl.LOCK_EX
-        )
-        try:
-            await asyncio.wait_for(asyncio.shield(waiting), self.patience)
-        except BaseException as error:
-            # Cancelled or out of patience: the thread may still get the lock; let it go then.
-            waiting.add_done_callback(self._let_go)
-            if isinstance(error, TimeoutError):
-                raise StoreError("database is locked (another process kept it)") from error
-            raise
 
     def _let_go(self, waiting: asyncio.Future[None]) -> None:
         if not waiting.cancelled() and waiting.exception() is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from bot.errors import BotError, StoreError
-from bot.store.file_turn import turn_of
+from bot.store.file_turn import FileTurn, turn_of
 from bot.store.sqlite_inline import InlineConnection
 from bot.tracing import span
 
@@ -38,60 +38,68 @@ async def begin(
     `scanning`: it reads and may take long (a report over many rows): on SQLite its statements
     run in a thread (`sqlite_inline`), so the event loop goes on meanwhile."""
     turn = None if reading or scanning else turn_of(engine.sync_engine)
-    try:
-        with span("store"):
-            if turn is None and not scanning:
-                async with engine.begin() as connection:
-                    yield connection
-                return
-            # The connection first, then the turn: the one connection of this process is what
-            # its own callers queue for, and the turn is held only while it is used.
-            async with engine.connect() as connection:
-                driver = (await connection.get_raw_connection()).driver_connection
-                inline = driver if scanning and isinstance(driver, InlineConnection) else None
+    with _as_store_errors(), span("store"):
+        if turn is None and not scanning:
+            async with engine.begin() as connection:
+                yield connection
+            return
+        # The connection first, then the turn: the one connection of this process is what
+        # its own callers queue for, and the turn is held only while it is used.
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            inline = driver if scanning and isinstance(driver, InlineConnection) else None
+            if inline is not None:
+                inline.offloading = True
+            try:
+                async with AsyncExitStack() as held:
+                    if turn is not None:
+                        await held.enter_async_context(turn.held())
+                    async with connection.begin():
+                        yield connection
+            finally:
                 if inline is not None:
-                    inline.offloading = True
-                try:
-                    async with AsyncExitStack() as held:
-                        if turn is not None:
-                            await held.enter_async_context(turn.held())
-                        async with connection.begin():
-                            yield connection
-                finally:
-                    if inline is not None:
-                        inline.offloading = False
-    except BotError:
-        raise
-    except (SQLAlchemyError, sqlite3.Error, OSError, TimeoutError) as error:
-        # Engines hide bound parameters, so this message carries no user text (nor does
-        # sqlite3's own, from statements run on the driver: `sqlite_rows`).
-        raise StoreError(f"{type(error).__name__}: {error}") from error
+                    inline.offloading = False
 
 
 async def in_one_go(engine: AsyncEngine, work: Callable[[sa.Connection], Result]) -> Result:
-    """`work(connection)` as one transaction, run whole on one greenlet.
+    """`work(connection)` as one transaction (like `begin`), run whole on one greenlet.
 
     Each awaited step of an `AsyncConnection` (connect, begin, every statement, commit, close)
     is run by SQLAlchemy on a greenlet of its own, and a new greenlet costs Python an mmap and
     a munmap of frame memory besides SQLAlchemy's own layers: a one-row transaction took
     0.33 ms of CPU that way and 0.07 ms in one go. For the hottest transactions (the
     webhook's recording), written as plain functions of a synchronous connection."""
-    turn = turn_of(engine.sync_engine)
+    with _as_store_errors(), span("store"):
+        return await greenlet_spawn(
+            _transaction, engine.sync_engine, turn_of(engine.sync_engine), work
+        )
+
+
+def _transaction(
+    engine: sa.Engine, turn: FileTurn | None, work: Callable[[sa.Connection], Result]
+) -> Result:
+    with engine.connect() as connection:
+        if turn is not None:
+            await_only(turn.take())  # after the connection, as in `begin`
+        try:
+            with connection.begin():
+                return work(connection)
+        finally:
+            if turn is not None:
+                turn.give_back()
+
+
+@contextmanager
+def _as_store_errors() -> Iterator[None]:
+    """Database failures come out as StoreError, our own errors unchanged."""
     try:
-        with span("store"):
-            async with AsyncExitStack() as held:
-                if turn is not None:
-                    await held.enter_async_context(turn.held())
-                return await greenlet_spawn(_transaction, engine.sync_engine, work)
+        yield
     except BotError:
         raise
     except (SQLAlchemyError, sqlite3.Error, OSError, TimeoutError) as error:
+        # Engines hide bound parameters, so this message carries no user text (nor does
+        # sqlite3's own, from statements run on the driver: `sqlite_rows`).
         raise StoreError(f"{type(error).__name__}: {error}") from error
-
-
-def _transaction(engine: sa.Engine, work: Callable[[sa.Connection], Result]) -> Result:
-    with engine.begin() as connection:
-        return work(connection)
 
 
 def insert(connection: AsyncConnection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
