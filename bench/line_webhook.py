@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=4.0)
     parser.add_argument("--calm-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=90.0, help="bound on each phase")
-    parser.add_argument("--workers", type=int, default=2, help="WORKER_PROCESSES (separate mode)")
+    parser.add_argument("--workers", type=int, default=2, help="SERVE_WORKERS (separate mode)")
     parser.add_argument(
         "--validate-every",
         type=int,
@@ -87,7 +87,7 @@ async def run(args: argparse.Namespace) -> None:
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(REPO),
             "WORKER_MODE": args.worker_mode,
-            "WORKER_PROCESSES": str(args.workers),
+            "SERVE_WORKERS": str(args.workers),
         }
         uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
         uvicorn += ["--log-level", "warning"]

@@ -167,10 +167,25 @@ class Settings(BaseSettings):
         description="/readyz answers 503 when a LINE or Slack event has waited this long "
         "without being run (workers down or stuck).",
     )
-    worker_processes: int = Field(
-        default=1,
+    serve_workers: int | None = Field(
+        default=None,
         ge=1,
         le=32,
-        description="WORKER_MODE=separate: how many workers `yarigai serve` starts; they take "
-        "conversations by lease (more may run elsewhere with `yarigai worker`).",
+        description="WORKER_MODE=separate: how many workers `yarigai serve` starts beside "
+        "itself (1 when unset); they take conversations by lease (more may run elsewhere "
+        "with `yarigai worker`).",
     )
+    worker_processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="Deprecated alias of SERVE_WORKERS, which wins when both are set. It once "
+        "split users between workers by a fixed hash; workers now take conversations by "
+        "lease.",
+    )
+
+    @property
+    def workers_beside_server(self) -> int:
+        """How many workers `yarigai serve` starts (SERVE_WORKERS, else the deprecated
+        WORKER_PROCESSES, else one)."""
+        return self.serve_workers or self.worker_processes or 1

@@ -204,7 +204,7 @@ def environment(database: str, fake: FakeLineApi) -> dict[str, str]:
         "LINE_API_BASE_URL": fake.url,
         "PYTHONPATH": str(REPO),
         "WORKER_MODE": "separate",
-        "WORKER_PROCESSES": "2",
+        "SERVE_WORKERS": "2",
         "INBOX_STALL_SECONDS": str(STALL_SECONDS),
         "SESSION_SECRET": "faults",
         "LOG_LEVEL": "WARNING",

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 from fakes.line_api import (
@@ -28,6 +29,7 @@ from fakes.line_api import (
 from fakes.processes import alive, children, cpu_seconds, free_port, wait_healthy
 
 from bot.channels.line.adapter import WEBHOOK_PATH
+from bot.config import Settings
 from bot.core.backpressure import BUSY_AT, HOLD, Foreground, SharedMoment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +58,12 @@ def environment(database: Path | str, fake: FakeLineApi) -> dict[str, str]:
 
 
 @contextmanager
-def yarigai(*args: str, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+def yarigai(
+    *args: str, env: dict[str, str], cwd: Path, stderr: IO[bytes] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """`yarigai ARGS` in a child process (an empty working directory: no developer's .env)."""
-    process = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd)
+    command = [sys.executable, "-m", "bot.cli", *args]
+    process = subprocess.Popen(command, env=env, cwd=cwd, stderr=stderr)
     try:
         yield process
     finally:
@@ -98,6 +103,27 @@ async def test_the_worker_started_by_serve_answers_what_the_server_records(
         server.wait(30)
         await until(lambda: not alive(worker), within=15)
     assert fake.invalid == []
+
+
+def test_serve_starts_serve_workers_and_still_honours_the_deprecated_worker_processes(
+    fake: FakeLineApi, tmp_path: Path
+) -> None:
+    for variable, count in (("SERVE_WORKERS", 3), ("WORKER_PROCESSES", 2)):
+        env = {**environment(tmp_path / f"{variable}.db", fake), variable: str(count)}
+        port = free_port()
+        log = tmp_path / f"{variable}.log"
+        with (
+            log.open("wb") as stderr,
+            yarigai("serve", "--port", str(port), env=env, cwd=tmp_path, stderr=stderr) as server,
+        ):
+            wait_healthy(server, f"http://127.0.0.1:{port}")
+            assert len(children(server.pid)) == count
+        deprecated = "WORKER_PROCESSES is deprecated: set SERVE_WORKERS" in log.read_text()
+        assert deprecated == (variable == "WORKER_PROCESSES")
+    # Both set: the new name wins.
+    both = Settings(_env_file=None, serve_workers=2, worker_processes=5)
+    assert both.workers_beside_server == 2
+    assert Settings(_env_file=None).workers_beside_server == 1
 
 
 async def test_events_recorded_without_a_worker_are_answered_once_when_it_starts(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -19,6 +20,8 @@ from bot.logs import configure
 
 if TYPE_CHECKING:
     from bot.cli.worker import Companion
+
+log = logging.getLogger(__name__)
 
 
 @click.group()
@@ -63,7 +66,12 @@ def serve(host: str | None, port: int | None, with_worker: bool) -> None:
         os.close(handle)
         board = Path(name)
         foreground = Foreground(publish=SharedMoment.create(board))
-        count = settings.worker_processes
+        if settings.worker_processes is not None:
+            log.warning(
+                "WORKER_PROCESSES is deprecated: set SERVE_WORKERS instead (how many workers "
+                "`yarigai serve` starts; they take conversations by lease)"
+            )
+        count = settings.workers_beside_server
         workers = [Companion.start(board, number=index + 1) for index in range(count)]
     if workers:
         # uvicorn re-raises SIGTERM after its graceful shutdown; ending by SystemExit instead

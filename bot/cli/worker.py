@@ -89,7 +89,7 @@ class Companion:
     webhooks meanwhile: the events wait in the inbox, durable."""
 
     command: list[str]
-    number: int  # 1..WORKER_PROCESSES, for the log
+    number: int  # 1..SERVE_WORKERS, for the log
     process: subprocess.Popen[bytes]
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
