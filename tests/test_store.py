@@ -480,6 +480,13 @@ async def test_pending_events_of_one_address(store: SqlStore) -> None:
     mine = await store.pending_events(channel="line", address="U1")
     assert [e.event_id for e in mine] == ["e0", "e3"]
     assert [e.event_id for e in await store.pending_events(channel=Channel.SLACK)] == ["e2"]
+    # Of any channel, after an id, and no longer once run.
+    anywhere = await store.pending_events(address="U1")
+    assert [e.event_id for e in anywhere] == ["e0", "e2", "e3"]
+    later = await store.pending_events(address="U1", after_id=anywhere[0].id)
+    assert [e.event_id for e in later] == ["e2", "e3"]
+    await store.mark_processed(mine[1].id)
+    assert [e.event_id for e in await store.pending_events(channel="line", address="U1")] == ["e0"]
 
 
 async def test_naive_times_are_refused(store: SqlStore) -> None:

@@ -125,7 +125,7 @@ class Inbox(Database):
             where.append(i.id > after_id)
             order = (i.id,)
         if address is not None:
-            where = [*pending_of_user(channel, address)]
+            where += _of_user(channel, address)
         elif channel is not None:
             where.append(i.channel == Channel(channel).value)
         async with self._read() as connection:
@@ -254,11 +254,14 @@ def pending_of_user(
     `channel || ''` keeps the (channel, event_id) index out of the plan: without statistics
     SQLite would walk it for `channel = ?`, i.e. every event of the channel (concatenating an
     empty string is SQLite's documented way to rule an index out for a term)."""
+    return inbox.c.processed_at.is_(None), *_of_user(channel, address)
+
+
+def _of_user(channel: Channel | str | None, address: str) -> tuple[sa.ColumnElement[bool], ...]:
     i = inbox.c
-    where = (i.processed_at.is_(None), i.address == address)
     if channel is None:
-        return where
-    return *where, i.channel.concat("") == Channel(channel).value
+        return (i.address == address,)
+    return i.address == address, i.channel.concat("") == Channel(channel).value
 
 
 def _record(rows: list[dict[str, Any]], connection: sa.Connection) -> dict[tuple[str, str], int]:
