@@ -3,12 +3,14 @@ export/forget`, the same as admin routes of the agent API, the audit log, and re
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from agent_app import agent_app
 from click.testing import CliRunner
@@ -147,6 +149,34 @@ async def test_forgetting_leaves_nothing_but_the_audit_entry(store: SqlStore) ->
         ("export", "cli:test"),
     ][::-1]
     assert all(e.subject == subject_of(key) and key.address not in e.subject for e in entries)
+
+
+async def test_forgetting_blanks_an_event_whose_run_commits_meanwhile(store: SqlStore) -> None:
+    """PostgreSQL: each statement of the forgetting sees what was committed when it started,
+    and a user's inbox events are found pending and run by two statements. An event a worker
+    had claimed (not yet committed) when the user asked is blanked all the same."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: nothing can commit meanwhile")
+    key = ConversationKey(channel=Channel.LINE, address="U" + "c" * 32)
+    await store.record_event(
+        channel=key.channel,
+        event_id="claimed",
+        address=key.address,
+        payload={"text": "経理です"},
+        occurred_at=datetime.now(UTC),
+    )
+    [event] = await store.pending_events(channel=key.channel, address=key.address)
+    async with store.engine.connect() as worker:
+        claim = await worker.begin()
+        await worker.execute(
+            sa.update(inbox).where(inbox.c.id == event.id).values(processed_at=datetime.now(UTC))
+        )
+        forgetting = asyncio.create_task(store.forget_user(key, who="cli:test"))
+        await asyncio.sleep(0.5)  # the forgetting now waits for the claimed row
+        await claim.commit()
+    assert (await forgetting)["inbox"] == 1
+    [row] = [r for r in await inbox_rows(store) if r["event_id"] == "claimed"]
+    assert row["payload"] is None and row["address"] == ""
 
 
 def test_a_web_chat_user_deletes_their_data_in_the_chat(tmp_path: Path) -> None:

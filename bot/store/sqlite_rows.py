@@ -34,11 +34,16 @@ def insert_each(
     if not isinstance(driver, InlineConnection):
         return None
     sql, bind = _compiled(statement, connection.dialect)
+    try:
+        parameters = [bind(row) for row in rows]
+    except (TypeError, ValueError) as error:  # a naive time, a payload JSON cannot encode
+        # What SQLAlchemy's own execution would raise for it (its type processors raised).
+        raise sa.exc.StatementError(str(error), sql, None, error) from error
     cursor = driver.sqlite.cursor()
     try:
         returned: list[tuple[Any, ...] | None] = []
-        for row in rows:
-            cursor.execute(sql, bind(row))
+        for values in parameters:
+            cursor.execute(sql, values)
             returned.append(cursor.fetchone())
         return returned
     finally:

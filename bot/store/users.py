@@ -66,11 +66,7 @@ class Users(Database):
                 "channel": key.channel.value,
                 "address": key.address,
                 "conversation": None,
-                "inbox": [
-                    event
-                    for query in _inbox_of(key)
-                    for event in await _rows(connection, query, ("id", "address"))
-                ],
+                "inbox": await _inbox_rows(connection, key),
             }
             if row is not None:
                 conversation_id = row.id
@@ -148,7 +144,7 @@ class Users(Database):
                 ).scalar_one()
                 await connection.execute(sa.delete(conversations).where(c.id == conversation_id))
             blanked = 0
-            for where in _by_user(key):
+            for where in _by_user(key):  # pending first: see `_by_user`
                 result = await connection.execute(
                     sa.update(inbox).where(*where).values(payload=sa.null(), address="")
                 )
@@ -169,23 +165,25 @@ class Users(Database):
             return [AuditEntry(**row._mapping) for row in rows]
 
 
-def _inbox_of(key: ConversationKey) -> tuple[sa.Select[Any], ...]:
-    """The user's inbox events: those run in the order recorded, then those pending in the
-    order they happened (each order its index's, so neither query sorts or scans)."""
-    run, pending = _by_user(key)
-    i = inbox.c
-    return (
-        sa.select(inbox).where(*run).order_by(i.id),
-        sa.select(inbox).where(*pending).order_by(i.occurred_at, i.id),
-    )
+async def _inbox_rows(connection: AsyncConnection, key: ConversationKey) -> list[dict[str, Any]]:
+    """The user's inbox events in the order recorded, each once (see `_by_user`)."""
+    found: dict[int, dict[str, Any]] = {}
+    for where in _by_user(key):
+        for row in await connection.execute(sa.select(inbox).where(*where)):
+            found.setdefault(row.id, _json(row._mapping, skip=("id", "address")))
+    return [found[inbox_id] for inbox_id in sorted(found)]
 
 
 def _by_user(key: ConversationKey) -> tuple[tuple[sa.ColumnElement[bool], ...], ...]:
-    """The user's inbox rows as two sets, each found by an index: those run (by user) and
-    those pending (among the few pending rows); no index holds both (`schema.inbox`)."""
+    """The user's inbox rows as two sets, each found by an index: those pending (among the
+    pending rows), then those run (by user); no index holds both (`schema.inbox`).
+
+    Pending first: on PostgreSQL each statement sees the rows as committed when it starts, so
+    an event a worker runs meanwhile has left the pending set before the second statement
+    looks at the run ones, and is found there. In the other order it could be missed by both."""
     i = inbox.c
     run = (i.processed_at.is_not(None), i.channel == key.channel.value, i.address == key.address)
-    return run, pending_of_user(key.channel, key.address)
+    return pending_of_user(key.channel, key.address), run
 
 
 async def _rows(
