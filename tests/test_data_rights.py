@@ -58,22 +58,19 @@ async def a_user_with_everything(store: SqlStore, key: ConversationKey) -> None:
     reply, two recorded inbound events (one run, one still pending: the inbox finds them by
     different indexes), contact details and a booking: all the kinds of row a user leaves."""
     state = ConversationState(flow="career", flow_version="1", state="ask_role", slots={"a": 1})
-    await store.record_event(
-        channel=key.channel,
-        event_id=f"ev-run-{key.address}",
-        address=key.address,
-        payload={"text": "こんにちは"},
-        occurred_at=datetime.now(UTC),
-    )
-    [run] = await store.pending_events(channel=key.channel, address=key.address)
+    for event_id, text in (
+        (f"ev-run-{key.address}", "こんにちは"),
+        (f"ev-{key.address}", "経理です"),
+    ):
+        await store.record_event(
+            channel=key.channel,
+            event_id=event_id,
+            address=key.address,
+            payload={"text": text},
+            occurred_at=datetime.now(UTC),
+        )
+    [run, _] = await store.pending_events(channel=key.channel, address=key.address)
     await store.mark_processed(run.id)
-    await store.record_event(
-        channel=key.channel,
-        event_id=f"ev-{key.address}",
-        address=key.address,
-        payload={"text": "経理です"},
-        occurred_at=datetime.now(UTC),
-    )
     saved = await store.save_turn(
         key,
         state=state,

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.models import Channel
 from bot.records import InboxEvent, InboxHealth, NewEvent
 from bot.store.db import Database
-from bot.store.notify import ring, ring_now
+from bot.store.notify import ring
 from bot.store.schema import inbox
 from bot.store.sqlite_rows import insert_each
-from bot.store.tx import IN_LIST, built_once, in_one_go, insert, insert_for, now_or
+from bot.store.tx import IN_LIST, built_once, in_one_go, insert_for, now_or
 
 _RECORDED: Final = ("channel", "event_id", "address", "payload", "occurred_at", "received_at")
 
@@ -47,28 +47,15 @@ class Inbox(Database):
         now: datetime | None = None,
     ) -> bool:
         """Keep an inbound event durably; False if this (channel, event_id) was seen before."""
-        values = {
-            "channel": Channel(channel).value,
-            "event_id": event_id,
-            "address": address,
-            "payload": dict(payload),
-            "occurred_at": occurred_at,
-            "received_at": now_or(now),
-            "attempts": 0,
-        }
-        async with self._begin() as connection:
-            # ON CONFLICT rather than catching IntegrityError: the loser of a race learns it
-            # without an error, and a PostgreSQL transaction is not left aborted.
-            inserted = await connection.execute(
-                insert(connection, inbox)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=[inbox.c.channel, inbox.c.event_id])
-                .returning(inbox.c.id)
-            )
-            new = inserted.scalar_one_or_none() is not None
-            if new:
-                await ring(connection)
-            return new
+        new = NewEvent(
+            channel=Channel(channel),
+            event_id=event_id,
+            address=address,
+            payload=dict(payload),
+            occurred_at=occurred_at,
+        )
+        [recorded] = await self.record_events([new], now=now)
+        return recorded is not None
 
     async def record_events(
         self, events: Sequence[NewEvent], *, now: datetime | None = None
@@ -286,7 +273,7 @@ def _record(rows: list[dict[str, Any]], connection: sa.Connection) -> dict[tuple
                 inbox_id, channel, event_id = returned
                 recorded[(channel, event_id)] = inbox_id
     if recorded:
-        ring_now(connection)  # workers waiting for events wake at commit
+        ring(connection)  # workers waiting for events wake at commit
     return recorded
 
 

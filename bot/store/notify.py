@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +18,9 @@ INBOX_CHANNEL: Final = "yarigai_inbox"
 _NOTIFY: Final = sa.select(sa.func.pg_notify(INBOX_CHANNEL, ""))
 
 
-async def ring(connection: AsyncConnection) -> None:
-    """In the transaction that records events: PostgreSQL delivers it at commit."""
-    if connection.dialect.name == "postgresql":
-        await connection.execute(_NOTIFY)
-
-
-def ring_now(connection: sa.Connection) -> None:
-    """`ring`, in a transaction run in one go (`tx.in_one_go`)."""
+def ring(connection: sa.Connection) -> None:
+    """In the transaction that records events (run in one go: `tx.in_one_go`): PostgreSQL
+    delivers it at commit."""
     if connection.dialect.name == "postgresql":
         connection.execute(_NOTIFY)
 
